@@ -1,0 +1,249 @@
+//! The command line: `run`, `check` and `demo`, and the exit codes.
+//!
+//! Exit status: 0 success; 64 a config problem (`EX_USAGE`); 69 a runtime
+//! failure such as an address already in use or an unreadable certificate
+//! (`EX_UNAVAILABLE`).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, LogFormat};
+use crate::proxy::Gateway;
+use crate::route::RouteClass;
+use crate::{demo, server, telemetry, tls};
+
+pub const EXIT_CONFIG: u8 = 64;
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sharegate",
+    version,
+    about = "Keeps token-in-path share links inside the network and view-only",
+    long_about = "A reverse-proxy gateway for self-hosted LangSmith (or any app with token-in-path share links): share routes answer only clients inside configured networks, shares stay view-only, and refusals are clear.\n\nStart with `sharegate demo`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Log format; overrides `log.format`.
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
+    },
+    /// Validate a config and print the effective route and policy table.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run a built-in stand-in LangSmith and the gateway in front of it, and
+    /// print a tour of curl commands. Runs until Ctrl-C.
+    Demo {
+        /// Where the demo gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config, log_format } => run(&config, log_format.as_deref()),
+        Command::Demo { listen } => runtime().map_or_else(
+            |code| code,
+            |rt| match rt.block_on(demo::run(listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sharegate demo: {e}");
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+            },
+        ),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("sharegate: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        })
+}
+
+fn config_failed(e: &ConfigError) -> ExitCode {
+    eprint!("sharegate: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(cfg) => {
+            print!("{}", policy_table(&cfg));
+            println!("\n{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_failed(&e),
+    }
+}
+
+fn run(path: &std::path::Path, log_format: Option<&str>) -> ExitCode {
+    let mut cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_failed(&e),
+    };
+    if let Some(f) = log_format {
+        cfg.log.format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+    }
+    telemetry::init(&cfg.log);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(serve(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sharegate: {e}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+/// Why the gateway could not start once its config was valid.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] crate::proxy::BuildError),
+}
+
+/// Binds every configured address, then serves until SIGINT or SIGTERM.
+pub async fn serve(cfg: Config) -> Result<(), StartError> {
+    let tls = cfg.tls.as_ref().map(tls::server_config).transpose()?;
+    let mut listeners = Vec::new();
+    for addr in &cfg.listen {
+        let l = server::bind(*addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: *addr, source })?;
+        tracing::info!(
+            address = %l.local_addr().unwrap_or(*addr),
+            tls = tls.is_some(),
+            upstream = %cfg.upstream.url,
+            "listening"
+        );
+        listeners.push(l);
+    }
+    let gateway = Arc::new(Gateway::new(cfg)?);
+    server::run(listeners, gateway, tls, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The effective route and policy table, as `check` prints it.
+pub fn policy_table(cfg: &Config) -> String {
+    let mut out = String::new();
+    let p = &cfg.policy;
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    for a in &cfg.listen {
+        let _ = writeln!(out, "listen      {scheme}://{a}");
+    }
+    let _ = writeln!(
+        out,
+        "upstream    {} (connect timeout {}, response timeout {})",
+        cfg.upstream.url,
+        humantime::format_duration(cfg.upstream.connect_timeout),
+        humantime::format_duration(cfg.upstream.response_timeout)
+    );
+    let trusted = if p.trusted_proxies.is_empty() {
+        "the TCP peer (no trusted proxies)".to_owned()
+    } else {
+        let nets: Vec<String> = p.trusted_proxies.nets().iter().map(|n| n.to_string()).collect();
+        format!(
+            "rightmost untrusted X-Forwarded-For/Forwarded entry when the peer is in {}",
+            nets.join(", ")
+        )
+    };
+    let _ = writeln!(out, "client ip   {trusted}");
+    let _ = writeln!(
+        out,
+        "overrides   X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, ?_method: refused (400) on share routes, stripped elsewhere"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<58} {:<17} {:<26} ALLOW FROM",
+        "ROUTE", "CLASS", "METHODS"
+    );
+    let row = |out: &mut String, pattern: &str, class: RouteClass, methods: String| {
+        let (access, _) = p.access(class);
+        let class_name = match class {
+            RouteClass::Custom(i) => p
+                .routes
+                .get(i)
+                .map_or("custom".to_owned(), |r| format!("custom:{}", r.name)),
+            c => c.name().to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{pattern:<58} {class_name:<17} {methods:<26} {}",
+            access.describe()
+        );
+    };
+    for (pattern, class, post) in cfg.routes.entries() {
+        let (methods, _) = p.methods(class, post);
+        let methods = match methods {
+            None => "any".to_owned(),
+            Some(m) => m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" "),
+        };
+        row(&mut out, &pattern, class, methods);
+    }
+    row(&mut out, "(every other path)", RouteClass::Other, "any".to_owned());
+    out
+}

@@ -1,0 +1,157 @@
+//! The config file format: serde structs that mirror the TOML a user writes.
+//!
+//! This module owns spelling and defaults only. Whether a value makes sense
+//! (a CIDR parses, a network name exists, a file is readable) is decided in
+//! `config::validate`, which reports every problem at once.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole file. Unknown keys are collected by `serde_ignored` in `load` and
+/// reported together with every other problem, rather than stopping at the
+/// first one as `deny_unknown_fields` would.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct File {
+    pub server: ServerSection,
+    pub upstream: UpstreamSection,
+    pub networks: BTreeMap<String, StringList>,
+    pub client_ip: ClientIpSection,
+    pub share: ShareSection,
+    pub routes: Vec<RouteSection>,
+    pub default: DefaultSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct ServerSection {
+    pub listen: StringList,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: StringList(vec!["0.0.0.0:8443".to_owned()]),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct UpstreamSection {
+    pub url: Option<String>,
+    pub connect_timeout: String,
+    pub response_timeout: String,
+    pub ca_file: Option<String>,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            url: None,
+            connect_timeout: "5s".to_owned(),
+            response_timeout: "300s".to_owned(),
+            ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ClientIpSection {
+    pub trusted_proxies: StringList,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct ShareSection {
+    pub profile: String,
+    pub base_path: String,
+    pub allow_from: StringList,
+    pub manage_from: StringList,
+    pub allow_generate_query: bool,
+}
+
+impl Default for ShareSection {
+    fn default() -> Self {
+        ShareSection {
+            profile: "langsmith".to_owned(),
+            base_path: String::new(),
+            allow_from: StringList::default(),
+            manage_from: StringList::default(),
+            allow_generate_query: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RouteSection {
+    pub name: String,
+    pub paths: StringList,
+    pub methods: StringList,
+    pub allow_from: StringList,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct DefaultSection {
+    pub allow_from: StringList,
+}
+
+impl Default for DefaultSection {
+    fn default() -> Self {
+        DefaultSection {
+            allow_from: StringList(vec!["any".to_owned()]),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct LogSection {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: "text".to_owned(),
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// A list of strings that may also be written as one comma-separated string,
+/// so that every list key can be overridden from the environment
+/// (`SHAREGATE__SHARE__ALLOW_FROM=corp,vpn`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct StringList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(s) => StringList(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            OneOrMany::Many(v) => StringList(v),
+        })
+    }
+}

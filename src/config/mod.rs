@@ -1,0 +1,200 @@
+//! Configuration: the file format (`file`), and the validated, typed
+//! [`Config`] the gateway runs on.
+//!
+//! Everything that can be checked before a socket is bound is checked here,
+//! and every problem is reported at once, each naming the key, the bad value
+//! and what would be valid. The result is immutable: the server shares it by
+//! `Arc` and never consults the file again. This module does not bind, read
+//! certificates' contents or talk to the upstream.
+
+mod file;
+mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::policy::Policy;
+use crate::route::RouteTable;
+
+
+/// The environment prefix: `SHAREGATE__UPSTREAM__URL` overrides `upstream.url`.
+pub const ENV_PREFIX: &str = "SHAREGATE";
+
+/// A loaded, validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+    pub upstream: Upstream,
+    pub policy: Policy,
+    pub routes: RouteTable,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: http::Uri,
+    /// True when the upstream is reached over TLS.
+    pub https: bool,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// One thing wrong with a config: which key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in one config, reported together.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub origin: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{} has {} problem{}:",
+            self.origin,
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads `path`, applies `SHAREGATE__*` overrides from the process
+    /// environment and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, None)
+    }
+
+    /// Like [`Config::load`], with the environment given explicitly (tests use
+    /// this so they never touch the process environment).
+    pub fn load_with_env(
+        path: &Path,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let fail = |key: &str, message: String| ConfigError {
+            origin: origin.clone(),
+            problems: vec![Problem {
+                key: key.to_owned(),
+                message,
+            }],
+        };
+        if !path.is_file() {
+            return Err(fail(
+                "--config",
+                format!("cannot read {origin}: no such file; pass the path of a TOML config file"),
+            ));
+        }
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .source(env);
+        let built = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(environment)
+            .build()
+            .map_err(|e| fail("(file)", format!("cannot parse: {e}")))?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::from_source(built, &origin, &base_dir)
+    }
+
+    /// Parses a config from TOML text (for `demo` and tests); relative paths
+    /// are resolved against `base_dir`.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError {
+                origin: "config".to_owned(),
+                problems: vec![Problem {
+                    key: "(file)".to_owned(),
+                    message: format!("cannot parse: {e}"),
+                }],
+            })?;
+        Self::from_source(built, "config", base_dir)
+    }
+
+    fn from_source(
+        built: config::Config,
+        origin: &str,
+        base_dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut unknown = Vec::new();
+        let raw: Result<file::File, _> =
+            serde_ignored::deserialize(built, |path| unknown.push(path.to_string()));
+        for key in unknown {
+            problems.push(Problem {
+                key,
+                message: "unknown key; see the README's configuration reference for valid keys"
+                    .to_owned(),
+            });
+        }
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.push(Problem {
+                    key: "(file)".to_owned(),
+                    message: format!("{e}"),
+                });
+                return Err(ConfigError {
+                    origin: origin.to_owned(),
+                    problems,
+                });
+            }
+        };
+        match validate::validate(raw, base_dir, &mut problems) {
+            Some(cfg) if problems.is_empty() => Ok(cfg),
+            _ => Err(ConfigError {
+                origin: origin.to_owned(),
+                problems,
+            }),
+        }
+    }
+}

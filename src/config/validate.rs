@@ -1,0 +1,338 @@
+//! From the file format to the typed [`Config`]: every check, every problem
+//! collected rather than returned early, so one run of `sharegate check`
+//! shows everything that is wrong.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::Method;
+use ipnet::IpNet;
+
+use super::file::{File, StringList};
+use super::{Config, LogFormat, LogSettings, Problem, TlsFiles, Upstream};
+use crate::policy::{Access, CustomPolicy, NetSet, Policy};
+use crate::route::{Profile, RouteTable};
+
+struct Report<'a>(&'a mut Vec<Problem>);
+
+impl Report<'_> {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Parses a duration such as `5s`, `300ms`, `2m`; a bare number is refused
+/// because its unit would be a guess.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("{s:?} is not a duration ({e}); write a number with a unit, such as \"5s\" or \"300ms\"")
+    })
+}
+
+pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) -> Option<Config> {
+    let mut r = Report(problems);
+
+    // [server]
+    let mut listen = Vec::new();
+    if raw.server.listen.0.is_empty() {
+        r.add(
+            "server.listen",
+            "is empty; give at least one address such as \"0.0.0.0:8443\" or \"[::]:8443\"",
+        );
+    }
+    for a in &raw.server.listen.0 {
+        match a.parse::<SocketAddr>() {
+            Ok(sa) => listen.push(sa),
+            Err(_) => r.add(
+                "server.listen",
+                format!("{a:?} is not an address with a port; write \"0.0.0.0:8443\" or \"[::]:8443\""),
+            ),
+        }
+    }
+    let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => {
+            let cert = base_dir.join(c);
+            let key = base_dir.join(k);
+            for (name, path) in [("server.tls_cert", &cert), ("server.tls_key", &key)] {
+                if !path.is_file() {
+                    r.add(
+                        name,
+                        format!(
+                            "{} does not exist or is not a file; give a PEM file (relative paths are taken from the config file's folder)",
+                            path.display()
+                        ),
+                    );
+                }
+            }
+            Some(TlsFiles { cert, key })
+        }
+        (Some(_), None) => {
+            r.add(
+                "server.tls_key",
+                "is missing while server.tls_cert is set; give both for TLS, or neither for plain HTTP",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            r.add(
+                "server.tls_cert",
+                "is missing while server.tls_key is set; give both for TLS, or neither for plain HTTP",
+            );
+            None
+        }
+    };
+
+    // [upstream]
+    let upstream = upstream(&raw, base_dir, &mut r);
+
+    // [networks]
+    let mut networks: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+    for (name, cidrs) in &raw.networks {
+        let key = format!("networks.{name}");
+        if name.eq_ignore_ascii_case("any") {
+            r.add(key.clone(), "\"any\" is reserved (it means every address); pick another name");
+        }
+        if cidrs.0.is_empty() {
+            r.add(key.clone(), "is empty; list CIDRs such as \"10.0.0.0/8\"");
+        }
+        let mut nets = Vec::new();
+        for c in &cidrs.0 {
+            match parse_cidr(c) {
+                Ok(n) => nets.push(n),
+                Err(m) => r.add(key.clone(), m),
+            }
+        }
+        networks.insert(name.clone(), nets);
+    }
+
+    // [client_ip]
+    let trusted_proxies = net_list(
+        "client_ip.trusted_proxies",
+        &raw.client_ip.trusted_proxies,
+        &networks,
+        &mut r,
+        false,
+    );
+    let trusted_proxies = match trusted_proxies {
+        Access::Networks(s) => s,
+        Access::Any => NetSet::default(),
+    };
+
+    // [share]
+    let profile = match raw.share.profile.as_str() {
+        "langsmith" => Profile::LangSmith,
+        "none" => Profile::Empty,
+        other => {
+            r.add(
+                "share.profile",
+                format!("{other:?} is not a known profile; use \"langsmith\" or \"none\""),
+            );
+            Profile::Empty
+        }
+    };
+    let share_allow = net_list("share.allow_from", &raw.share.allow_from, &networks, &mut r, true);
+    let manage_allow = net_list("share.manage_from", &raw.share.manage_from, &networks, &mut r, true);
+    let default_allow = net_list("default.allow_from", &raw.default.allow_from, &networks, &mut r, true);
+
+    // [[routes]]
+    let mut routes = Vec::new();
+    let mut patterns = Vec::new();
+    for (i, route) in raw.routes.iter().enumerate() {
+        let key = if route.name.is_empty() {
+            format!("routes[{i}]")
+        } else {
+            format!("routes.{}", route.name)
+        };
+        if route.name.is_empty() {
+            r.add(format!("{key}.name"), "is missing; name every route (it appears in logs)");
+        } else if raw.routes[..i].iter().any(|o| o.name == route.name) {
+            r.add(format!("{key}.name"), format!("{:?} is used by two routes; names must be unique", route.name));
+        }
+        if route.paths.0.is_empty() {
+            r.add(format!("{key}.paths"), "is empty; give at least one pattern such as \"/public/{token}/**\"");
+        }
+        let mut methods = Vec::new();
+        if route.methods.0.is_empty() {
+            r.add(format!("{key}.methods"), "is empty; list the methods that are reads, such as [\"GET\", \"HEAD\"]");
+        }
+        for m in &route.methods.0 {
+            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(mm) => methods.push(mm),
+                Err(_) => r.add(format!("{key}.methods"), format!("{m:?} is not an HTTP method")),
+            }
+        }
+        let allow = net_list(&format!("{key}.allow_from"), &route.allow_from, &networks, &mut r, true);
+        routes.push(CustomPolicy {
+            name: route.name.clone(),
+            methods,
+            allow,
+        });
+        patterns.push(route.paths.0.clone());
+    }
+
+    let base_path = raw.share.base_path.trim_end_matches('/').to_owned();
+    let table = match RouteTable::new(profile, &base_path, &patterns) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            r.add("share.base_path / routes.paths", e.to_string());
+            None
+        }
+    };
+
+    // [log]
+    let format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            r.add("log.format", format!("{other:?} is not a log format; use \"text\" or \"json\""));
+            LogFormat::Text
+        }
+    };
+    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+        r.add(
+            "log.level",
+            format!("{:?} is not a level or filter; use \"info\", \"debug\" or a filter such as \"sharegate=debug\"", raw.log.level),
+        );
+    }
+
+    Some(Config {
+        listen,
+        tls,
+        upstream: upstream?,
+        policy: Policy {
+            trusted_proxies,
+            share_allow,
+            manage_allow,
+            default_allow,
+            allow_generate_query: raw.share.allow_generate_query,
+            routes,
+        },
+        routes: table?,
+        log: LogSettings {
+            format,
+            level: raw.log.level,
+        },
+    })
+}
+
+fn upstream(raw: &File, base_dir: &Path, r: &mut Report<'_>) -> Option<Upstream> {
+    let connect_timeout = duration("upstream.connect_timeout", &raw.upstream.connect_timeout, r);
+    let response_timeout = duration("upstream.response_timeout", &raw.upstream.response_timeout, r);
+    let ca_file = raw.upstream.ca_file.as_ref().map(|f| base_dir.join(f));
+    if let Some(f) = &ca_file {
+        if !f.is_file() {
+            r.add("upstream.ca_file", format!("{} does not exist or is not a file; give a PEM bundle of CA certificates", f.display()));
+        }
+    }
+    let Some(url) = &raw.upstream.url else {
+        r.add("upstream.url", "is missing; give the app's address, such as \"http://langsmith-frontend:80\"");
+        return None;
+    };
+    let uri: http::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            r.add("upstream.url", format!("{url:?} is not a URL; write \"http://host:port\" or \"https://host\""));
+            return None;
+        }
+    };
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            r.add("upstream.url", format!("{url:?} must start with http:// or https://"));
+            return None;
+        }
+    };
+    if uri.authority().is_none() {
+        r.add("upstream.url", format!("{url:?} has no host; write \"http://host:port\""));
+        return None;
+    }
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        r.add(
+            "upstream.url",
+            format!("{url:?} has a path or query; give only scheme, host and port (the client's path is forwarded as checked; use share.base_path for an app under a sub-path)"),
+        );
+        return None;
+    }
+    Some(Upstream {
+        url: uri,
+        https,
+        connect_timeout: connect_timeout?,
+        response_timeout: response_timeout?,
+        ca_file,
+    })
+}
+
+fn duration(key: &str, value: &str, r: &mut Report<'_>) -> Option<Duration> {
+    match parse_duration(value) {
+        Ok(d) if d.is_zero() => {
+            r.add(key, format!("{value:?} is zero; give a positive duration such as \"5s\""));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(m) => {
+            r.add(key, m);
+            None
+        }
+    }
+}
+
+fn parse_cidr(c: &str) -> Result<IpNet, String> {
+    let c = c.trim();
+    if let Ok(n) = c.parse::<IpNet>() {
+        return Ok(n);
+    }
+    // A bare address means that one host.
+    if let Ok(ip) = c.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "{c:?} is not a CIDR; write an IPv4 or IPv6 range such as \"10.0.0.0/8\" or \"fd00::/8\""
+    ))
+}
+
+/// A list of network names and literal CIDRs; `"any"` alone means everyone
+/// where `allow_any` is set.
+fn net_list(
+    key: &str,
+    list: &StringList,
+    networks: &BTreeMap<String, Vec<IpNet>>,
+    r: &mut Report<'_>,
+    allow_any: bool,
+) -> Access {
+    if list.0.iter().any(|e| e == "any") {
+        if !allow_any {
+            r.add(key, "\"any\" is not allowed here; list the proxies' addresses or network names");
+        } else if list.0.len() > 1 {
+            r.add(key, "\"any\" already admits everyone; write it alone, or list networks instead");
+        }
+        return Access::Any;
+    }
+    let mut names = Vec::new();
+    let mut nets = Vec::new();
+    for entry in &list.0 {
+        if let Some(found) = networks.get(entry) {
+            names.push(entry.clone());
+            nets.extend(found.iter().copied());
+        } else if let Ok(n) = parse_cidr(entry) {
+            names.push(entry.clone());
+            nets.push(n);
+        } else {
+            let known: Vec<&str> = networks.keys().map(String::as_str).collect();
+            r.add(
+                key,
+                format!(
+                    "{entry:?} is neither a network name from [networks] (known: {}) nor a CIDR such as \"10.1.0.0/16\"",
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                ),
+            );
+        }
+    }
+    Access::Networks(NetSet::new(names, nets))
+}

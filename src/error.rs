@@ -1,0 +1,232 @@
+//! Request errors and their single mapping to HTTP responses.
+//!
+//! Every way a request can fail is one variant of [`RequestError`]; one
+//! `match` turns it into a status, and who caused it decides the class
+//! (client 4xx, upstream 502/504). Clients get a short standard reason, as
+//! JSON shaped like LangSmith's own errors (`{"detail": ...}`), or a small
+//! HTML page when a browser navigates; the detail goes to the access log
+//! once, from `Display` and `source()`. This module does not decide policy.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::policy::network::ForwardedError;
+use crate::policy::{Denial, DenialKind};
+use crate::route::{PathError, RouteClass};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Everything that stops a request from being answered by the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("ambiguous path: {0}")]
+    Path(#[from] PathError),
+    #[error("client address unknown: {0}")]
+    Forwarded(#[from] ForwardedError),
+    #[error("refused by {}: {}", .denial.rule, .denial.kind.reason())]
+    Denied { denial: Denial, class: RouteClass },
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("upstream unreachable")]
+    UpstreamConnect(#[source] BoxError),
+    #[error("upstream sent no response headers within {0:?}")]
+    UpstreamTimeout(Duration),
+    #[error("upstream failed")]
+    Upstream(#[source] BoxError),
+}
+
+impl RequestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::Path(_) | RequestError::Forwarded(_) | RequestError::Malformed(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            RequestError::Denied { denial, .. } => match denial.kind {
+                DenialKind::Network { .. } => StatusCode::FORBIDDEN,
+                DenialKind::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
+                DenialKind::MethodOverride => StatusCode::BAD_REQUEST,
+            },
+            RequestError::UpstreamConnect(_) | RequestError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            RequestError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable snake_case code for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::Path(e) => e.reason(),
+            RequestError::Forwarded(_) => "forwarded_header",
+            RequestError::Denied { denial, .. } => denial.kind.reason(),
+            RequestError::Malformed(_) => "malformed",
+            RequestError::UpstreamConnect(_) => "upstream_connect",
+            RequestError::UpstreamTimeout(_) => "upstream_timeout",
+            RequestError::Upstream(_) => "upstream_error",
+        }
+    }
+
+    /// What the client reads: short, standard, with no internal detail.
+    fn detail(&self) -> &'static str {
+        match self {
+            RequestError::Path(_) => "Bad request: the path is ambiguous.",
+            RequestError::Forwarded(_) => "Bad request: the client address could not be determined.",
+            RequestError::Malformed(_) => "Bad request.",
+            RequestError::Denied { denial, class } => match (&denial.kind, class) {
+                (DenialKind::Network { .. }, RouteClass::ShareManage) => {
+                    "Share management is available only on the company network."
+                }
+                (DenialKind::Network { .. }, RouteClass::Other) => {
+                    "Access from your network is not allowed."
+                }
+                (DenialKind::Network { .. }, _) => {
+                    "This shared link opens only on the company network."
+                }
+                (DenialKind::Method { .. }, _) => "Method not allowed: shared links are view-only.",
+                (DenialKind::MethodOverride, _) => {
+                    "Bad request: method overrides are not accepted on shared links."
+                }
+            },
+            RequestError::UpstreamConnect(_) | RequestError::Upstream(_) => "Bad gateway.",
+            RequestError::UpstreamTimeout(_) => "Gateway timeout.",
+        }
+    }
+
+    /// The one place an error becomes a response. `browser` selects the HTML
+    /// page (for a navigation, `Accept: text/html`) over JSON.
+    pub fn to_response(&self, browser: bool) -> Response<Body> {
+        let status = self.status();
+        let detail = self.detail();
+        let (ctype, body) = if browser {
+            ("text/html; charset=utf-8", html_page(status, detail))
+        } else {
+            (
+                "application/json",
+                serde_json::json!({ "detail": detail }).to_string(),
+            )
+        };
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let RequestError::Denied { denial, .. } = self {
+            if let DenialKind::Method { allow } = &denial.kind {
+                let list: Vec<&str> = allow.iter().map(|m| m.as_str()).collect();
+                if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                    h.insert(ALLOW, v);
+                }
+            }
+        }
+        resp
+    }
+}
+
+/// True when the client is a browser navigating (it prefers HTML).
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn html_page(status: StatusCode, detail: &str) -> String {
+    let title = status.canonical_reason().unwrap_or("Refused");
+    let hint = if status == StatusCode::FORBIDDEN {
+        "<p>Connect to the company network or VPN, then open the link again. If you think you should have access, contact your administrator.</p>"
+    } else {
+        ""
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {title}</title>\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}</style></head>\
+<body><h1>{detail}</h1>{hint}<p><small>{code} {title}</small></p></body></html>\n",
+        code = status.as_u16(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn denied(kind: DenialKind, class: RouteClass) -> RequestError {
+        RequestError::Denied {
+            denial: Denial {
+                kind,
+                rule: "r".into(),
+            },
+            class,
+        }
+    }
+
+    async fn body_text(resp: Response<Body>) -> String {
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn statuses_and_bodies() {
+        let e = denied(
+            DenialKind::Network {
+                client: "127.0.0.2".parse().unwrap(),
+            },
+            RouteClass::SharePage,
+        );
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        let r = e.to_response(false);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(
+            body_text(r).await,
+            r#"{"detail":"This shared link opens only on the company network."}"#
+        );
+        let r = e.to_response(true);
+        let t = body_text(r).await;
+        assert!(t.contains("opens only on the company network"), "{t}");
+        assert!(t.contains("403 Forbidden"));
+
+        let e = denied(
+            DenialKind::Method {
+                allow: vec![Method::GET, Method::HEAD],
+            },
+            RouteClass::PublicApi,
+        );
+        let r = e.to_response(false);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+
+        assert_eq!(
+            denied(DenialKind::MethodOverride, RouteClass::PublicApi).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            RequestError::UpstreamTimeout(Duration::from_secs(1)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        let e = RequestError::UpstreamConnect("connection refused 10.1.2.3:80".into());
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        let t = body_text(e.to_response(false)).await;
+        assert!(!t.contains("10.1.2.3"), "no internal detail: {t}");
+    }
+
+    #[test]
+    fn browser_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_html(&h));
+        h.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml"),
+        );
+        assert!(wants_html(&h));
+    }
+}

@@ -1,0 +1,37 @@
+//! sharegate: a reverse-proxy gateway that keeps token-in-path share links
+//! (LangSmith's `/public/{token}/r` and its public API) inside the network
+//! and view-only.
+//!
+//! # Layout
+//!
+//! One request crosses these modules, in this order:
+//!
+//! ```text
+//!  server ──▶ proxy::handle ──────────────────────────────────────────────▶ upstream
+//!  (accept,    │ route::classify    canonical path, route class, share token
+//!   TLS,       │ policy::client_ip  TCP peer, or trusted-proxy forwarding headers
+//!   h1/h2)     │ policy::authorize  network, view-only methods, override tricks
+//!              │ proxy::prepare     checked path, hop-by-hop removal, X-Forwarded-*
+//!              │ proxy::forward     pooled client, response timeout
+//!              ▼ error              every refusal or failure → one response
+//!            telemetry              one access event per request, tokens hashed
+//! ```
+//!
+//! - [`config`]: the file format and the validated [`config::Config`].
+//! - [`route`]: the route table (built-in LangSmith profile + `[[routes]]`).
+//! - [`policy`]: networks, client IP, and the decision with its reason.
+//! - [`proxy`]: the pipeline above. [`server`]: sockets and connections.
+//! - [`tls`]: certificate loading. [`telemetry`]: logs. [`error`]: responses.
+//! - [`cli`]: `run`, `check`, `demo`. [`demo`]: the stand-in upstream.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod policy;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,178 @@
+//! The access decision: may this client make this request on this route?
+//!
+//! `authorize` is pure and synchronous: it takes the classified [`Route`],
+//! the method, the request headers and the client IP already resolved by
+//! `network::client_ip`, and returns a [`Grant`] or a [`Denial`], each
+//! carrying the rule that decided, because the access log, the metrics and
+//! `check` all need the same reason. Checks run cheapest first. This module
+//! neither parses paths (that is `route`) nor builds responses (`error`).
+
+pub mod network;
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, Method};
+
+pub use network::{Access, NetSet};
+
+use crate::route::{PostRule, Route, RouteClass};
+
+/// Everything the decision needs, compiled once from the config.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub trusted_proxies: NetSet,
+    pub share_allow: Access,
+    pub manage_allow: Access,
+    pub default_allow: Access,
+    pub allow_generate_query: bool,
+    pub routes: Vec<CustomPolicy>,
+}
+
+/// The policy of one `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct CustomPolicy {
+    pub name: String,
+    pub methods: Vec<Method>,
+    pub allow: Access,
+}
+
+/// Headers some frameworks read to replace the request method. A proxy that
+/// checks the method and forwards one of these lets a write pass as a read.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] =
+    ["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// Permission to forward, with the rule that gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub rule: String,
+}
+
+/// A refusal, with what failed and the rule that decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub kind: DenialKind,
+    pub rule: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenialKind {
+    /// The client is not in the networks the route admits.
+    Network { client: IpAddr },
+    /// The method is not a read on a view-only route; `allow` lists the
+    /// methods that are.
+    Method { allow: Vec<Method> },
+    /// A method-override header or `_method` parameter on a protected route.
+    MethodOverride,
+}
+
+impl DenialKind {
+    /// Stable snake_case code for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DenialKind::Network { .. } => "network",
+            DenialKind::Method { .. } => "method",
+            DenialKind::MethodOverride => "method_override",
+        }
+    }
+}
+
+const READS: [Method; 3] = [Method::GET, Method::HEAD, Method::OPTIONS];
+
+impl Policy {
+    /// Who may use routes of `class`, and the config key that says so.
+    pub fn access(&self, class: RouteClass) -> (&Access, String) {
+        match class {
+            RouteClass::SharePage
+            | RouteClass::PublicApi
+            | RouteClass::PublicTokenless
+            | RouteClass::PublicBulk
+            | RouteClass::FeedbackToken => (&self.share_allow, "share.allow_from".to_owned()),
+            RouteClass::ShareManage => (&self.manage_allow, "share.manage_from".to_owned()),
+            RouteClass::Custom(i) => match self.routes.get(i) {
+                Some(r) => (&r.allow, format!("routes.{}.allow_from", r.name)),
+                // The route table and the policy are built from one config;
+                // an index without a policy would be a bug, so fail closed.
+                None => (&NOBODY, format!("routes[{i}]")),
+            },
+            RouteClass::Other => (&self.default_allow, "default.allow_from".to_owned()),
+        }
+    }
+
+    /// The methods that pass on a route of `class` whose POST rule is
+    /// `post_rule`, or `None` when every method does; with the rule's name.
+    pub fn methods(&self, class: RouteClass, post_rule: PostRule) -> (Option<Vec<Method>>, String) {
+        let post = |m: &mut Vec<Method>| m.insert(2, Method::POST);
+        match class {
+            RouteClass::ShareManage | RouteClass::Other => (None, String::new()),
+            RouteClass::FeedbackToken => {
+                let mut m = READS.to_vec();
+                post(&mut m);
+                (Some(m), "share.feedback_tokens".to_owned())
+            }
+            RouteClass::Custom(i) => match self.routes.get(i) {
+                Some(r) => (Some(r.methods.clone()), format!("routes.{}.methods", r.name)),
+                None => (Some(Vec::new()), format!("routes[{i}]")),
+            },
+            _ => {
+                let mut m = READS.to_vec();
+                match post_rule {
+                    PostRule::Read => {
+                        post(&mut m);
+                        (Some(m), "share.view_only (POST read)".to_owned())
+                    }
+                    PostRule::GenerateQuery if self.allow_generate_query => {
+                        post(&mut m);
+                        (Some(m), "share.allow_generate_query".to_owned())
+                    }
+                    PostRule::GenerateQuery => {
+                        (Some(m), "share.allow_generate_query = false".to_owned())
+                    }
+                    PostRule::NotAllowed => (Some(m), "share.view_only".to_owned()),
+                }
+            }
+        }
+    }
+}
+
+static NOBODY: Access = Access::Networks(NetSet::empty());
+
+/// Decides one request. `client` is the address from
+/// `network::client_ip`. Order: method-override tricks (no lookup needed),
+/// then the network (so an outsider learns nothing about which methods a
+/// route takes), then the method.
+pub fn authorize(
+    policy: &Policy,
+    route: &Route,
+    method: &Method,
+    headers: &HeaderMap,
+    client: IpAddr,
+) -> Result<Grant, Denial> {
+    if route.class != RouteClass::Other
+        && (route.method_param
+            || METHOD_OVERRIDE_HEADERS
+                .iter()
+                .any(|h| headers.contains_key(*h)))
+    {
+        return Err(Denial {
+            kind: DenialKind::MethodOverride,
+            rule: "method overrides are refused on share routes".to_owned(),
+        });
+    }
+    let (access, access_rule) = policy.access(route.class);
+    if !access.admits(client) {
+        return Err(Denial {
+            kind: DenialKind::Network { client },
+            rule: access_rule,
+        });
+    }
+    let (methods, method_rule) = policy.methods(route.class, route.post);
+    if let Some(allow) = methods {
+        if !allow.contains(method) {
+            return Err(Denial {
+                kind: DenialKind::Method { allow },
+                rule: method_rule,
+            });
+        }
+    }
+    Ok(Grant { rule: access_rule })
+}

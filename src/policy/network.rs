@@ -1,0 +1,291 @@
+//! Network membership: named CIDR sets, and who the client is.
+//!
+//! Owns address canonicalization (an IPv4-mapped IPv6 peer such as
+//! `::ffff:10.1.2.3` is the IPv4 address `10.1.2.3`, which `ipnet` would not
+//! match against `10.0.0.0/8` on its own) and the trusted-proxy walk over
+//! `X-Forwarded-For` / `Forwarded`. It does not decide what a network may do;
+//! that is `policy::authorize`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use ipnet::IpNet;
+
+/// A set of networks, with the names the admin wrote (for logs and `check`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetSet {
+    pub names: Vec<String>,
+    nets: Vec<IpNet>,
+}
+
+impl NetSet {
+    pub fn new(names: Vec<String>, nets: Vec<IpNet>) -> NetSet {
+        // Canonical, de-duplicated, with IPv4-mapped IPv6 ranges folded into
+        // IPv4 so that one comparison rule holds for every address.
+        let nets = IpNet::aggregate(&nets.into_iter().map(canonical_net).collect());
+        NetSet { names, nets }
+    }
+
+    pub const fn empty() -> NetSet {
+        NetSet {
+            names: Vec::new(),
+            nets: Vec::new(),
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    pub fn nets(&self) -> &[IpNet] {
+        &self.nets
+    }
+}
+
+fn canonical_net(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net {
+        if let Some(v4) = v6.addr().to_ipv4_mapped() {
+            if v6.prefix_len() >= 96 {
+                if let Ok(n) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96) {
+                    return IpNet::V4(n);
+                }
+            }
+        }
+    }
+    net.trunc()
+}
+
+/// Who may use a class of routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    Any,
+    Networks(NetSet),
+}
+
+impl Access {
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        match self {
+            Access::Any => true,
+            Access::Networks(set) => set.contains(ip),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Access::Any => "any".to_owned(),
+            Access::Networks(set) if set.names.is_empty() => "nobody".to_owned(),
+            Access::Networks(set) => set.names.join(", "),
+        }
+    }
+}
+
+/// Why a forwarded client address could not be determined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a trusted proxy sent an unparseable {header} entry")]
+pub struct ForwardedError {
+    pub header: &'static str,
+}
+
+/// The client address as the gateway determines it: the TCP peer, or, only
+/// when the peer is a trusted proxy, the rightmost address in
+/// `X-Forwarded-For` (else `Forwarded`) that is not itself trusted. Walking
+/// from the right matters: every hop appends, so only the entries added by
+/// proxies we trust are facts; anything further left is whatever the client
+/// chose to write.
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &NetSet,
+) -> Result<IpAddr, ForwardedError> {
+    let peer = peer.to_canonical();
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return Ok(peer);
+    }
+    let xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let (entries, header) = if !xff.is_empty() {
+        (xff, "X-Forwarded-For")
+    } else {
+        let fwd: Vec<&str> = headers
+            .get_all("forwarded")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(forwarded_for)
+            .collect();
+        (fwd, "Forwarded")
+    };
+    if headers.get_all("x-forwarded-for").iter().any(|v| v.to_str().is_err()) {
+        return Err(ForwardedError {
+            header: "X-Forwarded-For",
+        });
+    }
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        let ip = parse_forwarded_addr(entry).ok_or(ForwardedError { header })?;
+        client = ip;
+        if !trusted.contains(ip) {
+            break;
+        }
+    }
+    Ok(client)
+}
+
+/// The `for=` value of one `Forwarded` element (RFC 7239 §4), or the empty
+/// string when the element has none (which then fails to parse, on purpose).
+fn forwarded_for(element: &str) -> Option<&str> {
+    let mut found = None;
+    for pair in element.split(';') {
+        let mut kv = pair.splitn(2, '=');
+        let k = kv.next().unwrap_or("").trim();
+        if k.eq_ignore_ascii_case("for") {
+            found = Some(kv.next().unwrap_or("").trim().trim_matches('"'));
+        }
+    }
+    found
+}
+
+/// `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`, `[::1]:80`.
+fn parse_forwarded_addr(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa.ip().to_canonical());
+    }
+    let inner = s.strip_prefix('[')?.strip_suffix(']')?;
+    inner.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(cidrs: &[&str]) -> NetSet {
+        NetSet::new(
+            vec!["t".into()],
+            cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        )
+    }
+
+    fn hdrs(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn mapped_ipv6_matches_ipv4_range() {
+        let s = set(&["10.0.0.0/8"]);
+        assert!(s.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!s.contains("::ffff:11.1.2.3".parse().unwrap()));
+        assert!(!s.contains("fd00::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn mapped_ipv6_range_matches_ipv4_address() {
+        let s = set(&["::ffff:10.0.0.0/104"]);
+        assert!(s.contains("10.9.9.9".parse().unwrap()));
+        assert!(!s.contains("11.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_ranges_and_edges() {
+        let s = set(&["fd00::/8", "192.168.1.0/24"]);
+        assert!(s.contains("fd12::1".parse().unwrap()));
+        assert!(!s.contains("fe80::1".parse().unwrap()));
+        assert!(s.contains("192.168.1.0".parse().unwrap()));
+        assert!(s.contains("192.168.1.255".parse().unwrap()));
+        assert!(!s.contains("192.168.2.0".parse().unwrap()));
+        // A host address written with host bits set still means its network.
+        let s = set(&["10.1.2.3/8"]);
+        assert!(s.contains("10.200.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn untrusted_peer_forwarded_headers_ignored() {
+        let trusted = set(&["127.0.0.1/32"]);
+        let h = hdrs(&[("x-forwarded-for", "10.1.1.1")]);
+        let ip = client_ip("127.0.0.9".parse().unwrap(), &h, &trusted).unwrap();
+        assert_eq!(ip, "127.0.0.9".parse::<IpAddr>().unwrap());
+        let ip = client_ip("127.0.0.9".parse().unwrap(), &h, &NetSet::default()).unwrap();
+        assert_eq!(ip, "127.0.0.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn trusted_chain_walked_right_to_left() {
+        let trusted = set(&["127.0.0.1/32", "192.0.2.0/24"]);
+        // Leftmost is what the client wrote; rightmost untrusted is the truth.
+        let h = hdrs(&[("x-forwarded-for", "10.9.9.9, 203.0.113.7, 192.0.2.5")]);
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        assert_eq!(ip, "203.0.113.7".parse::<IpAddr>().unwrap());
+        // Split over two header lines: same list.
+        let h = hdrs(&[
+            ("x-forwarded-for", "10.9.9.9"),
+            ("x-forwarded-for", "203.0.113.7, 192.0.2.5"),
+        ]);
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        assert_eq!(ip, "203.0.113.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn all_trusted_chain_gives_leftmost() {
+        let trusted = set(&["127.0.0.0/8"]);
+        let h = hdrs(&[("x-forwarded-for", "127.0.0.5, 127.0.0.6")]);
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        assert_eq!(ip, "127.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn forwarded_header_and_ports() {
+        let trusted = set(&["127.0.0.1/32"]);
+        let h = hdrs(&[(
+            "forwarded",
+            "for=10.0.0.1;proto=https, for=\"[2001:db8::1]:4711\"",
+        )]);
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        assert_eq!(ip, "2001:db8::1".parse::<IpAddr>().unwrap());
+        let h = hdrs(&[("x-forwarded-for", "198.51.100.1:5555")]);
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        assert_eq!(ip, "198.51.100.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn garbage_from_trusted_proxy_is_an_error() {
+        let trusted = set(&["127.0.0.1/32"]);
+        let h = hdrs(&[("x-forwarded-for", "unknown")]);
+        assert!(client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).is_err());
+        let h = hdrs(&[("forwarded", "for=unknown")]);
+        assert!(client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).is_err());
+        // Garbage to the left of an untrusted address is never reached.
+        let h = hdrs(&[("x-forwarded-for", "garbage, 198.51.100.1")]);
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        assert_eq!(ip, "198.51.100.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn mapped_peer_canonicalized() {
+        let ip = client_ip(
+            "::ffff:127.0.0.2".parse().unwrap(),
+            &HeaderMap::new(),
+            &NetSet::default(),
+        )
+        .unwrap();
+        assert_eq!(ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,0 +1,423 @@
+//! The request pipeline: classify → authorize → prepare → forward → respond.
+//!
+//! Each stage is a plain function over plain structs, readable top to bottom
+//! in [`handle`]. The decisions (classify, authorize) are pure and
+//! synchronous; only forwarding awaits. The connection's facts (peer, TLS)
+//! arrive in [`Conn`], built once per connection by `server`. This module
+//! owns header hygiene in both directions (hop-by-hop removal, forwarding
+//! headers) and the access log event; it does not bind sockets or parse
+//! config.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::config::Config;
+use crate::error::{wants_html, Body, BoxError, RequestError};
+use crate::policy::{self, network, Grant, METHOD_OVERRIDE_HEADERS};
+use crate::route::{Route, RouteClass};
+use crate::telemetry::{self, AccessEvent, Decision};
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// What the gateway knows about one client connection, built once by the
+/// server when the connection is accepted.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// One loaded configuration and the upstream client built from it.
+pub struct Gateway {
+    pub config: Config,
+    client: Client<Connector, Body>,
+    upstream_scheme: http::uri::Scheme,
+    upstream_authority: http::uri::Authority,
+    upstream_host: HeaderValue,
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot read upstream.ca_file {path}: {source}")]
+    CaFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("upstream.ca_file {path} holds no usable CA certificate")]
+    NoCa { path: String },
+    #[error("the system certificate store is unusable: {0}")]
+    SystemRoots(String),
+    #[error("upstream.url has no host")]
+    NoHost,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Result<Gateway, BuildError> {
+        let up = &config.upstream;
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(path) = &up.ca_file {
+            let shown = path.display().to_string();
+            let pem = std::fs::read(path).map_err(|source| BuildError::CaFile {
+                path: shown.clone(),
+                source,
+            })?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+                roots.add(cert).map_err(|_| BuildError::NoCa {
+                    path: shown.clone(),
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(BuildError::NoCa { path: shown });
+            }
+        } else if up.https {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(BuildError::SystemRoots(
+                    "no CA certificates found; set upstream.ca_file".to_owned(),
+                ));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| BuildError::SystemRoots(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(up.connect_timeout));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector);
+        let authority = up.url.authority().cloned().ok_or(BuildError::NoHost)?;
+        let host =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| BuildError::NoHost)?;
+        Ok(Gateway {
+            upstream_scheme: up.url.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
+            upstream_authority: authority,
+            upstream_host: host,
+            client,
+            config,
+        })
+    }
+}
+
+/// What the pipeline learned about a request, for the access log.
+struct Facts {
+    class: Option<RouteClass>,
+    client: Option<IpAddr>,
+    path: String,
+    rule: String,
+}
+
+/// Serves one request. Never fails: every error becomes a response here.
+pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let browser = wants_html(req.headers());
+    let mut facts = Facts {
+        class: None,
+        client: None,
+        path: "-".to_owned(),
+        rule: String::new(),
+    };
+    let result = pipeline(&gw, &conn, req, &mut facts).await;
+    let (resp, decision, error) = match result {
+        Ok(resp) => (resp, Decision::Allowed, None),
+        Err(e) => {
+            let decision = match &e {
+                RequestError::UpstreamConnect(_)
+                | RequestError::UpstreamTimeout(_)
+                | RequestError::Upstream(_) => Decision::Allowed,
+                _ => Decision::Refused,
+            };
+            let resp = e.to_response(browser);
+            (resp, decision, Some(e))
+        }
+    };
+    let event = AccessEvent {
+        class: facts.class.map_or("unknown", RouteClass::name),
+        client: facts.client,
+        peer: conn.peer.ip(),
+        method,
+        path: facts.path,
+        decision,
+        rule: facts.rule,
+        status: resp.status(),
+        error,
+        start,
+    };
+    telemetry::log_on_completion(resp, event)
+}
+
+async fn pipeline(
+    gw: &Gateway,
+    conn: &Conn,
+    req: Request<Incoming>,
+    facts: &mut Facts,
+) -> Result<Response<Body>, RequestError> {
+    let cfg = &gw.config;
+    // classify
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let route = cfg.routes.classify(req.method(), target)?;
+    facts.class = Some(route.class);
+    facts.path = telemetry::mask_tokens(&route.path, &route.tokens);
+    facts.rule.clone_from(&route.rule);
+
+    // authorize
+    let client = network::client_ip(conn.peer.ip(), req.headers(), &cfg.policy.trusted_proxies)?;
+    facts.client = Some(client);
+    let grant = policy::authorize(&cfg.policy, &route, req.method(), req.headers(), client)
+        .map_err(|denial| {
+            facts.rule.clone_from(&denial.rule);
+            RequestError::Denied {
+                denial,
+                class: route.class,
+            }
+        })?;
+    facts.rule = grant_rule(&route, &grant);
+
+    // prepare → forward → respond
+    let upgrade = route.class == RouteClass::Other && is_upgrade(req.headers());
+    let (upstream_req, client_upgrade) = prepare(gw, conn, client, &route, req, upgrade)?;
+    let resp = forward(gw, upstream_req).await?;
+    Ok(respond(resp, client_upgrade))
+}
+
+fn grant_rule(route: &Route, grant: &Grant) -> String {
+    if route.rule.is_empty() {
+        grant.rule.clone()
+    } else {
+        format!("{} ({})", grant.rule, route.rule)
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, RFC 9112 §9.6) plus the old
+/// `Proxy-Connection`; they describe one connection and never cross a proxy.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Forwarding headers the gateway sets itself; client copies are dropped
+/// unless the peer is a trusted proxy (whose `X-Forwarded-For` we extend).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers and every header the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+type OnUpgrade = Option<hyper::upgrade::OnUpgrade>;
+
+/// Builds the upstream request: the checked path, the request's own body
+/// (streamed), and headers cleaned of anything that could make the upstream
+/// see something other than what was checked.
+fn prepare(
+    gw: &Gateway,
+    conn: &Conn,
+    client: IpAddr,
+    route: &Route,
+    mut req: Request<Incoming>,
+    upgrade: bool,
+) -> Result<(Request<Body>, OnUpgrade), RequestError> {
+    let client_host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+    let upgrade_value = if upgrade {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    // Header names with '_' are dropped: CGI-style servers (WSGI, PHP)
+    // fold '_' and '-' together, so `X_Forwarded_For` could stand in for
+    // the header we set.
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
+    }
+    // On share routes a method override is refused by policy; elsewhere it
+    // is stripped so that no upstream ever acts on it.
+    for name in METHOD_OVERRIDE_HEADERS {
+        headers.remove(name);
+    }
+
+    let peer = conn.peer.ip().to_canonical();
+    let trusted_peer = gw.config.policy.trusted_proxies.contains(peer);
+    let xff = if trusted_peer {
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            client.to_string()
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        }
+    } else {
+        client.to_string()
+    };
+    for name in [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_REAL_IP,
+        &FORWARDED,
+    ] {
+        headers.remove(name);
+    }
+    let set = |h: &mut HeaderMap, name: &HeaderName, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(name.clone(), v);
+        }
+    };
+    set(&mut headers, &X_FORWARDED_FOR, &xff);
+    set(&mut headers, &X_REAL_IP, &client.to_string());
+    set(
+        &mut headers,
+        &X_FORWARDED_PROTO,
+        if conn.tls { "https" } else { "http" },
+    );
+    if let Some(h) = &client_host {
+        set(&mut headers, &X_FORWARDED_HOST, h);
+    }
+    headers.insert(header::HOST, gw.upstream_host.clone());
+    if let Some(u) = upgrade_value {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+
+    let mut pq = route.path.clone();
+    if let Some(q) = &route.query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let uri = Uri::builder()
+        .scheme(gw.upstream_scheme.clone())
+        .authority(gw.upstream_authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| RequestError::Malformed("request target"))?;
+
+    let mut out = Request::new(body.map_err(BoxError::from).boxed_unsync());
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = uri;
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = headers;
+    Ok((out, on_upgrade))
+}
+
+async fn forward(gw: &Gateway, req: Request<Body>) -> Result<Response<Incoming>, RequestError> {
+    let limit = gw.config.upstream.response_timeout;
+    match tokio::time::timeout(limit, gw.client.request(req)).await {
+        Err(_) => Err(RequestError::UpstreamTimeout(limit)),
+        Ok(Err(e)) if e.is_connect() => Err(RequestError::UpstreamConnect(Box::new(e))),
+        Ok(Err(e)) => Err(RequestError::Upstream(Box::new(e))),
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+/// Cleans the upstream's response for the client; a `101` hands both
+/// connections over to a byte pipe.
+fn respond(mut resp: Response<Incoming>, client_upgrade: OnUpgrade) -> Response<Body> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_side) = client_upgrade {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
+                    let mut c = TokioIo::new(c);
+                    let mut u = TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+            });
+            let (parts, body) = resp.into_parts();
+            return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+}
+
+/// For `check`: a read-only method name list, shared with the policy table.
+pub fn describe_methods(methods: &Option<Vec<Method>>) -> String {
+    match methods {
+        None => "any".to_owned(),
+        Some(m) => m.iter().map(Method::as_str).collect::<Vec<_>>().join(" "),
+    }
+}

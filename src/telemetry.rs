@@ -1,0 +1,202 @@
+//! Logs: tracing setup and the access event.
+//!
+//! One access event per request, emitted when the response body has been
+//! sent (or abandoned), so it can carry the byte count and the full
+//! duration. Share tokens never reach a log in clear: paths are logged with
+//! each token replaced by a short hash (`{tok:1a2b3c4d}`), and queries are
+//! not logged at all. This module does not decide anything.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+use crate::error::{Body, BoxError, RequestError};
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides the
+/// configured level.
+pub fn init(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests, demo) keeps the first subscriber.
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// A short, stable, non-reversible name for a share token.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The path with every share token replaced by its hash.
+pub fn mask_tokens(path: &str, tokens: &[String]) -> String {
+    let mut out = path.to_owned();
+    for t in tokens.iter().filter(|t| !t.is_empty()) {
+        out = out.replace(t.as_str(), &format!("{{tok:{}}}", token_hash(t)));
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Refused,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Refused => "refused",
+        }
+    }
+}
+
+/// The fields of one access event.
+pub struct AccessEvent {
+    pub class: &'static str,
+    pub client: Option<IpAddr>,
+    pub peer: IpAddr,
+    pub method: Method,
+    pub path: String,
+    pub decision: Decision,
+    pub rule: String,
+    pub status: StatusCode,
+    pub error: Option<RequestError>,
+    pub start: Instant,
+}
+
+impl AccessEvent {
+    fn emit(&self, bytes: u64, complete: bool) {
+        let peer = self.peer.to_canonical();
+        let client = self.client.unwrap_or(peer);
+        let peer_field = (client != peer).then(|| peer.to_string());
+        let reason = self.error.as_ref().map(RequestError::reason).unwrap_or("");
+        let detail = self.error.as_ref().map(error_chain).unwrap_or_default();
+        tracing::info!(
+            target: "sharegate::access",
+            class = self.class,
+            client = %client,
+            peer = peer_field,
+            method = %self.method,
+            path = %self.path,
+            decision = self.decision.as_str(),
+            rule = %self.rule,
+            reason,
+            status = self.status.as_u16(),
+            bytes,
+            complete,
+            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            error = detail,
+            "request"
+        );
+    }
+}
+
+fn error_chain(e: &RequestError) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Wraps the response body so that the access event is written once the
+/// body has ended (or the client went away).
+pub fn log_on_completion(resp: Response<Body>, event: AccessEvent) -> Response<Body> {
+    let (parts, body) = resp.into_parts();
+    let counted = Counted {
+        inner: body,
+        bytes: 0,
+        event: Some(event),
+    };
+    Response::from_parts(parts, counted.boxed_unsync())
+}
+
+struct Counted {
+    inner: Body,
+    bytes: u64,
+    event: Option<AccessEvent>,
+}
+
+impl Counted {
+    fn finish(&mut self, complete: bool) {
+        if let Some(ev) = self.event.take() {
+            ev.emit(self.bytes, complete);
+        }
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_masked() {
+        let t = "6f1d2c3b-0000-4000-8000-123456789abc".to_owned();
+        let masked = mask_tokens(&format!("/api/v1/public/{t}/runs/query"), &[t.clone()]);
+        assert!(!masked.contains(&t));
+        assert!(masked.starts_with("/api/v1/public/{tok:"));
+        assert_eq!(token_hash(&t).len(), 8);
+        assert_eq!(token_hash(&t), token_hash(&t));
+        assert_ne!(token_hash(&t), token_hash("other"));
+    }
+}
