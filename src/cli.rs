@@ -218,11 +218,11 @@ pub fn policy_table(cfg: &Config) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<58} {:<17} {:<26} ALLOW FROM",
-        "ROUTE", "CLASS", "METHODS"
+        "{:<58} {:<17} {:<26} {:<22} ALLOW FROM",
+        "ROUTE", "CLASS", "METHODS", "REQUIRE"
     );
     let row = |out: &mut String, pattern: &str, class: RouteClass, methods: String| {
-        let (access, _) = p.access(class);
+        let (access, require, _) = p.access(class);
         let class_name = match class {
             RouteClass::Custom(i) => p
                 .routes
@@ -232,7 +232,8 @@ pub fn policy_table(cfg: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "{pattern:<58} {class_name:<17} {methods:<26} {}",
+            "{pattern:<58} {class_name:<17} {methods:<26} {:<22} {}",
+            require.as_str(),
             access.describe()
         );
     };

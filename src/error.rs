@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -50,6 +50,8 @@ impl RequestError {
                 DenialKind::Network { .. } => StatusCode::FORBIDDEN,
                 DenialKind::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 DenialKind::MethodOverride => StatusCode::BAD_REQUEST,
+                DenialKind::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+                DenialKind::Identity { .. } => StatusCode::FORBIDDEN,
             },
             RequestError::UpstreamConnect(_) | RequestError::Upstream(_) => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -89,6 +91,12 @@ impl RequestError {
                 (DenialKind::MethodOverride, _) => {
                     "Bad request: method overrides are not accepted on shared links."
                 }
+                (DenialKind::Unauthenticated { .. }, _) => {
+                    "Sign in to open this link: a valid company identity is required."
+                }
+                (DenialKind::Identity { .. }, _) => {
+                    "Your account is not allowed to open this link."
+                }
             },
             RequestError::UpstreamConnect(_) | RequestError::Upstream(_) => "Bad gateway.",
             RequestError::UpstreamTimeout(_) => "Gateway timeout.",
@@ -114,14 +122,73 @@ impl RequestError {
         h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let RequestError::Denied { denial, .. } = self {
-            if let DenialKind::Method { allow } = &denial.kind {
-                let list: Vec<&str> = allow.iter().map(|m| m.as_str()).collect();
-                if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
-                    h.insert(ALLOW, v);
+            match &denial.kind {
+                DenialKind::Method { allow } => {
+                    let list: Vec<&str> = allow.iter().map(|m| m.as_str()).collect();
+                    if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                        h.insert(ALLOW, v);
+                    }
                 }
+                // RFC 6750 §3: the challenge names the scheme, and the
+                // error code when a token was presented and refused.
+                DenialKind::Unauthenticated { reason } => {
+                    let v = if *reason == "missing_credentials" {
+                        HeaderValue::from_static("Bearer realm=\"sharegate\"")
+                    } else {
+                        HeaderValue::from_static(
+                            "Bearer realm=\"sharegate\", error=\"invalid_token\"",
+                        )
+                    };
+                    h.insert(WWW_AUTHENTICATE, v);
+                }
+                _ => {}
             }
         }
         resp
+    }
+
+    /// True for a refusal that a sign-in could turn into an answer.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            RequestError::Denied { denial, .. }
+                if matches!(denial.kind, DenialKind::Unauthenticated { .. })
+        )
+    }
+}
+
+/// A redirect to the login page, carrying where to come back to. The
+/// return target is only ever a local path: anything that a browser could
+/// read as another origin (`//evil`, `/\\evil`, `https://evil`, control
+/// characters) becomes `/`, so the login service can never be turned into
+/// an open redirect by a crafted link.
+pub fn login_redirect(login: &http::Uri, param: &str, return_to: &str) -> Response<Body> {
+    let target = safe_return_path(return_to);
+    let encoded =
+        percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC);
+    let sep = if login.query().is_some() { '&' } else { '?' };
+    let location = format!("{login}{sep}{param}={encoded}");
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `path` when it is unambiguously a path on this origin, else `/`.
+pub fn safe_return_path(path: &str) -> &str {
+    let b = path.as_bytes();
+    let local = b.first() == Some(&b'/')
+        && !matches!(b.get(1), Some(b'/' | b'\\'))
+        && !path.contains('\\')
+        && !b.iter().any(|c| c.is_ascii_control() || *c == b' ');
+    if local {
+        path
+    } else {
+        "/"
     }
 }
 
@@ -217,6 +284,34 @@ mod tests {
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         let t = body_text(e.to_response(false)).await;
         assert!(!t.contains("10.1.2.3"), "no internal detail: {t}");
+    }
+
+    #[test]
+    fn login_return_path_cannot_leave_the_origin() {
+        for evil in [
+            "//evil.example/x",
+            "/\\evil.example",
+            "https://evil.example/",
+            "evil.example",
+            "/\tevil",
+            "/ok\\..\\x",
+            "",
+        ] {
+            assert_eq!(safe_return_path(evil), "/", "{evil:?}");
+        }
+        assert_eq!(safe_return_path("/public/t/r?x=1"), "/public/t/r?x=1");
+        let login: http::Uri = "https://sso.example.com/login?app=ls".parse().unwrap();
+        let r = login_redirect(&login, "rd", "//evil.example");
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(
+            r.headers()[LOCATION],
+            "https://sso.example.com/login?app=ls&rd=%2F"
+        );
+        let r = login_redirect(&login, "rd", "/public/t/r");
+        assert_eq!(
+            r.headers()[LOCATION],
+            "https://sso.example.com/login?app=ls&rd=%2Fpublic%2Ft%2Fr"
+        );
     }
 
     #[test]

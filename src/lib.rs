@@ -29,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod identity;
 pub mod policy;
 pub mod proxy;
 pub mod route;

@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::Config;
 use crate::error::{wants_html, Body, BoxError, RequestError};
+use crate::identity::{Identity, IdentityOutcome};
 use crate::policy::{self, network, Grant, METHOD_OVERRIDE_HEADERS};
 use crate::route::{Route, RouteClass};
 use crate::telemetry::{self, AccessEvent, Decision};
@@ -32,8 +33,14 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// server when the connection is accepted.
 #[derive(Debug, Clone)]
 pub struct Conn {
+    /// The client's address as the connection tells it: the TCP peer, or
+    /// the source a trusted load balancer gave in a PROXY header.
     pub peer: SocketAddr,
+    /// The TCP peer itself (differs from `peer` behind PROXY protocol).
+    pub tcp_peer: SocketAddr,
     pub tls: bool,
+    /// The verified mTLS client certificate, as an identity.
+    pub client_cert: Option<Identity>,
 }
 
 /// One loaded configuration and the upstream client built from it.
@@ -126,6 +133,8 @@ struct Facts {
     client: Option<IpAddr>,
     path: String,
     rule: String,
+    decided_by: &'static str,
+    identity: Option<Identity>,
 }
 
 /// Serves one request. Never fails: every error becomes a response here.
@@ -138,7 +147,14 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
         client: None,
         path: "-".to_owned(),
         rule: String::new(),
+        decided_by: "",
+        identity: None,
     };
+    let return_to = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    let navigation = browser && method == Method::GET;
     let result = pipeline(&gw, &conn, req, &mut facts).await;
     let (resp, decision, error) = match result {
         Ok(resp) => (resp, Decision::Allowed, None),
@@ -149,7 +165,14 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
                 | RequestError::Upstream(_) => Decision::Allowed,
                 _ => Decision::Refused,
             };
-            let resp = e.to_response(browser);
+            let resp = match &gw.config.identity.login_url {
+                Some(login) if navigation && e.is_unauthenticated() => crate::error::login_redirect(
+                    login,
+                    &gw.config.identity.login_return_param,
+                    &return_to,
+                ),
+                _ => e.to_response(browser),
+            };
             (resp, decision, Some(e))
         }
     };
@@ -161,6 +184,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
         path: facts.path,
         decision,
         rule: facts.rule,
+        decided_by: facts.decided_by,
+        identity: facts.identity,
         status: resp.status(),
         error,
         start,
@@ -189,7 +214,14 @@ async fn pipeline(
     // authorize
     let client = network::client_ip(conn.peer.ip(), req.headers(), &cfg.policy.trusted_proxies)?;
     facts.client = Some(client);
-    let grant = policy::authorize(&cfg.policy, &route, req.method(), req.headers(), client)
+    let (_, require, _) = cfg.policy.access(route.class);
+    let identity = if require.needs_identity() {
+        identify(gw, conn, req.headers()).await
+    } else {
+        IdentityOutcome::Absent
+    };
+    facts.identity = identity.identity().cloned();
+    let grant = policy::authorize(&cfg.policy, &route, req.method(), req.headers(), client, &identity)
         .map_err(|denial| {
             facts.rule.clone_from(&denial.rule);
             RequestError::Denied {
@@ -198,12 +230,29 @@ async fn pipeline(
             }
         })?;
     facts.rule = grant_rule(&route, &grant);
+    facts.decided_by = grant.decided_by;
 
     // prepare → forward → respond
     let upgrade = route.class == RouteClass::Other && is_upgrade(req.headers());
-    let (upstream_req, client_upgrade) = prepare(gw, conn, client, &route, req, upgrade)?;
+    let verified = match &identity {
+        IdentityOutcome::Verified(id) => Some(id),
+        _ => None,
+    };
+    let (upstream_req, client_upgrade) = prepare(gw, conn, client, &route, req, upgrade, verified)?;
     let resp = forward(gw, upstream_req).await?;
     Ok(respond(resp, client_upgrade))
+}
+
+/// What the request's credentials amount to: a verified client
+/// certificate, checked against the claim requirements.
+async fn identify(gw: &Gateway, conn: &Conn, _headers: &HeaderMap) -> IdentityOutcome {
+    match &conn.client_cert {
+        Some(id) => IdentityOutcome::Verified(id.clone()),
+        None => {
+            let _ = gw;
+            IdentityOutcome::Absent
+        }
+    }
 }
 
 fn grant_rule(route: &Route, grant: &Grant) -> String {
@@ -278,6 +327,7 @@ fn prepare(
     route: &Route,
     mut req: Request<Incoming>,
     upgrade: bool,
+    identity: Option<&Identity>,
 ) -> Result<(Request<Body>, OnUpgrade), RequestError> {
     let client_host = req
         .uri()
@@ -355,6 +405,18 @@ fn prepare(
     );
     if let Some(h) = &client_host {
         set(&mut headers, &X_FORWARDED_HOST, h);
+    }
+    // Identity headers are ours alone: client copies never pass.
+    for (claim, name) in &gw.config.identity.forward_claims {
+        headers.remove(name);
+        let value = identity.and_then(|id| id.claims.get(claim)).and_then(|v| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        });
+        if let Some(v) = value {
+            set(&mut headers, name, &v);
+        }
     }
     headers.insert(header::HOST, gw.upstream_host.clone());
     if let Some(u) = upgrade_value {

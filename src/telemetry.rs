@@ -21,6 +21,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 use crate::error::{Body, BoxError, RequestError};
+use crate::identity::Identity;
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the
 /// configured level.
@@ -77,6 +78,10 @@ pub struct AccessEvent {
     pub path: String,
     pub decision: Decision,
     pub rule: String,
+    /// Which check granted: "network", "identity", "network+identity",
+    /// "open" (`any`), or empty when refused.
+    pub decided_by: &'static str,
+    pub identity: Option<Identity>,
     pub status: StatusCode,
     pub error: Option<RequestError>,
     pub start: Instant,
@@ -98,6 +103,10 @@ impl AccessEvent {
             path = %self.path,
             decision = self.decision.as_str(),
             rule = %self.rule,
+            decided_by = self.decided_by,
+            subject = self.identity.as_ref().and_then(|i| i.subject.as_deref()),
+            issuer = self.identity.as_ref().and_then(|i| i.issuer.as_deref()),
+            identity_source = self.identity.as_ref().map(|i| i.source.as_str()),
             reason,
             status = self.status.as_u16(),
             bytes,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsFiles;
+use crate::config::{ClientCertMode, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -24,6 +24,8 @@ pub enum TlsError {
     NoKey { path: String },
     #[error("the certificate and key do not form a usable pair: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("client CA {path}: {reason}")]
+    ClientCa { path: String, reason: String },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -57,15 +59,41 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The listener's rustls config: the given chain and key, ALPN h2 then
-/// http/1.1.
+/// http/1.1, and client-certificate verification when configured.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match (&files.client_ca, files.client_cert) {
+        (Some(ca), mode @ (ClientCertMode::Optional | ClientCertMode::Required)) => {
+            let shown = ca.display().to_string();
+            let mut roots = rustls::RootCertStore::empty();
+            for c in load_certs(ca)? {
+                roots.add(c).map_err(|e| TlsError::ClientCa {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let v = if mode == ClientCertMode::Optional {
+                v.allow_unauthenticated()
+            } else {
+                v
+            };
+            let verifier = v.build().map_err(|e| TlsError::ClientCa {
+                path: shown,
+                reason: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

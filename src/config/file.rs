@@ -21,6 +21,7 @@ pub(crate) struct File {
     pub share: ShareSection,
     pub routes: Vec<RouteSection>,
     pub default: DefaultSection,
+    pub identity: IdentitySection,
     pub log: LogSection,
 }
 
@@ -30,6 +31,10 @@ pub(crate) struct ServerSection {
     pub listen: StringList,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_cert: String,
+    pub proxy_protocol_from: StringList,
+    pub proxy_protocol_optional: bool,
 }
 
 impl Default for ServerSection {
@@ -38,6 +43,10 @@ impl Default for ServerSection {
             listen: StringList(vec!["0.0.0.0:8443".to_owned()]),
             tls_cert: None,
             tls_key: None,
+            client_ca: None,
+            client_cert: "off".to_owned(),
+            proxy_protocol_from: StringList::default(),
+            proxy_protocol_optional: false,
         }
     }
 }
@@ -76,6 +85,8 @@ pub(crate) struct ShareSection {
     pub allow_from: StringList,
     pub manage_from: StringList,
     pub allow_generate_query: bool,
+    pub require: String,
+    pub manage_require: String,
 }
 
 impl Default for ShareSection {
@@ -86,6 +97,8 @@ impl Default for ShareSection {
             allow_from: StringList::default(),
             manage_from: StringList::default(),
             allow_generate_query: false,
+            require: "network".to_owned(),
+            manage_require: "network".to_owned(),
         }
     }
 }
@@ -97,20 +110,34 @@ pub(crate) struct RouteSection {
     pub paths: StringList,
     pub methods: StringList,
     pub allow_from: StringList,
+    pub require: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 pub(crate) struct DefaultSection {
     pub allow_from: StringList,
+    pub require: String,
 }
 
 impl Default for DefaultSection {
     fn default() -> Self {
         DefaultSection {
             allow_from: StringList(vec!["any".to_owned()]),
+            require: "network".to_owned(),
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct IdentitySection {
+    /// Where a browser without a token is sent instead of a 401.
+    pub login_url: Option<String>,
+    /// The query parameter of `login_url` that carries the return path.
+    pub login_return_param: Option<String>,
+    /// Verified claims passed to the upstream: claim name -> header name.
+    pub forward_claims: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,6 +31,8 @@ pub struct Config {
     pub upstream: Upstream,
     pub policy: Policy,
     pub routes: RouteTable,
+    pub proxy_protocol: ProxyProtocol,
+    pub identity: IdentitySettings,
     pub log: LogSettings,
 }
 
@@ -38,6 +40,37 @@ pub struct Config {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// CA bundle that client certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    pub client_cert: ClientCertMode,
+}
+
+/// Whether the listener asks for a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    Off,
+    /// Asked for; a connection without one is served, one with a bad one
+    /// is refused in the handshake.
+    Optional,
+    /// A connection without a valid certificate fails the handshake.
+    Required,
+}
+
+/// Who may prefix connections with a PROXY protocol header.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyProtocol {
+    pub from: crate::policy::NetSet,
+    /// Peers in `from` may also connect without a header.
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySettings {
+    /// Browsers without a token are redirected here instead of getting 401.
+    pub login_url: Option<http::Uri>,
+    pub login_return_param: String,
+    /// Verified claims passed upstream: (claim, header).
+    pub forward_claims: Vec<(String, http::HeaderName)>,
 }
 
 #[derive(Debug, Clone)]

@@ -11,8 +11,11 @@ use http::Method;
 use ipnet::IpNet;
 
 use super::file::{File, StringList};
-use super::{Config, LogFormat, LogSettings, Problem, TlsFiles, Upstream};
-use crate::policy::{Access, CustomPolicy, NetSet, Policy};
+use super::{
+    ClientCertMode, Config, IdentitySettings, LogFormat, LogSettings, Problem, ProxyProtocol,
+    TlsFiles, Upstream,
+};
+use crate::policy::{Access, CustomPolicy, NetSet, Policy, Require};
 use crate::route::{Profile, RouteTable};
 
 struct Report<'a>(&'a mut Vec<Problem>);
@@ -70,7 +73,32 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
                     );
                 }
             }
-            Some(TlsFiles { cert, key })
+            let client_ca = raw.server.client_ca.as_ref().map(|f| base_dir.join(f));
+            if let Some(ca) = &client_ca {
+                if !ca.is_file() {
+                    r.add(
+                        "server.client_ca",
+                        format!("{} does not exist or is not a file; give a PEM bundle of the CAs that issue client certificates", ca.display()),
+                    );
+                }
+            }
+            let client_cert = match (raw.server.client_cert.as_str(), &client_ca) {
+                ("off", _) => ClientCertMode::Off,
+                ("optional", Some(_)) => ClientCertMode::Optional,
+                ("required", Some(_)) => ClientCertMode::Required,
+                ("optional" | "required", None) => {
+                    r.add("server.client_cert", format!("{:?} needs server.client_ca, the CA bundle client certificates are checked against", raw.server.client_cert));
+                    ClientCertMode::Off
+                }
+                (other, _) => {
+                    r.add("server.client_cert", format!("{other:?} is not a mode; use \"off\", \"optional\" or \"required\""));
+                    ClientCertMode::Off
+                }
+            };
+            if client_ca.is_some() && client_cert == ClientCertMode::Off && raw.server.client_cert == "off" {
+                r.add("server.client_cert", "is \"off\" while server.client_ca is set; set \"optional\" or \"required\", or remove client_ca");
+            }
+            Some(TlsFiles { cert, key, client_ca, client_cert })
         }
         (Some(_), None) => {
             r.add(
@@ -87,6 +115,10 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             None
         }
     };
+
+    if tls.is_none() && (raw.server.client_ca.is_some() || raw.server.client_cert != "off") {
+        r.add("server.client_ca", "client certificates need TLS on the listener; set server.tls_cert and server.tls_key");
+    }
 
     // [upstream]
     let upstream = upstream(&raw, base_dir, &mut r);
@@ -124,6 +156,28 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         Access::Any => NetSet::default(),
     };
 
+    let pp_from = match net_list(
+        "server.proxy_protocol_from",
+        &raw.server.proxy_protocol_from,
+        &networks,
+        &mut r,
+        false,
+    ) {
+        Access::Networks(s) => s,
+        Access::Any => NetSet::default(),
+    };
+    if raw.server.proxy_protocol_optional && pp_from.is_empty() {
+        r.add("server.proxy_protocol_optional", "is set but server.proxy_protocol_from is empty; list the load balancers that send PROXY headers");
+    }
+    let proxy_protocol = ProxyProtocol {
+        from: pp_from,
+        optional: raw.server.proxy_protocol_optional,
+    };
+
+    // [identity]
+    let identity = identity_settings(&raw, &mut r);
+    let identity_sources = tls.as_ref().is_some_and(|t| t.client_cert != ClientCertMode::Off);
+
     // [share]
     let profile = match raw.share.profile.as_str() {
         "langsmith" => Profile::LangSmith,
@@ -139,6 +193,9 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
     let share_allow = net_list("share.allow_from", &raw.share.allow_from, &networks, &mut r, true);
     let manage_allow = net_list("share.manage_from", &raw.share.manage_from, &networks, &mut r, true);
     let default_allow = net_list("default.allow_from", &raw.default.allow_from, &networks, &mut r, true);
+    let share_require = require("share.require", &raw.share.require, identity_sources, &mut r);
+    let manage_require = require("share.manage_require", &raw.share.manage_require, identity_sources, &mut r);
+    let default_require = require("default.require", &raw.default.require, identity_sources, &mut r);
 
     // [[routes]]
     let mut routes = Vec::new();
@@ -168,10 +225,15 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             }
         }
         let allow = net_list(&format!("{key}.allow_from"), &route.allow_from, &networks, &mut r, true);
+        let route_require = match &route.require {
+            Some(v) => require(&format!("{key}.require"), v, identity_sources, &mut r),
+            None => share_require,
+        };
         routes.push(CustomPolicy {
             name: route.name.clone(),
             methods,
             allow,
+            require: route_require,
         });
         patterns.push(route.paths.0.clone());
     }
@@ -211,9 +273,14 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             manage_allow,
             default_allow,
             allow_generate_query: raw.share.allow_generate_query,
+            share_require,
+            manage_require,
+            default_require,
             routes,
         },
         routes: table?,
+        proxy_protocol,
+        identity,
         log: LogSettings {
             format,
             level: raw.log.level,
@@ -335,4 +402,60 @@ fn net_list(
         }
     }
     Access::Networks(NetSet::new(names, nets))
+}
+
+fn require(key: &str, value: &str, identity_sources: bool, r: &mut Report<'_>) -> Require {
+    let req = match value {
+        "network" => Require::Network,
+        "identity" => Require::Identity,
+        "network_and_identity" => Require::NetworkAndIdentity,
+        "network_or_identity" => Require::NetworkOrIdentity,
+        other => {
+            r.add(
+                key,
+                format!("{other:?} is not an access expression; use \"network\", \"identity\", \"network_and_identity\" or \"network_or_identity\""),
+            );
+            return Require::Network;
+        }
+    };
+    if req != Require::Network && !identity_sources {
+        r.add(
+            key,
+            format!("{value:?} needs an identity source; configure [identity.jwt] or server.client_ca with server.client_cert"),
+        );
+    }
+    req
+}
+
+fn identity_settings(raw: &File, r: &mut Report<'_>) -> IdentitySettings {
+    let id = &raw.identity;
+    let login_url = id.login_url.as_ref().and_then(|u| match u.parse::<http::Uri>() {
+        Ok(uri)
+            if matches!(uri.scheme_str(), Some("https" | "http")) && uri.authority().is_some() =>
+        {
+            Some(uri)
+        }
+        _ => {
+            r.add(
+                "identity.login_url",
+                format!("{u:?} is not an absolute http(s) URL; write \"https://sso.example.com/login\""),
+            );
+            None
+        }
+    });
+    let mut forward_claims = Vec::new();
+    for (claim, header) in &id.forward_claims {
+        match http::HeaderName::from_bytes(header.as_bytes()) {
+            Ok(h) if !header.contains('_') => forward_claims.push((claim.clone(), h)),
+            _ => r.add(
+                format!("identity.forward_claims.{claim}"),
+                format!("{header:?} is not a valid header name (letters, digits and '-', no '_')"),
+            ),
+        }
+    }
+    IdentitySettings {
+        login_url,
+        login_return_param: id.login_return_param.clone().unwrap_or_else(|| "rd".to_owned()),
+        forward_claims,
+    }
 }

@@ -15,6 +15,7 @@ use http::{HeaderMap, Method};
 
 pub use network::{Access, NetSet};
 
+use crate::identity::IdentityOutcome;
 use crate::route::{PostRule, Route, RouteClass};
 
 /// Everything the decision needs, compiled once from the config.
@@ -25,7 +26,37 @@ pub struct Policy {
     pub manage_allow: Access,
     pub default_allow: Access,
     pub allow_generate_query: bool,
+    pub share_require: Require,
+    pub manage_require: Require,
+    pub default_require: Require,
     pub routes: Vec<CustomPolicy>,
+}
+
+/// The access expression of a route class: what must hold besides the
+/// method rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Require {
+    /// The client is in the allowed networks.
+    Network,
+    /// A verified identity that meets the claim requirements; any network.
+    Identity,
+    NetworkAndIdentity,
+    NetworkOrIdentity,
+}
+
+impl Require {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Require::Network => "network",
+            Require::Identity => "identity",
+            Require::NetworkAndIdentity => "network_and_identity",
+            Require::NetworkOrIdentity => "network_or_identity",
+        }
+    }
+
+    pub fn needs_identity(self) -> bool {
+        self != Require::Network
+    }
 }
 
 /// The policy of one `[[routes]]` entry.
@@ -34,6 +65,7 @@ pub struct CustomPolicy {
     pub name: String,
     pub methods: Vec<Method>,
     pub allow: Access,
+    pub require: Require,
 }
 
 /// Headers some frameworks read to replace the request method. A proxy that
@@ -41,10 +73,12 @@ pub struct CustomPolicy {
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] =
     ["x-http-method-override", "x-http-method", "x-method-override"];
 
-/// Permission to forward, with the rule that gave it.
+/// Permission to forward, with the rule that gave it and which check
+/// decided ("network", "identity", or "open" for `any`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub rule: String,
+    pub decided_by: &'static str,
 }
 
 /// A refusal, with what failed and the rule that decided.
@@ -63,6 +97,11 @@ pub enum DenialKind {
     Method { allow: Vec<Method> },
     /// A method-override header or `_method` parameter on a protected route.
     MethodOverride,
+    /// An identity is required and none was verified: no token, or a bad
+    /// one (`reason`, never the token).
+    Unauthenticated { reason: &'static str },
+    /// A verified identity that does not meet a claim requirement.
+    Identity { claim: String },
 }
 
 impl DenialKind {
@@ -72,6 +111,8 @@ impl DenialKind {
             DenialKind::Network { .. } => "network",
             DenialKind::Method { .. } => "method",
             DenialKind::MethodOverride => "method_override",
+            DenialKind::Unauthenticated { .. } => "unauthenticated",
+            DenialKind::Identity { .. } => "identity",
         }
     }
 }
@@ -79,22 +120,35 @@ impl DenialKind {
 const READS: [Method; 3] = [Method::GET, Method::HEAD, Method::OPTIONS];
 
 impl Policy {
-    /// Who may use routes of `class`, and the config key that says so.
-    pub fn access(&self, class: RouteClass) -> (&Access, String) {
+    /// Who may use routes of `class`: the networks, the access expression,
+    /// and the config key that says so.
+    pub fn access(&self, class: RouteClass) -> (&Access, Require, String) {
         match class {
             RouteClass::SharePage
             | RouteClass::PublicApi
             | RouteClass::PublicTokenless
             | RouteClass::PublicBulk
-            | RouteClass::FeedbackToken => (&self.share_allow, "share.allow_from".to_owned()),
-            RouteClass::ShareManage => (&self.manage_allow, "share.manage_from".to_owned()),
+            | RouteClass::FeedbackToken => (
+                &self.share_allow,
+                self.share_require,
+                "share.allow_from".to_owned(),
+            ),
+            RouteClass::ShareManage => (
+                &self.manage_allow,
+                self.manage_require,
+                "share.manage_from".to_owned(),
+            ),
             RouteClass::Custom(i) => match self.routes.get(i) {
-                Some(r) => (&r.allow, format!("routes.{}.allow_from", r.name)),
+                Some(r) => (&r.allow, r.require, format!("routes.{}.allow_from", r.name)),
                 // The route table and the policy are built from one config;
                 // an index without a policy would be a bug, so fail closed.
-                None => (&NOBODY, format!("routes[{i}]")),
+                None => (&NOBODY, Require::Network, format!("routes[{i}]")),
             },
-            RouteClass::Other => (&self.default_allow, "default.allow_from".to_owned()),
+            RouteClass::Other => (
+                &self.default_allow,
+                self.default_require,
+                "default.allow_from".to_owned(),
+            ),
         }
     }
 
@@ -136,16 +190,19 @@ impl Policy {
 
 static NOBODY: Access = Access::Networks(NetSet::empty());
 
-/// Decides one request. `client` is the address from
-/// `network::client_ip`. Order: method-override tricks (no lookup needed),
-/// then the network (so an outsider learns nothing about which methods a
-/// route takes), then the method.
+/// Decides one request. `client` is the address from `network::client_ip`;
+/// `identity` what the request's credentials amounted to (computed only
+/// when the route's expression needs it; `Absent` otherwise). Order:
+/// method-override tricks (no lookup needed), then the access expression
+/// (so an outsider learns nothing about which methods a route takes), then
+/// the method.
 pub fn authorize(
     policy: &Policy,
     route: &Route,
     method: &Method,
     headers: &HeaderMap,
     client: IpAddr,
+    identity: &IdentityOutcome,
 ) -> Result<Grant, Denial> {
     if route.class != RouteClass::Other
         && (route.method_param
@@ -158,13 +215,58 @@ pub fn authorize(
             rule: "method overrides are refused on share routes".to_owned(),
         });
     }
-    let (access, access_rule) = policy.access(route.class);
-    if !access.admits(client) {
-        return Err(Denial {
-            kind: DenialKind::Network { client },
-            rule: access_rule,
-        });
-    }
+    let (access, require, access_rule) = policy.access(route.class);
+    let network_ok = access.admits(client);
+    let network_denial = || Denial {
+        kind: DenialKind::Network { client },
+        rule: access_rule.clone(),
+    };
+    let identity_rule = || format!("{access_rule} + require = {:?}", require.as_str());
+    let check_identity = || match identity {
+        IdentityOutcome::Verified(_) => Ok(()),
+        IdentityOutcome::Absent => Err(Denial {
+            kind: DenialKind::Unauthenticated {
+                reason: "missing_credentials",
+            },
+            rule: identity_rule(),
+        }),
+        IdentityOutcome::Invalid { reason } => Err(Denial {
+            kind: DenialKind::Unauthenticated { reason },
+            rule: identity_rule(),
+        }),
+        IdentityOutcome::Rejected { claim, .. } => Err(Denial {
+            kind: DenialKind::Identity {
+                claim: claim.clone(),
+            },
+            rule: "identity.claims".to_owned(),
+        }),
+    };
+    let decided_by = match require {
+        Require::Network if network_ok => {
+            if *access == Access::Any {
+                "open"
+            } else {
+                "network"
+            }
+        }
+        Require::Network => return Err(network_denial()),
+        Require::Identity => {
+            check_identity()?;
+            "identity"
+        }
+        Require::NetworkAndIdentity => {
+            if !network_ok {
+                return Err(network_denial());
+            }
+            check_identity()?;
+            "network+identity"
+        }
+        Require::NetworkOrIdentity if network_ok => "network",
+        Require::NetworkOrIdentity => {
+            check_identity()?;
+            "identity"
+        }
+    };
     let (methods, method_rule) = policy.methods(route.class, route.post);
     if let Some(allow) = methods {
         if !allow.contains(method) {
@@ -174,5 +276,10 @@ pub fn authorize(
             });
         }
     }
-    Ok(Grant { rule: access_rule })
+    let rule = if require == Require::Network {
+        access_rule
+    } else {
+        identity_rule()
+    };
+    Ok(Grant { rule, decided_by })
 }
