@@ -14,7 +14,9 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::proxy::Gateway;
 use crate::route::RouteClass;
-use crate::{demo, server, telemetry, tls};
+use crate::state::{self, State};
+use crate::telemetry::metrics::Metrics;
+use crate::{demo, server, telemetry};
 
 pub const EXIT_CONFIG: u8 = 64;
 pub const EXIT_UNAVAILABLE: u8 = 69;
@@ -118,7 +120,7 @@ fn run(path: &std::path::Path, log_format: Option<&str>) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(serve(cfg)) {
+    match rt.block_on(serve(cfg, Some(path.to_path_buf()))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -137,30 +139,36 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("TLS: {0}")]
-    Tls(#[from] tls::TlsError),
-    #[error("upstream: {0}")]
-    Upstream(#[from] crate::proxy::BuildError),
+    #[error(transparent)]
+    Build(#[from] crate::proxy::BuildError),
 }
 
-/// Binds every configured address, then serves until SIGINT or SIGTERM.
-pub async fn serve(cfg: Config) -> Result<(), StartError> {
-    let tls = cfg.tls.as_ref().map(tls::server_config).transpose()?;
-    let mut listeners = Vec::new();
-    for addr in &cfg.listen {
-        let l = server::bind(*addr)
-            .await
-            .map_err(|source| StartError::Bind { addr: *addr, source })?;
-        tracing::info!(
-            address = %l.local_addr().unwrap_or(*addr),
-            tls = tls.is_some(),
-            upstream = %cfg.upstream.url,
-            "listening"
-        );
-        listeners.push(l);
+/// Binds every configured address, builds the gateway, and serves until
+/// SIGINT or SIGTERM, reloading on SIGHUP and on file changes.
+pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError> {
+    let listeners = server::bind(&cfg)
+        .await
+        .map_err(|(addr, source)| StartError::Bind { addr, source })?;
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    for l in &listeners.traffic {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!(address = %a, %scheme, upstream = %cfg.upstream.url, "listening");
+        }
     }
-    let gateway = Arc::new(Gateway::new(cfg)?);
-    server::run(listeners, gateway, tls, shutdown_signal()).await;
+    for l in &listeners.redirect {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!(address = %a, "redirecting plain HTTP to HTTPS");
+        }
+    }
+    if let Some(a) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
+        tracing::info!(address = %a, "admin endpoint: /healthz /readyz /metrics");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::build(cfg, metrics.clone()).await?;
+    let state = Arc::new(State::new(gateway, metrics, path));
+    let watcher = tokio::spawn(state::watch(state.clone()));
+    server::run(listeners, state, shutdown_signal()).await;
+    watcher.abort();
     Ok(())
 }
 

@@ -25,6 +25,8 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::error::{full, Body, BoxError};
 use crate::proxy::Gateway;
+use crate::state::State;
+use crate::telemetry::metrics::Metrics;
 
 /// A share token as LangSmith mints them (a UUID).
 pub const DEMO_TOKEN: &str = "3f1c9a52-7d4e-4b8a-9c61-2e5f0a7b8d90";
@@ -50,6 +52,9 @@ allow_generate_query = false
 
 [default]
 allow_from = "any"
+
+[admin]
+listen = "off"
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,15 +96,11 @@ pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
     let cfg = Config::from_toml(&text, std::path::Path::new("."))?;
     crate::telemetry::init(&cfg.log);
     let table = crate::cli::policy_table(&cfg);
-    let gateway = Arc::new(Gateway::new(cfg)?);
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::build(cfg, metrics.clone()).await?;
+    let state = Arc::new(State::new(gateway, metrics, None));
     println!("{}", tour(listen, up_addr, &table));
-    crate::server::run(
-        vec![gw_listener],
-        gateway,
-        None,
-        crate::cli::shutdown_signal(),
-    )
-    .await;
+    crate::server::run(vec![gw_listener], state, crate::cli::shutdown_signal()).await;
     Ok(())
 }
 

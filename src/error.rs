@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -32,6 +32,12 @@ pub enum RequestError {
     Denied { denial: Denial, class: RouteClass },
     #[error("malformed request: {0}")]
     Malformed(&'static str),
+    #[error("rate limit exceeded; retry after {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    #[error("request body over limits.max_public_body_bytes")]
+    PayloadTooLarge,
+    #[error("cannot read the request body")]
+    BodyRead(#[source] BoxError),
     #[error("upstream unreachable")]
     UpstreamConnect(#[source] BoxError),
     #[error("upstream sent no response headers within {0:?}")]
@@ -43,15 +49,19 @@ pub enum RequestError {
 impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
-            RequestError::Path(_) | RequestError::Forwarded(_) | RequestError::Malformed(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            RequestError::Path(_)
+            | RequestError::Forwarded(_)
+            | RequestError::Malformed(_)
+            | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            RequestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::Denied { denial, .. } => match denial.kind {
                 DenialKind::Network { .. } => StatusCode::FORBIDDEN,
                 DenialKind::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 DenialKind::MethodOverride => StatusCode::BAD_REQUEST,
                 DenialKind::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-                DenialKind::Identity { .. } => StatusCode::FORBIDDEN,
+                DenialKind::Identity { .. } | DenialKind::SharingDisabled => StatusCode::FORBIDDEN,
+                DenialKind::Revoked => StatusCode::NOT_FOUND,
             },
             RequestError::UpstreamConnect(_) | RequestError::Upstream(_) => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -65,6 +75,9 @@ impl RequestError {
             RequestError::Forwarded(_) => "forwarded_header",
             RequestError::Denied { denial, .. } => denial.kind.reason(),
             RequestError::Malformed(_) => "malformed",
+            RequestError::RateLimited { .. } => "rate_limited",
+            RequestError::PayloadTooLarge => "payload_too_large",
+            RequestError::BodyRead(_) => "body_read",
             RequestError::UpstreamConnect(_) => "upstream_connect",
             RequestError::UpstreamTimeout(_) => "upstream_timeout",
             RequestError::Upstream(_) => "upstream_error",
@@ -76,7 +89,9 @@ impl RequestError {
         match self {
             RequestError::Path(_) => "Bad request: the path is ambiguous.",
             RequestError::Forwarded(_) => "Bad request: the client address could not be determined.",
-            RequestError::Malformed(_) => "Bad request.",
+            RequestError::Malformed(_) | RequestError::BodyRead(_) => "Bad request.",
+            RequestError::RateLimited { .. } => "Too many requests: slow down and retry shortly.",
+            RequestError::PayloadTooLarge => "Request body too large for a shared link.",
             RequestError::Denied { denial, class } => match (&denial.kind, class) {
                 (DenialKind::Network { .. }, RouteClass::ShareManage) => {
                     "Share management is available only on the company network."
@@ -96,6 +111,10 @@ impl RequestError {
                 }
                 (DenialKind::Identity { .. }, _) => {
                     "Your account is not allowed to open this link."
+                }
+                (DenialKind::Revoked, _) => "This shared link has been revoked.",
+                (DenialKind::SharingDisabled, _) => {
+                    "Creating new shared links is disabled on this gateway."
                 }
             },
             RequestError::UpstreamConnect(_) | RequestError::Upstream(_) => "Bad gateway.",
@@ -121,6 +140,12 @@ impl RequestError {
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let RequestError::RateLimited { retry_after } = self {
+            // RFC 9110 §10.2.3: whole seconds, rounded up so a client that
+            // obeys it is not refused again.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         if let RequestError::Denied { denial, .. } = self {
             match &denial.kind {
                 DenialKind::Method { allow } => {

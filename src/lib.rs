@@ -25,6 +25,7 @@
 //! - [`cli`]: `run`, `check`, `demo`. [`demo`]: the stand-in upstream.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -34,5 +35,6 @@ pub mod policy;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod tls;

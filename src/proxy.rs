@@ -21,10 +21,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::Config;
+use crate::identity::{JwtVerifier, RefreshHandle};
+use crate::policy::rate::RateLimits;
+use crate::state::State;
+use crate::telemetry::audit::AuditSink;
+use crate::telemetry::metrics::Metrics;
+use crate::tls::{self, TlsError};
 use crate::error::{wants_html, Body, BoxError, RequestError};
 use crate::identity::{Identity, IdentityOutcome};
 use crate::policy::{self, network, Grant, METHOD_OVERRIDE_HEADERS};
-use crate::route::{Route, RouteClass};
+use crate::route::{PostRule, Route, RouteClass};
+use crate::telemetry::metrics::ClassLabels;
 use crate::telemetry::{self, AccessEvent, Decision};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -43,16 +50,27 @@ pub struct Conn {
     pub client_cert: Option<Identity>,
 }
 
-/// One loaded configuration and the upstream client built from it.
+/// One loaded configuration and everything built from it: the upstream
+/// client, TLS config, JWT keys, rate limiters, audit sink. Immutable;
+/// a reload builds a new one (see `state`).
 pub struct Gateway {
     pub config: Config,
+    pub config_hash: String,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// When the listener certificate expires (Unix seconds).
+    pub tls_expiry: Option<f64>,
+    pub jwt: Option<JwtVerifier>,
+    _jwt_refresh: Option<RefreshHandle>,
+    limits: RateLimits,
+    audit: AuditSink,
+    metrics: Arc<Metrics>,
     client: Client<Connector, Body>,
     upstream_scheme: http::uri::Scheme,
     upstream_authority: http::uri::Authority,
     upstream_host: HeaderValue,
 }
 
-/// Why the upstream client could not be built.
+/// Why a valid config could not be put into service.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("cannot read upstream.ca_file {path}: {source}")]
@@ -67,53 +85,49 @@ pub enum BuildError {
     SystemRoots(String),
     #[error("upstream.url has no host")]
     NoHost,
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("identity: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Identity(Vec<crate::config::Problem>),
+    #[error("cannot open audit.file {path}: {source}")]
+    Audit {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Result<Gateway, BuildError> {
-        let up = &config.upstream;
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(path) = &up.ca_file {
-            let shown = path.display().to_string();
-            let pem = std::fs::read(path).map_err(|source| BuildError::CaFile {
-                path: shown.clone(),
+    /// Builds everything the config names. Loads keys and fetches a JWKS
+    /// URL, so this awaits; it binds nothing.
+    pub async fn build(config: Config, metrics: Arc<Metrics>) -> Result<Gateway, BuildError> {
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let tls_expiry = match &config.tls {
+            Some(files) => tls::expiry(&files.cert)?,
+            None => None,
+        };
+        let (jwt, refresh) = match &config.identity.jwt {
+            Some(settings) => {
+                let v = JwtVerifier::new(settings, &config.base_dir)
+                    .await
+                    .map_err(BuildError::Identity)?;
+                let handle = v.spawn_refresh();
+                (Some(v), Some(handle))
+            }
+            None => (None, None),
+        };
+        let audit = AuditSink::open(config.audit_file.as_deref()).map_err(|source| {
+            BuildError::Audit {
+                path: config
+                    .audit_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 source,
-            })?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-                roots.add(cert).map_err(|_| BuildError::NoCa {
-                    path: shown.clone(),
-                })?;
             }
-            if roots.is_empty() {
-                return Err(BuildError::NoCa { path: shown });
-            }
-        } else if up.https {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err(BuildError::SystemRoots(
-                    "no CA certificates found; set upstream.ca_file".to_owned(),
-                ));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| BuildError::SystemRoots(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(up.connect_timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(connector);
+        })?;
+        let client = upstream_client(&config)?;
+        let up = &config.upstream;
         let authority = up.url.authority().cloned().ok_or(BuildError::NoHost)?;
         let host =
             HeaderValue::from_str(authority.as_str()).map_err(|_| BuildError::NoHost)?;
@@ -122,34 +136,91 @@ impl Gateway {
             upstream_authority: authority,
             upstream_host: host,
             client,
+            limits: RateLimits::new(&config.limits),
+            config_hash: config.hash(),
+            tls,
+            tls_expiry,
+            jwt,
+            _jwt_refresh: refresh,
+            audit,
+            metrics,
             config,
         })
     }
+
+    /// True when keys the policy needs are loaded (for `/readyz`).
+    pub fn identity_ready(&self) -> bool {
+        self.jwt.as_ref().is_none_or(JwtVerifier::ready)
+    }
+}
+
+fn upstream_client(config: &Config) -> Result<Client<Connector, Body>, BuildError> {
+    let up = &config.upstream;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = &up.ca_file {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|source| BuildError::CaFile {
+            path: shown.clone(),
+            source,
+        })?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+            roots.add(cert).map_err(|_| BuildError::NoCa {
+                path: shown.clone(),
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(BuildError::NoCa { path: shown });
+        }
+    } else if up.https {
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+        if roots.is_empty() {
+            return Err(BuildError::SystemRoots(
+                "no CA certificates found; set upstream.ca_file".to_owned(),
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BuildError::SystemRoots(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(up.connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .build(connector))
 }
 
 /// What the pipeline learned about a request, for the access log.
+#[derive(Default)]
 struct Facts {
     class: Option<RouteClass>,
     client: Option<IpAddr>,
-    path: String,
+    path: Option<String>,
+    token_hashes: Vec<String>,
     rule: String,
     decided_by: &'static str,
     identity: Option<Identity>,
 }
 
 /// Serves one request. Never fails: every error becomes a response here.
-pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+/// The config snapshot is taken once, so the whole request runs under the
+/// policy that was in force when it arrived.
+pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+    let gw = state.gateway();
     let start = Instant::now();
     let method = req.method().clone();
     let browser = wants_html(req.headers());
-    let mut facts = Facts {
-        class: None,
-        client: None,
-        path: "-".to_owned(),
-        rule: String::new(),
-        decided_by: "",
-        identity: None,
-    };
+    let mut facts = Facts::default();
     let return_to = req
         .uri()
         .path_and_query()
@@ -176,12 +247,14 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
             (resp, decision, Some(e))
         }
     };
+    let class = facts.class;
     let event = AccessEvent {
-        class: facts.class.map_or("unknown", RouteClass::name),
+        class: class.map_or("unknown", RouteClass::name),
         client: facts.client,
         peer: conn.peer.ip(),
         method,
-        path: facts.path,
+        path: facts.path.unwrap_or_else(|| "-".to_owned()),
+        token_hashes: facts.token_hashes,
         decision,
         rule: facts.rule,
         decided_by: facts.decided_by,
@@ -189,6 +262,10 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
         status: resp.status(),
         error,
         start,
+        metrics: gw.metrics.clone(),
+        audit: class
+            .is_some_and(|c| c != RouteClass::Other)
+            .then(|| gw.audit.clone()),
     };
     telemetry::log_on_completion(resp, event)
 }
@@ -208,7 +285,8 @@ async fn pipeline(
         .unwrap_or("/");
     let route = cfg.routes.classify(req.method(), target)?;
     facts.class = Some(route.class);
-    facts.path = telemetry::mask_tokens(&route.path, &route.tokens);
+    facts.path = Some(telemetry::mask_tokens(&route.path, &route.tokens));
+    facts.token_hashes = route.tokens.iter().map(|t| telemetry::token_hash(t)).collect();
     facts.rule.clone_from(&route.rule);
 
     // authorize
@@ -231,6 +309,19 @@ async fn pipeline(
         })?;
     facts.rule = grant_rule(&route, &grant);
     facts.decided_by = grant.decided_by;
+    if route.class.is_public() {
+        let generate_query =
+            route.post == PostRule::GenerateQuery && req.method() == Method::POST;
+        gw.limits.check(client, generate_query).map_err(|retry_after| {
+            gw.metrics
+                .rate_limited
+                .get_or_create(&ClassLabels {
+                    class: route.class.name(),
+                })
+                .inc();
+            RequestError::RateLimited { retry_after }
+        })?;
+    }
 
     // prepare → forward → respond
     let upgrade = route.class == RouteClass::Other && is_upgrade(req.headers());
@@ -238,20 +329,73 @@ async fn pipeline(
         IdentityOutcome::Verified(id) => Some(id),
         _ => None,
     };
+    let req = if route.class.is_public() {
+        limit_body(req, cfg.limits.max_public_body_bytes).await?
+    } else {
+        req.map(|b| b.map_err(BoxError::from).boxed_unsync())
+    };
     let (upstream_req, client_upgrade) = prepare(gw, conn, client, &route, req, upgrade, verified)?;
+    let sent = Instant::now();
     let resp = forward(gw, upstream_req).await?;
+    gw.metrics
+        .upstream_seconds
+        .get_or_create(&ClassLabels {
+            class: route.class.name(),
+        })
+        .observe(sent.elapsed().as_secs_f64());
     Ok(respond(resp, client_upgrade))
 }
 
-/// What the request's credentials amount to: a verified client
-/// certificate, checked against the claim requirements.
-async fn identify(gw: &Gateway, conn: &Conn, _headers: &HeaderMap) -> IdentityOutcome {
-    match &conn.client_cert {
-        Some(id) => IdentityOutcome::Verified(id.clone()),
-        None => {
-            let _ = gw;
-            IdentityOutcome::Absent
+/// Reads a share route's request body up to the limit before anything is
+/// forwarded, so an oversized body is refused (413) without the upstream
+/// seeing any of it. Share routes only take small JSON queries.
+async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<Body>, RequestError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(RequestError::PayloadTooLarge);
+    }
+    let (parts, body) = req.into_parts();
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let bytes = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                RequestError::PayloadTooLarge
+            } else {
+                RequestError::BodyRead(e)
+            }
+        })?
+        .to_bytes();
+    Ok(Request::from_parts(parts, crate::error::full(bytes)))
+}
+
+/// What the request's credentials amount to: a JWT from the configured
+/// sources, else a verified client certificate; then the claim
+/// requirements. A token that is present but invalid decides: it is never
+/// passed over for a weaker credential.
+async fn identify(gw: &Gateway, conn: &Conn, headers: &HeaderMap) -> IdentityOutcome {
+    let claims = |id: Identity| match gw.config.identity.claims.check(&id) {
+        Ok(()) => IdentityOutcome::Verified(id),
+        Err(f) => IdentityOutcome::Rejected {
+            claim: f.claim().to_owned(),
+            identity: id,
+        },
+    };
+    if let Some(v) = &gw.jwt {
+        match v.verify(headers).await {
+            Ok(Some(id)) => return claims(id),
+            Ok(None) => {}
+            Err(e) => return IdentityOutcome::Invalid { reason: e.reason() },
         }
+    }
+    match &conn.client_cert {
+        Some(id) => claims(id.clone()),
+        None => IdentityOutcome::Absent,
     }
 }
 
@@ -325,7 +469,7 @@ fn prepare(
     conn: &Conn,
     client: IpAddr,
     route: &Route,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     upgrade: bool,
     identity: Option<&Identity>,
 ) -> Result<(Request<Body>, OnUpgrade), RequestError> {
@@ -436,7 +580,7 @@ fn prepare(
         .build()
         .map_err(|_| RequestError::Malformed("request target"))?;
 
-    let mut out = Request::new(body.map_err(BoxError::from).boxed_unsync());
+    let mut out = Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.version_mut() = Version::HTTP_11;

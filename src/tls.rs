@@ -97,3 +97,14 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
+
+/// When the first certificate in `path` expires, as Unix seconds.
+pub fn expiry(path: &Path) -> Result<Option<f64>, TlsError> {
+    let certs = load_certs(path)?;
+    Ok(certs.first().and_then(|c| {
+        let (_, cert) = x509_parser::parse_x509_certificate(c.as_ref()).ok()?;
+        // Unix seconds fit an f64 exactly for any realistic date.
+        #[allow(clippy::cast_precision_loss)]
+        Some(cert.validity().not_after.timestamp() as f64)
+    }))
+}

@@ -23,6 +23,76 @@ pub(crate) struct File {
     pub default: DefaultSection,
     pub identity: IdentitySection,
     pub log: LogSection,
+    pub admin: AdminSection,
+    pub limits: LimitsSection,
+    pub audit: AuditSection,
+    pub reload: ReloadSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct AdminSection {
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:9090".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct LimitsSection {
+    pub max_connections: usize,
+    pub handshake_timeout: String,
+    pub header_timeout: String,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_public_body_bytes: u64,
+    pub http2_max_concurrent_streams: u32,
+    pub share_rate: String,
+    pub generate_query_rate: String,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_connections: 10_000,
+            handshake_timeout: "10s".to_owned(),
+            header_timeout: "30s".to_owned(),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_public_body_bytes: 1024 * 1024,
+            http2_max_concurrent_streams: 100,
+            share_rate: "600/min".to_owned(),
+            generate_query_rate: "10/min".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct AuditSection {
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct ReloadSection {
+    pub watch: bool,
+    pub interval: String,
+}
+
+impl Default for ReloadSection {
+    fn default() -> Self {
+        ReloadSection {
+            watch: true,
+            interval: "2s".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +105,8 @@ pub(crate) struct ServerSection {
     pub client_cert: String,
     pub proxy_protocol_from: StringList,
     pub proxy_protocol_optional: bool,
+    pub redirect_listen: StringList,
+    pub shutdown_grace: String,
 }
 
 impl Default for ServerSection {
@@ -47,6 +119,8 @@ impl Default for ServerSection {
             client_cert: "off".to_owned(),
             proxy_protocol_from: StringList::default(),
             proxy_protocol_optional: false,
+            redirect_listen: StringList::default(),
+            shutdown_grace: "30s".to_owned(),
         }
     }
 }
@@ -87,6 +161,8 @@ pub(crate) struct ShareSection {
     pub allow_generate_query: bool,
     pub require: String,
     pub manage_require: String,
+    pub revoked_tokens: StringList,
+    pub sharing: String,
 }
 
 impl Default for ShareSection {
@@ -99,6 +175,8 @@ impl Default for ShareSection {
             allow_generate_query: false,
             require: "network".to_owned(),
             manage_require: "network".to_owned(),
+            revoked_tokens: StringList::default(),
+            sharing: "enabled".to_owned(),
         }
     }
 }
@@ -138,6 +216,8 @@ pub(crate) struct IdentitySection {
     pub login_return_param: Option<String>,
     /// Verified claims passed to the upstream: claim name -> header name.
     pub forward_claims: BTreeMap<String, String>,
+    pub jwt: Option<crate::identity::JwtSettings>,
+    pub claims: Vec<crate::identity::ClaimRequirement>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,47 @@ pub struct Config {
     pub proxy_protocol: ProxyProtocol,
     pub identity: IdentitySettings,
     pub log: LogSettings,
+    /// Plain-HTTP listeners that only redirect to HTTPS.
+    pub redirect_listen: Vec<SocketAddr>,
+    pub shutdown_grace: Duration,
+    /// The admin listener (health, readiness, metrics); `None` when off.
+    pub admin_listen: Option<SocketAddr>,
+    pub limits: Limits,
+    /// Where audit events go: a JSON-lines file, or the log stream.
+    pub audit_file: Option<PathBuf>,
+    pub reload: ReloadSettings,
+    /// Every file this config was built from (the config itself, TLS
+    /// material), for change detection and the config hash.
+    pub files: Vec<PathBuf>,
+    /// The config file's folder: relative paths are taken from here.
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_public_body_bytes: u64,
+    pub http2_max_concurrent_streams: u32,
+    /// Requests per period per client IP on share routes; `None`: no limit.
+    pub share_rate: Option<Rate>,
+    pub generate_query_rate: Option<Rate>,
+}
+
+/// `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadSettings {
+    pub watch: bool,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +107,10 @@ pub struct ProxyProtocol {
 
 #[derive(Debug, Clone, Default)]
 pub struct IdentitySettings {
+    /// `[identity.jwt]`, validated; keys are loaded when the gateway starts.
+    pub jwt: Option<crate::identity::JwtSettings>,
+    /// `[[identity.claims]]`: every requirement must hold.
+    pub claims: crate::identity::ClaimRules,
     /// Browsers without a token are redirected here instead of getting 401.
     pub login_url: Option<http::Uri>,
     pub login_return_param: String,
@@ -100,6 +145,15 @@ pub struct LogSettings {
 pub struct Problem {
     pub key: String,
     pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for Problem {
@@ -174,7 +228,21 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Self::from_source(built, &origin, &base_dir)
+        let mut cfg = Self::from_source(built, &origin, &base_dir)?;
+        cfg.files.insert(0, path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// A short SHA-256 over every file the config was built from, so that
+    /// metrics and logs can tell which config is in force.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for f in &self.files {
+            h.update(f.display().to_string().as_bytes());
+            h.update(std::fs::read(f).unwrap_or_default());
+        }
+        h.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Parses a config from TOML text (for `demo` and tests); relative paths

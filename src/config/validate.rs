@@ -12,8 +12,8 @@ use ipnet::IpNet;
 
 use super::file::{File, StringList};
 use super::{
-    ClientCertMode, Config, IdentitySettings, LogFormat, LogSettings, Problem, ProxyProtocol,
-    TlsFiles, Upstream,
+    ClientCertMode, Config, IdentitySettings, Limits, LogFormat, LogSettings, Problem,
+    ProxyProtocol, Rate, ReloadSettings, TlsFiles, Upstream,
 };
 use crate::policy::{Access, CustomPolicy, NetSet, Policy, Require};
 use crate::route::{Profile, RouteTable};
@@ -176,7 +176,8 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
 
     // [identity]
     let identity = identity_settings(&raw, &mut r);
-    let identity_sources = tls.as_ref().is_some_and(|t| t.client_cert != ClientCertMode::Off);
+    let identity_sources = tls.as_ref().is_some_and(|t| t.client_cert != ClientCertMode::Off)
+        || identity.jwt.is_some();
 
     // [share]
     let profile = match raw.share.profile.as_str() {
@@ -247,6 +248,77 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         }
     };
 
+    // [share] edge controls
+    let revoked: std::collections::HashSet<String> = raw
+        .share
+        .revoked_tokens
+        .0
+        .iter()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let sharing_enabled = match raw.share.sharing.as_str() {
+        "enabled" => true,
+        "disabled" => false,
+        other => {
+            r.add("share.sharing", format!("{other:?} is not a switch value; use \"enabled\" or \"disabled\""));
+            true
+        }
+    };
+
+    // [server] extras, [admin], [limits], [audit], [reload]
+    let mut redirect_listen = Vec::new();
+    for a in &raw.server.redirect_listen.0 {
+        match a.parse::<SocketAddr>() {
+            Ok(sa) => redirect_listen.push(sa),
+            Err(_) => r.add("server.redirect_listen", format!("{a:?} is not an address with a port; write \"0.0.0.0:8080\"")),
+        }
+    }
+    if !redirect_listen.is_empty() && tls.is_none() {
+        r.add("server.redirect_listen", "redirects to HTTPS need TLS on server.listen; set server.tls_cert and server.tls_key");
+    }
+    let shutdown_grace = duration("server.shutdown_grace", &raw.server.shutdown_grace, &mut r);
+    let admin_listen = match raw.admin.listen.trim() {
+        "" | "off" => None,
+        a => match a.parse::<SocketAddr>() {
+            Ok(sa) => {
+                if listen.contains(&sa) || redirect_listen.contains(&sa) {
+                    r.add("admin.listen", format!("{a:?} is also a traffic listener; give the admin endpoint its own address"));
+                }
+                Some(sa)
+            }
+            Err(_) => {
+                r.add("admin.listen", format!("{a:?} is not an address with a port; write \"127.0.0.1:9090\", or \"off\""));
+                None
+            }
+        },
+    };
+    let limits = limits(&raw, &mut r);
+    let audit_file = raw
+        .audit
+        .file
+        .as_ref()
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| base_dir.join(f));
+    if let Some(f) = &audit_file {
+        match f.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => r.add(
+                "audit.file",
+                format!("the folder of {} does not exist; create it or pick another path", f.display()),
+            ),
+            _ => {}
+        }
+    }
+    let reload_interval = duration("reload.interval", &raw.reload.interval, &mut r);
+    let mut files = Vec::new();
+    if let Some(t) = &tls {
+        files.push(t.cert.clone());
+        files.push(t.key.clone());
+        if let Some(ca) = &t.client_ca {
+            files.push(ca.clone());
+        }
+    }
+
     // [log]
     let format = match raw.log.format.as_str() {
         "text" => LogFormat::Text,
@@ -276,6 +348,8 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             share_require,
             manage_require,
             default_require,
+            revoked_tokens: revoked,
+            sharing_enabled,
             routes,
         },
         routes: table?,
@@ -285,6 +359,17 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             format,
             level: raw.log.level,
         },
+        redirect_listen,
+        shutdown_grace: shutdown_grace?,
+        admin_listen,
+        limits: limits?,
+        audit_file,
+        reload: ReloadSettings {
+            watch: raw.reload.watch,
+            interval: reload_interval?,
+        },
+        files,
+        base_dir: base_dir.to_path_buf(),
     })
 }
 
@@ -453,9 +538,78 @@ fn identity_settings(raw: &File, r: &mut Report<'_>) -> IdentitySettings {
             ),
         }
     }
+    if let Some(jwt) = &id.jwt {
+        r.0.extend(jwt.validate("identity.jwt"));
+    }
+    for (i, c) in id.claims.iter().enumerate() {
+        r.0.extend(c.validate(&format!("identity.claims[{i}]")));
+    }
+    if !id.claims.is_empty() && id.jwt.is_none() && raw.server.client_ca.is_none() {
+        r.add("identity.claims", "claim requirements need an identity source; configure [identity.jwt] or server.client_ca");
+    }
     IdentitySettings {
+        jwt: id.jwt.clone(),
+        claims: crate::identity::ClaimRules::new(&id.claims),
         login_url,
         login_return_param: id.login_return_param.clone().unwrap_or_else(|| "rd".to_owned()),
         forward_claims,
+    }
+}
+
+fn limits(raw: &File, r: &mut Report<'_>) -> Option<Limits> {
+    let l = &raw.limits;
+    let handshake = duration("limits.handshake_timeout", &l.handshake_timeout, r);
+    let header = duration("limits.header_timeout", &l.header_timeout, r);
+    if l.max_connections == 0 {
+        r.add("limits.max_connections", "is 0; give a positive number such as 10000");
+    }
+    if l.max_header_bytes < 8192 {
+        r.add("limits.max_header_bytes", format!("{} is below the minimum of 8192", l.max_header_bytes));
+    }
+    if l.max_headers == 0 {
+        r.add("limits.max_headers", "is 0; give a positive number such as 100");
+    }
+    if l.http2_max_concurrent_streams == 0 {
+        r.add("limits.http2_max_concurrent_streams", "is 0; give a positive number such as 100");
+    }
+    let share_rate = rate("limits.share_rate", &l.share_rate, r);
+    let generate_query_rate = rate("limits.generate_query_rate", &l.generate_query_rate, r);
+    Some(Limits {
+        max_connections: l.max_connections,
+        handshake_timeout: handshake?,
+        header_timeout: header?,
+        max_header_bytes: l.max_header_bytes,
+        max_headers: l.max_headers,
+        max_public_body_bytes: l.max_public_body_bytes,
+        http2_max_concurrent_streams: l.http2_max_concurrent_streams,
+        share_rate: share_rate?,
+        generate_query_rate: generate_query_rate?,
+    })
+}
+
+/// `"600/min"`, `"10/s"`, `"100/h"`, or `"off"`.
+fn rate(key: &str, value: &str, r: &mut Report<'_>) -> Option<Option<Rate>> {
+    if value.trim() == "off" {
+        return Some(None);
+    }
+    let parsed = value.split_once('/').and_then(|(n, unit)| {
+        let count: u32 = n.trim().parse().ok().filter(|c| *c > 0)?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        Some(Rate { count, per })
+    });
+    match parsed {
+        Some(rate) => Some(Some(rate)),
+        None => {
+            r.add(
+                key,
+                format!("{value:?} is not a rate; write requests per period such as \"600/min\", \"10/s\" or \"100/h\", or \"off\""),
+            );
+            None
+        }
     }
 }

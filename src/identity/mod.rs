@@ -1,12 +1,29 @@
-//! Who the client is, when the policy asks: a verified JWT from the
-//! company IdP or identity-aware proxy, or a verified mTLS client
-//! certificate.
+//! Who is asking: turns a request's headers into a verified [`Identity`], and
+//! checks that identity against the configured claim requirements.
 //!
-//! This module owns turning credentials into an [`Identity`] and checking
-//! claim requirements against it. It does not decide access: `policy`
-//! combines identity with network membership.
+//! This module owns the `[identity.jwt]` and `[[identity.claims]]` config
+//! sections (raw serde structs plus their validation), key loading (PEM files,
+//! a JWKS file or URL, an HMAC secret), token extraction and verification, and
+//! the claim rules. It does not decide what a request may do: policy takes the
+//! [`Identity`] (or the [`JwtError`] that explains why there is none) and makes
+//! the decision. mTLS client certificates become identities in [`client_cert`].
+//!
+//! - [`jwt`]: settings, token extraction, signature and registered-claim checks.
+//! - `jwks` (private): JSON Web Key Sets: parsing, fetching, refresh and refetch.
+//! - [`client_cert`]: the names of a verified client certificate as claims.
+//! - [`claims`]: requirements on claim values (`equals`, `one_of`, `contains`,
+//!   `ends_with`).
 
+pub mod claims;
 pub mod client_cert;
+mod jwks;
+pub mod jwt;
+
+pub use claims::{ClaimFailure, ClaimRequirement, ClaimRules};
+pub use jwt::{JwtError, JwtSettings, JwtVerifier, RefreshHandle};
+
+/// Config problems found here are reported with all the others.
+pub use crate::config::Problem;
 
 use serde_json::{Map, Value};
 

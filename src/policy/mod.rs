@@ -8,6 +8,7 @@
 //! neither parses paths (that is `route`) nor builds responses (`error`).
 
 pub mod network;
+pub mod rate;
 
 use std::net::IpAddr;
 
@@ -29,6 +30,10 @@ pub struct Policy {
     pub share_require: Require,
     pub manage_require: Require,
     pub default_require: Require,
+    /// Share tokens revoked at the gateway, whatever the upstream says.
+    pub revoked_tokens: std::collections::HashSet<String>,
+    /// `share.sharing`: when false, creating new shares is refused.
+    pub sharing_enabled: bool,
     pub routes: Vec<CustomPolicy>,
 }
 
@@ -102,6 +107,10 @@ pub enum DenialKind {
     Unauthenticated { reason: &'static str },
     /// A verified identity that does not meet a claim requirement.
     Identity { claim: String },
+    /// The share token is in `share.revoked_tokens`.
+    Revoked,
+    /// Creating shares while `share.sharing = "disabled"`.
+    SharingDisabled,
 }
 
 impl DenialKind {
@@ -113,6 +122,8 @@ impl DenialKind {
             DenialKind::MethodOverride => "method_override",
             DenialKind::Unauthenticated { .. } => "unauthenticated",
             DenialKind::Identity { .. } => "identity",
+            DenialKind::Revoked => "revoked",
+            DenialKind::SharingDisabled => "sharing_disabled",
         }
     }
 }
@@ -189,6 +200,15 @@ impl Policy {
 }
 
 static NOBODY: Access = Access::Networks(NetSet::empty());
+
+/// True for the owner-side calls that create a share: `PUT` on the v1
+/// `/share` routes and `POST` on the v2 ones. Reading and revoking a share
+/// (`GET`, `DELETE`), the Shared URLs list and the org switch stay open.
+fn creates_share(route: &Route, method: &Method) -> bool {
+    route.class == RouteClass::ShareManage
+        && route.rule.ends_with("/share")
+        && (method == Method::PUT || method == Method::POST)
+}
 
 /// Decides one request. `client` is the address from `network::client_ip`;
 /// `identity` what the request's credentials amounted to (computed only
@@ -267,6 +287,22 @@ pub fn authorize(
             "identity"
         }
     };
+    if route
+        .tokens
+        .iter()
+        .any(|t| policy.revoked_tokens.contains(t.as_str()))
+    {
+        return Err(Denial {
+            kind: DenialKind::Revoked,
+            rule: "share.revoked_tokens".to_owned(),
+        });
+    }
+    if !policy.sharing_enabled && creates_share(route, method) {
+        return Err(Denial {
+            kind: DenialKind::SharingDisabled,
+            rule: "share.sharing = \"disabled\"".to_owned(),
+        });
+    }
     let (methods, method_rule) = policy.methods(route.class, route.post);
     if let Some(allow) = methods {
         if !allow.contains(method) {

@@ -12,132 +12,325 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{header, HeaderValue, Response, StatusCode};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::{Config, Limits};
+use crate::error::full;
 use crate::identity::client_cert;
 use crate::proxy::{self, Conn, Gateway};
+use crate::state::State;
 
 pub mod proxy_protocol;
 use proxy_protocol::{read_header, Prefixed, ProxyHeader};
 
-/// How long a client may take to send its PROXY header and finish the TLS
-/// handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long in-flight requests may run after shutdown begins.
-const GRACE: Duration = Duration::from_secs(30);
-
-/// Binds one configured address. IPv6 wildcard listeners keep the OS's
-/// dual-stack default, so `[::]:8443` also takes IPv4 clients (seen as
-/// IPv4-mapped addresses, which the policy canonicalizes).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Every socket the gateway serves.
+pub struct Listeners {
+    /// Share traffic (TLS when configured).
+    pub traffic: Vec<TcpListener>,
+    /// Plain HTTP that only redirects to HTTPS.
+    pub redirect: Vec<TcpListener>,
+    /// Health, readiness, metrics.
+    pub admin: Option<TcpListener>,
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish (up to a grace period).
+impl From<Vec<TcpListener>> for Listeners {
+    fn from(traffic: Vec<TcpListener>) -> Self {
+        Listeners {
+            traffic,
+            redirect: Vec::new(),
+            admin: None,
+        }
+    }
+}
+
+/// Binds every address the config names, or says which one failed.
+pub async fn bind(cfg: &Config) -> Result<Listeners, (SocketAddr, std::io::Error)> {
+    let mut l = Listeners {
+        traffic: Vec::new(),
+        redirect: Vec::new(),
+        admin: None,
+    };
+    for a in &cfg.listen {
+        l.traffic.push(TcpListener::bind(a).await.map_err(|e| (*a, e))?);
+    }
+    for a in &cfg.redirect_listen {
+        l.redirect.push(TcpListener::bind(a).await.map_err(|e| (*a, e))?);
+    }
+    if let Some(a) = cfg.admin_listen {
+        l.admin = Some(TcpListener::bind(a).await.map_err(|e| (a, e))?);
+    }
+    Ok(l)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Traffic,
+    Redirect,
+    Admin,
+}
+
+/// Serves until `shutdown` resolves; then stops accepting, lets in-flight
+/// requests finish within `server.shutdown_grace`, and closes what is left.
+/// IPv6 wildcard listeners keep the OS's dual-stack default, so `[::]:8443`
+/// also takes IPv4 clients (as IPv4-mapped addresses, which the policy
+/// canonicalizes).
 pub async fn run(
-    listeners: Vec<TcpListener>,
-    gateway: Arc<Gateway>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    listeners: impl Into<Listeners>,
+    state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = tls.map(TlsAcceptor::from);
+    let listeners = listeners.into();
     let graceful = Arc::new(GracefulShutdown::new());
-    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut tasks = Vec::new();
-    for listener in listeners {
-        let gw = gateway.clone();
-        let acceptor = acceptor.clone();
-        let graceful = graceful.clone();
-        let mut stop = stop_tx.subscribe();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.recv() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => {
-                            serve(stream, peer, gw.clone(), acceptor.clone(), &graceful);
-                        }
-                        Err(e) => {
-                            // Out of descriptors or similar: back off briefly
-                            // instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            }
-        }));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (hard_tx, hard_rx) = watch::channel(false);
+    let limits = state.gateway().config.limits.clone();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let all = listeners
+        .traffic
+        .into_iter()
+        .map(|l| (l, Kind::Traffic))
+        .chain(listeners.redirect.into_iter().map(|l| (l, Kind::Redirect)))
+        .chain(listeners.admin.into_iter().map(|l| (l, Kind::Admin)));
+    let mut loops = Vec::new();
+    for (listener, kind) in all {
+        let ctx = AcceptCtx {
+            state: state.clone(),
+            stop: stop_rx.clone(),
+            hard_stop: hard_rx.clone(),
+            graceful: graceful.clone(),
+            slots: slots.clone(),
+            kind,
+        };
+        loops.push(tokio::spawn(accept_loop(listener, ctx)));
     }
     shutdown.await;
     tracing::info!("shutting down: no new connections; draining in-flight requests");
-    let _ = stop_tx.send(());
-    for t in tasks {
-        let _ = t.await;
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
     }
-    match Arc::try_unwrap(graceful) {
-        Ok(g) => {
-            if tokio::time::timeout(GRACE, g.shutdown()).await.is_err() {
-                tracing::warn!("grace period over; closing remaining connections");
-            }
+    let grace = state.gateway().config.shutdown_grace;
+    // The accept loops held the only other references.
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(?grace, "grace period over; closing the remaining connections");
+            let _ = hard_tx.send(true);
         }
-        Err(_) => tracing::warn!("connections still registered; closing"),
     }
 }
 
-fn serve(
-    stream: TcpStream,
-    tcp_peer: SocketAddr,
-    gateway: Arc<Gateway>,
-    acceptor: Option<TlsAcceptor>,
-    graceful: &GracefulShutdown,
-) {
-    let _ = stream.set_nodelay(true);
-    let watcher = graceful.watcher();
-    // Everything before HTTP (PROXY header, TLS handshake) runs inside the
-    // task under one deadline, so a slow client never holds up the accept
-    // loop.
-    tokio::spawn(async move {
-        let start = accept(stream, tcp_peer, &gateway, acceptor);
-        let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(reason)) => {
-                tracing::info!(peer = %tcp_peer, %reason, "connection refused");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(peer = %tcp_peer, "connection set-up timed out");
-                return;
-            }
+#[derive(Clone)]
+struct AcceptCtx {
+    state: Arc<State>,
+    stop: watch::Receiver<bool>,
+    hard_stop: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+    slots: Arc<Semaphore>,
+    kind: Kind,
+}
+
+/// What one connection task needs.
+struct ConnCtx {
+    state: Arc<State>,
+    watcher: Watcher,
+    hard_stop: watch::Receiver<bool>,
+    kind: Kind,
+}
+
+async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
+    let mut stop = ctx.stop.clone();
+    loop {
+        // A connection slot first: at the limit, new connections wait in
+        // the kernel's backlog instead of being accepted and starved.
+        let permit = match ctx.kind {
+            Kind::Traffic => tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                p = ctx.slots.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+            },
+            _ => None,
         };
-        let (io, conn) = accepted;
-        let conn = Arc::new(conn);
-        let peer = conn.peer;
-        let service = service_fn(move |req| {
-            let gw = gateway.clone();
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(proxy::handle(gw, conn, req).await) }
-        });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let result = match io {
-            Io::Plain(s) => {
-                let c = builder.serve_connection_with_upgrades(TokioIo::new(s), service);
-                watcher.watch(c.into_owned()).await
-            }
-            Io::Tls(s) => {
-                let c = builder.serve_connection_with_upgrades(TokioIo::new(*s), service);
-                watcher.watch(c.into_owned()).await
-            }
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            a = listener.accept() => a,
         };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        match accepted {
+            Ok((stream, peer)) => {
+                let ctx = ConnCtx {
+                    state: ctx.state.clone(),
+                    watcher: ctx.graceful.watcher(),
+                    hard_stop: ctx.hard_stop.clone(),
+                    kind: ctx.kind,
+                };
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    connection(stream, peer, ctx).await;
+                });
+            }
+            Err(e) => {
+                // Out of descriptors or similar: back off briefly instead of
+                // spinning on the error.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-    });
+    }
+}
+
+/// Counts a connection in the active gauge while it lives.
+struct Active(Arc<State>);
+
+impl Active {
+    fn new(state: &Arc<State>) -> Active {
+        state.metrics.connections.inc();
+        state.metrics.active_connections.inc();
+        Active(state.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.metrics.active_connections.dec();
+    }
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // hyper runs this timer whenever it waits for a request head, so it
+        // bounds both a slow header (slowloris) and an idle keep-alive.
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // Rapid-reset (CVE-2023-44487) bound.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
+    let _ = stream.set_nodelay(true);
+    let _active = Active::new(&ctx.state);
+    let gateway = ctx.state.gateway();
+    let limits = gateway.config.limits.clone();
+    let mut hard = ctx.hard_stop.clone();
+    let watcher = ctx.watcher;
+    match ctx.kind {
+        Kind::Admin => {
+            let state = ctx.state.clone();
+            let service = service_fn(move |req| crate::admin::handle(state.clone(), req));
+            let builder = http_builder(&limits);
+            let c = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            tokio::select! {
+                _ = watcher.watch(c) => {}
+                _ = hard.wait_for(|s| *s) => {}
+            }
+        }
+        Kind::Redirect => {
+            let https_port = gateway.config.listen.first().map_or(443, SocketAddr::port);
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port)))
+            });
+            let builder = http_builder(&limits);
+            let c = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            tokio::select! {
+                _ = watcher.watch(c) => {}
+                _ = hard.wait_for(|s| *s) => {}
+            }
+        }
+        Kind::Traffic => {
+            // PROXY header and TLS handshake run under one deadline.
+            let start = accept(stream, tcp_peer, &gateway, gateway.tls.clone().map(TlsAcceptor::from));
+            let accepted = match tokio::time::timeout(limits.handshake_timeout, start).await {
+                Ok(Ok(a)) => a,
+                Ok(Err(reason)) => {
+                    tracing::info!(peer = %tcp_peer, %reason, "connection refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %tcp_peer, "connection set-up timed out");
+                    return;
+                }
+            };
+            drop(gateway);
+            let (io, conn) = accepted;
+            let conn = Arc::new(conn);
+            let peer = conn.peer;
+            let state = ctx.state.clone();
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(proxy::handle(state, conn, req).await) }
+            });
+            let builder = http_builder(&limits);
+            let result = match io {
+                Io::Plain(s) => {
+                    let c = builder
+                        .serve_connection_with_upgrades(TokioIo::new(s), service)
+                        .into_owned();
+                    tokio::select! {
+                        r = watcher.watch(c) => r,
+                        _ = hard.wait_for(|s| *s) => Ok(()),
+                    }
+                }
+                Io::Tls(s) => {
+                    let c = builder
+                        .serve_connection_with_upgrades(TokioIo::new(*s), service)
+                        .into_owned();
+                    tokio::select! {
+                        r = watcher.watch(c) => r,
+                        _ = hard.wait_for(|s| *s) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+    }
+}
+
+/// `308` to the same host and path on the HTTPS listener.
+fn redirect<B>(req: &http::Request<B>, https_port: u16) -> Response<crate::error::Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    let Some(host) = host else {
+        let mut r = Response::new(full("a Host header is required\n"));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{}{port}{pq}", host.host());
+    let mut r = Response::new(full(""));
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 type Stream = Prefixed<TcpStream>;

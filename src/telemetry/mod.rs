@@ -19,6 +19,14 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tracing_subscriber::EnvFilter;
 
+pub mod audit;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use audit::{AuditEvent, AuditIdentity, AuditSink};
+use metrics::{ClassLabels, Metrics, RequestLabels};
+
 use crate::config::{LogFormat, LogSettings};
 use crate::error::{Body, BoxError, RequestError};
 use crate::identity::Identity;
@@ -76,6 +84,7 @@ pub struct AccessEvent {
     pub peer: IpAddr,
     pub method: Method,
     pub path: String,
+    pub token_hashes: Vec<String>,
     pub decision: Decision,
     pub rule: String,
     /// Which check granted: "network", "identity", "network+identity",
@@ -85,6 +94,9 @@ pub struct AccessEvent {
     pub status: StatusCode,
     pub error: Option<RequestError>,
     pub start: Instant,
+    pub metrics: Arc<Metrics>,
+    /// Where the audit event goes; `None` for routes that are not shares.
+    pub audit: Option<AuditSink>,
 }
 
 impl AccessEvent {
@@ -115,6 +127,36 @@ impl AccessEvent {
             error = detail,
             "request"
         );
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                class: self.class,
+                decision: self.decision.as_str(),
+                reason,
+                status: self.status.as_u16(),
+            })
+            .inc();
+        self.metrics
+            .response_bytes
+            .get_or_create(&ClassLabels { class: self.class })
+            .inc_by(bytes);
+        if let Some(sink) = &self.audit {
+            sink.write(&AuditEvent {
+                v: 1,
+                time: audit::now_rfc3339(),
+                event: "share_access",
+                class: self.class,
+                token_hashes: &self.token_hashes,
+                client_ip: Some(client),
+                method: self.method.as_str(),
+                path: &self.path,
+                identity: self.identity.as_ref().map(AuditIdentity::of),
+                decision: self.decision.as_str(),
+                rule: &self.rule,
+                reason,
+                status: self.status.as_u16(),
+            });
+        }
     }
 }
 

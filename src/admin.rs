@@ -1,0 +1,83 @@
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, on its own
+//! address (loopback by default) so that probes and scrapes never share a
+//! port, or a policy, with share traffic.
+//!
+//! `/healthz` says the process is serving. `/readyz` says the config is
+//! loaded, the JWT keys (when configured) are loaded, and the upstream
+//! accepts a TCP connection. `/metrics` is Prometheus text.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::error::{full, Body};
+use crate::state::State;
+
+/// How long `/readyz` waits for the upstream's TCP handshake.
+const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"));
+    }
+    let resp = match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => readyz(&state).await,
+        "/metrics" => {
+            let mut r = text(StatusCode::OK, state.metrics.encode());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz or /metrics\n"),
+    };
+    Ok(resp)
+}
+
+async fn readyz(state: &State) -> Response<Body> {
+    let gw = state.gateway();
+    if !gw.identity_ready() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: JWT keys not loaded\n");
+    }
+    let url = &gw.config.upstream.url;
+    let host = url.host().unwrap_or("").trim_matches(|c| c == '[' || c == ']');
+    let port = url
+        .port_u16()
+        .unwrap_or(if gw.config.upstream.https { 443 } else { 80 });
+    let probe = tokio::time::timeout(
+        UPSTREAM_PROBE_TIMEOUT,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => text(
+            StatusCode::OK,
+            format!("ready: config {} loaded; upstream reachable\n", gw.config_hash),
+        ),
+        Ok(Err(e)) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: upstream {url} unreachable: {e}\n"),
+        ),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: upstream {url} did not accept a connection within {UPSTREAM_PROBE_TIMEOUT:?}\n"),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

@@ -1,0 +1,123 @@
+//! Per-client-IP rate limits on share routes, with a separate, tighter one
+//! for the LLM-backed generate-query read. Token buckets from `governor`;
+//! the key is the client IP after trusted-proxy resolution.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::{Limits, Rate};
+
+/// How many checks between sweeps of idle client entries, which keeps the
+/// table's memory bounded by recently active clients.
+const SWEEP_EVERY: u64 = 4096;
+
+pub struct RateLimits {
+    share: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    generate_query: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    checks: AtomicU64,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits")
+            .field("share", &self.share.is_some())
+            .field("generate_query", &self.generate_query.is_some())
+            .finish()
+    }
+}
+
+fn limiter(rate: Option<Rate>) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
+    let rate = rate?;
+    let count = NonZeroU32::new(rate.count)?;
+    // `count` per `per`, refilled evenly, with a burst of `count`.
+    let quota = Quota::with_period(rate.per / rate.count)?.allow_burst(count);
+    Some(RateLimiter::keyed(quota))
+}
+
+impl RateLimits {
+    pub fn new(limits: &Limits) -> RateLimits {
+        RateLimits {
+            share: limiter(limits.share_rate),
+            generate_query: limiter(limits.generate_query_rate),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// `Err(wait)` when `client` is over its limit; `generate_query` selects
+    /// the tighter limit (checked in addition to the share limit).
+    pub fn check(&self, client: IpAddr, generate_query: bool) -> Result<(), Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            for l in [&self.share, &self.generate_query].into_iter().flatten() {
+                l.retain_recent();
+            }
+        }
+        let clock = DefaultClock::default();
+        let key = client.to_canonical();
+        if generate_query {
+            if let Some(l) = &self.generate_query {
+                l.check_key(&key)
+                    .map_err(|not_until| not_until.wait_time_from(clock.now()))?;
+            }
+        }
+        if let Some(l) = &self.share {
+            l.check_key(&key)
+                .map_err(|not_until| not_until.wait_time_from(clock.now()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(share: &str) -> Limits {
+        let (n, per) = share.split_once('/').unwrap();
+        Limits {
+            max_connections: 1,
+            handshake_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            max_header_bytes: 8192,
+            max_headers: 10,
+            max_public_body_bytes: 1,
+            http2_max_concurrent_streams: 1,
+            share_rate: Some(Rate {
+                count: n.parse().unwrap(),
+                per: Duration::from_secs(if per == "h" { 3600 } else { 60 }),
+            }),
+            generate_query_rate: Some(Rate {
+                count: 1,
+                per: Duration::from_secs(3600),
+            }),
+        }
+    }
+
+    #[test]
+    fn burst_then_refusal_per_client() {
+        let r = RateLimits::new(&limits("3/h"));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(r.check(a, false).is_ok());
+        }
+        let wait = r.check(a, false).unwrap_err();
+        assert!(wait > Duration::ZERO);
+        // Another client has its own bucket; mapped IPv6 is the same client.
+        assert!(r.check(b, false).is_ok());
+        assert!(r.check("::ffff:10.0.0.1".parse().unwrap(), false).is_err());
+    }
+
+    #[test]
+    fn generate_query_is_tighter() {
+        let r = RateLimits::new(&limits("100/h"));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(r.check(a, true).is_ok());
+        assert!(r.check(a, true).is_err());
+        assert!(r.check(a, false).is_ok());
+    }
+}

@@ -1,0 +1,170 @@
+//! The gateway in force, and what outlives a reload.
+//!
+//! [`State`] holds the current [`Gateway`] snapshot behind an `ArcSwap`:
+//! each request loads the snapshot once when it starts and keeps it to the
+//! end, so in-flight requests finish under the policy they started with and
+//! new requests see a new policy at once. A reload builds and validates a
+//! whole new snapshot first and swaps only on success; a failed reload
+//! leaves the old one serving. Metrics live here, outside the snapshot.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::proxy::{BuildError, Gateway};
+use crate::telemetry::metrics::Metrics;
+
+pub struct State {
+    current: ArcSwap<Gateway>,
+    pub metrics: Arc<Metrics>,
+    /// The config file, when the gateway was started from one (reloads
+    /// read it again).
+    pub config_path: Option<PathBuf>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    #[error("the listener addresses changed ({0}); they are bound once at start, so restart the gateway to change them")]
+    Listeners(String),
+    #[error("there is no config file to reload (the gateway was started from built-in settings)")]
+    NoFile,
+}
+
+impl State {
+    pub fn new(gateway: Gateway, metrics: Arc<Metrics>, config_path: Option<PathBuf>) -> State {
+        metrics.config_loaded(&gateway.config_hash);
+        metrics.tls_expiry.set(gateway.tls_expiry.unwrap_or(0.0));
+        State {
+            current: ArcSwap::from_pointee(gateway),
+            metrics,
+            config_path,
+            reload_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The snapshot for one request or connection.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// Reads, validates and builds the config again and swaps it in. The
+    /// old snapshot keeps serving when anything fails.
+    pub async fn reload(&self) -> Result<String, ReloadError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let result = self.try_reload().await;
+        match &result {
+            Ok(hash) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&crate::telemetry::metrics::ResultLabels { result: "success" })
+                    .inc();
+                tracing::info!(config_hash = %hash, "config reloaded");
+            }
+            Err(e) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&crate::telemetry::metrics::ResultLabels { result: "failure" })
+                    .inc();
+                tracing::error!("config reload refused; the previous config keeps serving: {e}");
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<String, ReloadError> {
+        let path = self.config_path.as_deref().ok_or(ReloadError::NoFile)?;
+        let cfg = Config::load(path)?;
+        let old = self.gateway();
+        let mut changed = Vec::new();
+        if cfg.listen != old.config.listen {
+            changed.push("server.listen");
+        }
+        if cfg.redirect_listen != old.config.redirect_listen {
+            changed.push("server.redirect_listen");
+        }
+        if cfg.admin_listen != old.config.admin_listen {
+            changed.push("admin.listen");
+        }
+        if !changed.is_empty() {
+            return Err(ReloadError::Listeners(changed.join(", ")));
+        }
+        let gw = Gateway::build(cfg, self.metrics.clone()).await?;
+        let hash = gw.config_hash.clone();
+        self.metrics.config_loaded(&hash);
+        self.metrics.tls_expiry.set(gw.tls_expiry.unwrap_or(0.0));
+        self.current.store(Arc::new(gw));
+        Ok(hash)
+    }
+}
+
+/// Reloads on SIGHUP, and (when `reload.watch` is on) when any file the
+/// config was built from changes. Runs until the process ends.
+pub async fn watch(state: Arc<State>) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut seen = fingerprint(&state.gateway().config.files);
+    loop {
+        let gw = state.gateway();
+        let interval = gw.config.reload.interval;
+        let watching = gw.config.reload.watch && state.config_path.is_some();
+        drop(gw);
+        #[cfg(unix)]
+        let signal = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signal = std::future::pending::<()>();
+        // Polling a handful of files is cheap and, unlike inotify, sees the
+        // symlink swap Kubernetes uses to update a mounted ConfigMap.
+        let tick = async {
+            if watching {
+                tokio::time::sleep(interval).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = signal => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = state.reload().await;
+                seen = fingerprint(&state.gateway().config.files);
+            }
+            _ = tick => {
+                let files = state.gateway().config.files.clone();
+                let now = fingerprint(&files);
+                if now != seen {
+                    tracing::info!("a config file changed: reloading");
+                    seen = match state.reload().await {
+                        Ok(_) => fingerprint(&state.gateway().config.files),
+                        // Retry only when the files change again.
+                        Err(_) => now,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Modification time and length of every file (or `None` when unreadable).
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files.iter().map(|f| stat(f)).collect()
+}
+
+fn stat(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+}

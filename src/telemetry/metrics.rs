@@ -1,0 +1,176 @@
+//! Prometheus metrics: what `/metrics` on the admin listener serves.
+//!
+//! Label values are all from small fixed sets (route class, decision,
+//! reason code, status code, result), never paths, tokens or addresses, so
+//! the series count stays bounded whatever the traffic. The registry lives
+//! for the whole process and survives config reloads.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub class: &'static str,
+    pub decision: &'static str,
+    pub reason: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabels {
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RewriteLabels {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_seconds: Family<ClassLabels, Histogram>,
+    pub response_bytes: Family<ClassLabels, Counter>,
+    pub active_connections: Gauge,
+    pub connections: Counter,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub config_info: Family<HashLabels, Gauge>,
+    pub config_loaded: Gauge<f64, AtomicU64>,
+    pub tls_expiry: Gauge<f64, AtomicU64>,
+    pub rewrites: Family<RewriteLabels, Counter>,
+    pub rate_limited: Family<ClassLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sharegate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by route class, decision, reason and status",
+            requests.clone(),
+        );
+        let upstream_seconds = Family::<ClassLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.5, 12))
+        });
+        registry.register(
+            "upstream_response_seconds",
+            "Time from forwarding a request to the upstream's response headers",
+            upstream_seconds.clone(),
+        );
+        let response_bytes = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "response_bytes",
+            "Response body bytes sent to clients",
+            response_bytes.clone(),
+        );
+        let active_connections = Gauge::default();
+        registry.register(
+            "active_connections",
+            "Client connections currently open",
+            active_connections.clone(),
+        );
+        let connections = Counter::default();
+        registry.register(
+            "connections",
+            "Client connections accepted",
+            connections.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads by result (success, failure)",
+            reloads.clone(),
+        );
+        let config_info = Family::<HashLabels, Gauge>::default();
+        registry.register(
+            "config_info",
+            "The config in force, by the SHA-256 prefix of its files (value 1)",
+            config_info.clone(),
+        );
+        let config_loaded = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "config_loaded_timestamp_seconds",
+            "When the config in force was loaded (Unix time)",
+            config_loaded.clone(),
+        );
+        let tls_expiry = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the listener's TLS certificate expires (Unix time; 0 without TLS)",
+            tls_expiry.clone(),
+        );
+        let rewrites = Family::<RewriteLabels, Counter>::default();
+        registry.register(
+            "rewrites",
+            "Response rewriting by outcome (body_rewritten, header_rewritten, unknown_encoding)",
+            rewrites.clone(),
+        );
+        let rate_limited = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by the per-client rate limit",
+            rate_limited.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            upstream_seconds,
+            response_bytes,
+            active_connections,
+            connections,
+            reloads,
+            config_info,
+            config_loaded,
+            tls_expiry,
+            rewrites,
+            rate_limited,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Records the config now in force.
+    pub fn config_loaded(&self, hash: &str) {
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&HashLabels {
+                hash: hash.to_owned(),
+            })
+            .set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.config_loaded.set(now);
+    }
+}

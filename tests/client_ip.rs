@@ -1,0 +1,190 @@
+//! Who the client is: the TCP peer, or, only when the peer is a trusted
+//! proxy, the rightmost untrusted `X-Forwarded-For` entry; and what the
+//! upstream is told about it. Also IPv4-mapped peers on a dual-stack
+//! listener, and a native IPv6 client.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use http::StatusCode;
+use tokio::net::TcpListener;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    for headers in [
+        &[("X-Forwarded-For", "127.0.0.2")][..],
+        &[("X-Forwarded-For", "10.9.9.9, 127.0.0.2")][..],
+        &[("X-Real-IP", "127.0.0.2")][..],
+        &[("Forwarded", "for=127.0.0.2")][..],
+        &[("X_Forwarded_For", "127.0.0.2")][..],
+    ] {
+        let reply = request(OUTSIDE, gw.addr, "GET", &fill("/public/{t}/r"), headers, "").await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "outsider claiming {headers:?}: {}", reply.summary());
+        up.assert_silent("outsider claiming an inside address");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_is_told_the_real_client_not_the_claimed_one() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let reply = request(
+        OUTSIDE,
+        gw.addr,
+        "GET",
+        "/api/v1/sessions",
+        &[
+            ("X-Forwarded-For", "10.9.9.9"),
+            ("X-Forwarded-For", "10.8.8.8"),
+            ("X-Real-IP", "10.9.9.9"),
+            ("Forwarded", "for=10.9.9.9;proto=https"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil.example"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("ordinary route from outside");
+    // Replaced, not appended to.
+    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.3".to_owned()]);
+    assert_eq!(r.header_all("x-real-ip"), vec!["127.0.0.3".to_owned()]);
+    assert_eq!(r.header_all("forwarded"), Vec::<String>::new());
+    assert_eq!(r.header_all("x-forwarded-proto"), vec!["http".to_owned()]);
+    assert_eq!(r.header_all("x-forwarded-host"), vec![gw.addr.to_string()]);
+    assert_eq!(r.header("host"), Some(up.addr.to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_is_believed() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let target = fill("/public/{t}/r");
+
+    let reply = request(PROXY, gw.addr, "GET", &target, &[("X-Forwarded-For", "127.0.0.2")], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("inside client behind the trusted proxy");
+    assert_eq!(r.target, target);
+    // The proxy's list, extended with the proxy itself.
+    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.2, 127.0.0.4".to_owned()]);
+    assert_eq!(r.header("x-real-ip").as_deref(), Some("127.0.0.2"));
+
+    let reply = request(PROXY, gw.addr, "GET", &target, &[("X-Forwarded-For", "127.0.0.3")], "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+    up.assert_silent("outside client behind the trusted proxy");
+
+    // RFC 7239 Forwarded, when there is no X-Forwarded-For.
+    let reply = request(PROXY, gw.addr, "GET", &target, &[("Forwarded", "for=127.0.0.2;proto=https")], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    up.only("Forwarded from the trusted proxy");
+
+    // The proxy itself is not inside: with no header, it is the client.
+    let reply = request(PROXY, gw.addr, "GET", &target, &[], "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+    up.assert_silent("trusted proxy without forwarding headers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_chain_is_walked_right_to_left() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let target = fill("/api/v1/public/{t}/run");
+
+    // Leftmost is whatever the client wrote: an outsider claiming to be
+    // inside, then the outsider as the first honest hop saw it, then a
+    // second trusted proxy.
+    for chain in [
+        &[("X-Forwarded-For", "127.0.0.2, 127.0.0.3, 127.0.0.5")][..],
+        &[("X-Forwarded-For", "127.0.0.2"), ("X-Forwarded-For", "127.0.0.3, 127.0.0.5")][..],
+    ] {
+        let reply = request(PROXY, gw.addr, "GET", &target, chain, "").await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{chain:?}: {}", reply.summary());
+        up.assert_silent("spoofed leftmost entry");
+    }
+
+    // The insider behind two trusted hops, with junk on the left.
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[("X-Forwarded-For", "127.0.0.3, 127.0.0.2, 127.0.0.5")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("insider behind two trusted hops");
+    assert_eq!(
+        r.header_all("x-forwarded-for"),
+        vec!["127.0.0.3, 127.0.0.2, 127.0.0.5, 127.0.0.4".to_owned()]
+    );
+    assert_eq!(r.header("x-real-ip").as_deref(), Some("127.0.0.2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparseable_address_from_a_trusted_proxy_is_refused() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &fill("/public/{t}/r"),
+        &[("X-Forwarded-For", "unknown")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.summary());
+    assert!(!reply.text().contains("unknown"), "no detail echoed: {}", reply.text());
+    up.assert_silent("garbage X-Forwarded-For from a trusted proxy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_mapped_peer_on_a_dual_stack_listener_matches_the_ipv4_network() {
+    let up = FakeUpstream::start().await;
+    let listener = match TcpListener::bind("[::]:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("this test needs IPv6 (a dual-stack [::]:0 listener): {e}"),
+    };
+    let gw = TestGateway::start_on(listener, &Setup::new(&up).toml()).await;
+    // The gateway sees 127.0.0.2 as ::ffff:127.0.0.2.
+    let target = fill("/public/{t}/r");
+    let reply = request(INSIDE, gw.addr, "GET", &target, &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("mapped insider");
+    assert_eq!(r.target, target);
+    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.2".to_owned()]);
+
+    let reply = request(OUTSIDE, gw.addr, "GET", &target, &[], "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+    up.assert_silent("mapped outsider");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_ipv6_client_matches_an_ipv6_network() {
+    let up = FakeUpstream::start().await;
+    let listener = match TcpListener::bind("[::1]:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("this test needs the IPv6 loopback: {e}"),
+    };
+    let mut setup = Setup::new(&up);
+    setup.inside = vec!["127.0.0.2/32", "::1/128"];
+    let gw = TestGateway::start_on(listener, &setup.toml()).await;
+    assert!(matches!(gw.addr, SocketAddr::V6(_)));
+    let target = fill("/api/v1/public/{t}/run");
+    let reply = request(V6_LOOPBACK, gw.addr, "GET", &target, &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("IPv6 insider");
+    assert_eq!(r.header_all("x-forwarded-for"), vec!["::1".to_owned()]);
+
+    // Without ::1 in the network, the same client is outside.
+    let listener = TcpListener::bind("[::1]:0").await.expect("bind [::1]:0");
+    let gw = TestGateway::start_on(listener, &Setup::new(&up).toml()).await;
+    let reply = request(V6_LOOPBACK, gw.addr, "GET", &target, &[], "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+    up.assert_silent("IPv6 outsider");
+}

@@ -1,0 +1,244 @@
+//! Loading the config: environment overrides, every problem reported at
+//! once with its exact wording, and the `sharegate check` command's exit
+//! codes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use sharegate::config::{Config, Problem};
+use sharegate::policy::Access;
+
+const GOOD: &str = r#"
+[server]
+listen = ["127.0.0.1:8443"]
+
+[upstream]
+url = "http://langsmith-frontend:80"
+
+[networks]
+corp = ["10.0.0.0/8", "fd00::/8"]
+vpn = ["100.64.0.0/10"]
+
+[share]
+allow_from = ["corp"]
+manage_from = ["corp"]
+"#;
+
+/// One of each problem `check` must report, all in one file.
+const BROKEN: &str = r#"
+[server]
+listen = ["127.0.0.1:8443"]
+listen_addr = "0.0.0.0:80"
+tls_cert = "server.crt"
+
+[upstream]
+connect_timeout = "5"
+
+[networks]
+corp = ["10.0.0.0/33"]
+
+[share]
+allow_from = ["corp", "office"]
+"#;
+
+fn expected_problems() -> Vec<Problem> {
+    let p = |key: &str, message: &str| Problem {
+        key: key.to_owned(),
+        message: message.to_owned(),
+    };
+    vec![
+        p(
+            "server.listen_addr",
+            "unknown key; see the README's configuration reference for valid keys",
+        ),
+        p(
+            "server.tls_key",
+            "is missing while server.tls_cert is set; give both for TLS, or neither for plain HTTP",
+        ),
+        p(
+            "upstream.connect_timeout",
+            "\"5\" is not a duration (time unit needed, for example 5sec or 5ms); write a number with a unit, such as \"5s\" or \"300ms\"",
+        ),
+        p(
+            "upstream.url",
+            "is missing; give the app's address, such as \"http://langsmith-frontend:80\"",
+        ),
+        p(
+            "networks.corp",
+            "\"10.0.0.0/33\" is not a CIDR; write an IPv4 or IPv6 range such as \"10.0.0.0/8\" or \"fd00::/8\"",
+        ),
+        p(
+            "share.allow_from",
+            "\"office\" is neither a network name from [networks] (known: corp) nor a CIDR such as \"10.1.0.0/16\"",
+        ),
+    ]
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the config file");
+    path
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Fails unless `got` holds exactly the `want` problems (in any order).
+fn assert_problems(got: &[Problem], want: &[Problem]) {
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|w| !got.contains(w))
+        .map(ToString::to_string)
+        .collect();
+    let extra: Vec<String> = got
+        .iter()
+        .filter(|g| !want.contains(g))
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "\nmissing:\n  {}\nunexpected:\n  {}",
+        missing.join("\n  "),
+        extra.join("\n  ")
+    );
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = write(dir.path(), "sharegate.toml", GOOD);
+
+    let cfg = Config::load_with_env(&path, Some(HashMap::new())).expect("the file alone is valid");
+    assert_eq!(cfg.upstream.url.to_string(), "http://langsmith-frontend:80/");
+    assert_eq!(cfg.policy.share_allow.describe(), "corp");
+
+    let cfg = Config::load_with_env(
+        &path,
+        Some(env(&[
+            ("SHAREGATE__UPSTREAM__URL", "http://127.0.0.1:8080"),
+            ("SHAREGATE__SHARE__ALLOW_FROM", "corp,vpn"),
+            ("SHAREGATE__UPSTREAM__RESPONSE_TIMEOUT", "45s"),
+        ])),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.upstream.url.authority().map(|a| a.as_str()), Some("127.0.0.1:8080"));
+    assert_eq!(cfg.upstream.response_timeout, std::time::Duration::from_secs(45));
+    // The list form: both named networks, nothing else.
+    let allow = &cfg.policy.share_allow;
+    assert_eq!(allow.describe(), "corp, vpn");
+    assert!(matches!(allow, Access::Networks(_)));
+    for (ip, admitted) in [
+        ("10.1.2.3", true),
+        ("fd00::7", true),
+        ("100.64.0.1", true),
+        ("192.0.2.1", false),
+        ("::ffff:100.64.0.1", true),
+    ] {
+        assert_eq!(allow.admits(ip.parse().unwrap()), admitted, "{ip}");
+    }
+    // Untouched keys keep the file's values.
+    assert_eq!(cfg.policy.manage_allow.describe(), "corp");
+}
+
+#[test]
+fn environment_values_are_validated_like_the_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = write(dir.path(), "sharegate.toml", GOOD);
+    let err = Config::load_with_env(
+        &path,
+        Some(env(&[("SHAREGATE__SHARE__ALLOW_FROM", "corp,nowhere")])),
+    )
+    .expect_err("an unknown network from the environment is a problem");
+    assert_problems(
+        &err.problems,
+        &[Problem {
+            key: "share.allow_from".to_owned(),
+            message: "\"nowhere\" is neither a network name from [networks] (known: corp, vpn) nor a CIDR such as \"10.1.0.0/16\"".to_owned(),
+        }],
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let err = Config::from_toml(BROKEN, Path::new(".")).expect_err("the config is broken");
+    assert_problems(&err.problems, &expected_problems());
+    let report = err.to_string();
+    assert!(report.starts_with("config has 6 problems:\n"), "{report}");
+    for p in expected_problems() {
+        assert!(report.contains(&format!("  - {p}\n")), "{p} missing from:\n{report}");
+    }
+
+    // The same from a file: the report names the file.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = write(dir.path(), "broken.toml", BROKEN);
+    let err = Config::load_with_env(&path, Some(HashMap::new())).expect_err("broken file");
+    assert_problems(&err.problems, &expected_problems());
+    assert!(err.to_string().starts_with(&format!("{} has 6 problems:", path.display())));
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sharegate.toml");
+    Config::load_with_env(&path, Some(HashMap::new())).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The binary with a clean environment (no `SHAREGATE__*` from the caller).
+fn sharegate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sharegate"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SHAREGATE") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let out = sharegate()
+        .args(["check", "--config", "config/sharegate.toml"])
+        .output()
+        .expect("run sharegate check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("config/sharegate.toml: OK"), "{stdout}");
+    assert!(stdout.contains("http://langsmith-frontend"), "{stdout}");
+}
+
+#[test]
+fn check_reports_every_problem_and_exits_64() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = write(dir.path(), "broken.toml", BROKEN);
+    let out = sharegate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run sharegate check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
+    assert!(stderr.contains("6 problems"), "{stderr}");
+    for p in expected_problems() {
+        assert!(stderr.contains(&p.to_string()), "{p} missing from:\n{stderr}");
+    }
+    assert!(out.stdout.is_empty(), "nothing on stdout for a broken config");
+}
+
+#[test]
+fn check_of_a_missing_file_exits_64() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = sharegate()
+        .args(["check", "--config"])
+        .arg(dir.path().join("absent.toml"))
+        .output()
+        .expect("run sharegate check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
+    assert!(stderr.contains("--config"), "{stderr}");
+}

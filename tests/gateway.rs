@@ -1,0 +1,376 @@
+//! Share routes end to end: who may read them, which methods pass, the
+//! method-override tricks, and the owner-side share management routes.
+//!
+//! Every case asserts on both sides: what the client got, and what reached
+//! the fake upstream (a refusal must not reach it at all; an allowed request
+//! must arrive with exactly the path and query the client sent). Table
+//! cases collect every mismatch before failing, so one run lists them all.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+
+/// Reads on every public class, as the LangSmith SDK and share pages send
+/// them: (method, route).
+const PUBLIC_READS: &[(&str, &str)] = &[
+    ("GET", "/public/{t}/r"),
+    ("HEAD", "/public/{t}/r"),
+    ("GET", "/public/{t}/d"),
+    ("GET", "/public/{t}/d/compare?selectedSessions={id}&baseline={id}"),
+    ("GET", "/api/v1/public/{t}/run"),
+    ("GET", "/api/v1/public/{t}/examples?offset=0&limit=10"),
+    ("GET", "/api/v2/public/{t}/run"),
+    ("GET", "/api/v2/public/threads/{t}/messages"),
+    ("GET", "/v2/public/{t}/runs"),
+    ("GET", "/api/public/{t}/runs"),
+    ("GET", "/api/v1/public/schemas/v1/x.json"),
+    ("GET", "/api/v1/public/download?key=attachments-1"),
+    ("GET", "/api/v1/public/datasets/sessions-bulk?share_tokens={t},{t2}"),
+    ("GET", "/api/v1/feedback/tokens/{t}"),
+    ("OPTIONS", "/api/v1/public/{t}/runs/query"),
+];
+
+/// The documented reads that use POST, plus the feedback-token POST (a write
+/// by design that the public class admits).
+const POST_READS: &[&str] = &[
+    "/api/v1/public/{t}/runs/query",
+    "/api/v2/public/{t}/runs/query",
+    "/api/v1/public/{t}/examples/runs",
+    "/api/v1/public/{t}/datasets/runs/query",
+    "/api/v1/public/{t}/datasets/runs/stats",
+    "/api/v1/public/{t}/datasets/runs/delta",
+    "/api/v1/public/{t}/datasets/runs/delta/stream",
+    "/v2/public/{t}/runs/v2/query",
+    "/api/v1/feedback/tokens/{t}",
+];
+
+const GENERATE_QUERY: &str = "/api/v1/public/{t}/datasets/runs/generate-query";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_every_public_class_pass_from_inside_unchanged() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let mut bad = Vec::new();
+    for (method, route) in PUBLIC_READS {
+        let target = fill(route);
+        let reply = request(INSIDE, gw.addr, method, &target, &[], "").await;
+        let got = up.take();
+        if reply.status != StatusCode::OK {
+            bad.push(format!("{method} {route}: client got {}", reply.summary()));
+        }
+        match got.as_slice() {
+            [r] if r.method.as_str() == *method && r.target == target => {}
+            _ => bad.push(format!(
+                "{method} {route}: upstream saw {:?}, expected exactly [{method} {target}]",
+                got.iter().map(|r| format!("{} {}", r.method, r.target)).collect::<Vec<_>>()
+            )),
+        }
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_every_public_class_refused_from_outside() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let mut bad = Vec::new();
+    let mut cases: Vec<(&str, &str)> = PUBLIC_READS.to_vec();
+    cases.extend(POST_READS.iter().map(|r| ("POST", *r)));
+    for (method, route) in cases {
+        let target = fill(route);
+        let reply = request(OUTSIDE, gw.addr, method, &target, &[], "").await;
+        let got = up.take();
+        if reply.status != StatusCode::FORBIDDEN {
+            bad.push(format!("{method} {route}: expected 403, got {}", reply.summary()));
+        } else if method != "HEAD" && detail(&reply) != SHARE_OUTSIDE {
+            bad.push(format!("{method} {route}: 403 body {}", reply.text()));
+        }
+        if !got.is_empty() {
+            bad.push(format!("{method} {route}: reached the upstream from outside"));
+        }
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reads_pass_with_their_body() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let body = r#"{"limit": 5, "filter": "eq(is_root, true)"}"#;
+    let mut bad = Vec::new();
+    for route in POST_READS {
+        let target = fill(route);
+        let reply = request(
+            INSIDE,
+            gw.addr,
+            "POST",
+            &target,
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await;
+        let got = up.take();
+        if reply.status != StatusCode::OK {
+            bad.push(format!("POST {route}: client got {}", reply.summary()));
+        }
+        match got.as_slice() {
+            [r] if r.method == "POST" && r.target == target && r.body == body.as_bytes() => {}
+            _ => bad.push(format!(
+                "POST {route}: upstream saw {:?}",
+                got.iter().map(|r| format!("{} {} {:?}", r.method, r.target, r.body)).collect::<Vec<_>>()
+            )),
+        }
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_query_refused_unless_allowed() {
+    let up = FakeUpstream::start().await;
+    let target = fill(GENERATE_QUERY);
+    let body = r#"{"query": "runs that failed yesterday"}"#;
+
+    let gw = Setup::new(&up).start().await;
+    let reply = request(INSIDE, gw.addr, "POST", &target, &[], body).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{}", reply.summary());
+    let allow = reply.header("allow").expect("a 405 carries Allow");
+    assert!(allow.contains("GET"), "Allow: {allow}");
+    assert!(!allow.contains("POST"), "Allow must not offer POST: {allow}");
+    up.assert_silent("generate-query with allow_generate_query = false");
+    drop(gw);
+
+    let mut setup = Setup::new(&up);
+    setup.allow_generate_query = true;
+    let gw = setup.start().await;
+    let reply = request(INSIDE, gw.addr, "POST", &target, &[], body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("generate-query with allow_generate_query = true");
+    assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", target.as_str()));
+    assert_eq!(r.body, body.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_public_routes_refused_with_allow() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let mut cases: Vec<(&str, &str)> = Vec::new();
+    for (method, route) in PUBLIC_READS {
+        if *method != "GET" || route.starts_with("/api/v1/feedback/tokens/") {
+            continue;
+        }
+        for write in ["POST", "PUT", "PATCH", "DELETE"] {
+            cases.push((write, route));
+        }
+    }
+    for route in POST_READS {
+        for write in ["PUT", "PATCH", "DELETE"] {
+            cases.push((write, route));
+        }
+    }
+    let mut bad = Vec::new();
+    for (method, route) in cases {
+        let target = fill(route);
+        let reply = request(INSIDE, gw.addr, method, &target, &[], r#"{"name": "x"}"#).await;
+        let got = up.take();
+        if reply.status != StatusCode::METHOD_NOT_ALLOWED {
+            bad.push(format!("{method} {route}: expected 405, got {}", reply.summary()));
+        } else {
+            match reply.header("allow") {
+                Some(allow) if allow.contains("GET") && !allow.contains(method) => {}
+                other => bad.push(format!("{method} {route}: Allow header {other:?}")),
+            }
+            if detail(&reply) != VIEW_ONLY {
+                bad.push(format!("{method} {route}: 405 body {}", reply.text()));
+            }
+        }
+        if !got.is_empty() {
+            bad.push(format!("{method} {route}: the write reached the upstream"));
+        }
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_overrides_refused_on_share_routes() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let cases: &[(&str, &str, &[(&str, &str)])] = &[
+        ("GET", "/public/{t}/r", &[("X-HTTP-Method-Override", "DELETE")]),
+        ("GET", "/public/{t}/r", &[("X-HTTP-Method", "DELETE")]),
+        ("GET", "/public/{t}/r", &[("X-Method-Override", "DELETE")]),
+        ("GET", "/api/v1/public/{t}/run", &[("x-http-method-override", "PATCH")]),
+        ("POST", "/api/v1/public/{t}/runs/query", &[("X-HTTP-Method-Override", "DELETE")]),
+        ("GET", "/api/v2/public/{t}/run", &[("X-HTTP-Method", "PUT")]),
+        ("GET", "/api/v1/feedback/tokens/{t}", &[("X-Method-Override", "DELETE")]),
+        ("GET", "/api/v1/public/{t}/run?_method=DELETE", &[]),
+        ("GET", "/api/v1/public/{t}/run?limit=1&_method=PUT", &[]),
+        ("GET", "/api/v1/public/{t}/run?_METHOD=DELETE", &[]),
+        ("GET", "/api/v1/public/{t}/run?_Method=DELETE", &[]),
+        ("POST", "/api/v1/public/{t}/runs/query?_method=DELETE", &[]),
+        ("GET", "/public/{t}/r?_method=DELETE", &[]),
+        ("PUT", "/api/v1/runs/{id}/share", &[("X-HTTP-Method-Override", "DELETE")]),
+    ];
+    let mut bad = Vec::new();
+    for (method, route, headers) in cases {
+        let target = fill(route);
+        let reply = request(INSIDE, gw.addr, method, &target, headers, "{}").await;
+        let got = up.take();
+        if reply.status != StatusCode::BAD_REQUEST || detail(&reply) != OVERRIDE {
+            bad.push(format!("{method} {route} {headers:?}: expected 400, got {}", reply.summary()));
+        }
+        if !got.is_empty() {
+            bad.push(format!("{method} {route} {headers:?}: reached the upstream"));
+        }
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_override_headers_stripped_on_ordinary_routes() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let reply = request(
+        OUTSIDE,
+        gw.addr,
+        "GET",
+        "/api/v1/sessions?limit=1",
+        &[
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X-HTTP-Method", "DELETE"),
+            ("X-Method-Override", "DELETE"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("ordinary route with override headers");
+    assert_eq!(r.method, "GET");
+    assert_eq!(r.target, "/api/v1/sessions?limit=1");
+    for h in ["x-http-method-override", "x-http-method", "x-method-override"] {
+        assert_eq!(r.header(h), None, "{h} must not reach the upstream");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsider_refusal_is_json_for_api_clients_and_html_for_browsers() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+
+    // The SDK sends an API key even to public routes; it proves nothing.
+    let reply = request(
+        OUTSIDE,
+        gw.addr,
+        "GET",
+        &fill("/api/v1/public/{t}/run"),
+        &[("x-api-key", "lsv2_pt_placeholder"), ("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(reply.json(), serde_json::json!({ "detail": SHARE_OUTSIDE }));
+    up.assert_silent("API read from outside");
+
+    let reply = request(
+        OUTSIDE,
+        gw.addr,
+        "GET",
+        &fill("/public/{t}/r"),
+        &[("accept", "text/html,application/xhtml+xml,*/*;q=0.8")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let ctype = reply.header("content-type").unwrap_or_default();
+    assert!(ctype.starts_with("text/html"), "content-type {ctype}");
+    let page = reply.text();
+    assert!(page.contains("<html"), "{page}");
+    assert!(page.contains(SHARE_OUTSIDE), "{page}");
+    assert!(page.contains("403"), "{page}");
+    assert!(!page.contains(TOKEN), "the page must not echo the token: {page}");
+    up.assert_silent("share page from outside");
+
+    // The same read from inside gets the upstream's answer.
+    let reply = request(INSIDE, gw.addr, "GET", &fill("/api/v1/public/{t}/run"), &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["target"], fill("/api/v1/public/{t}/run"));
+    up.only("API read from inside");
+}
+
+/// Owner-side share management: (method, route, body).
+const MANAGEMENT: &[(&str, &str, &str)] = &[
+    ("PUT", "/api/v1/runs/{id}/share", ""),
+    ("GET", "/api/v1/runs/{id}/share", ""),
+    ("DELETE", "/api/v1/runs/{id}/share", ""),
+    ("PUT", "/api/v1/datasets/{id}/share", ""),
+    ("DELETE", "/api/v1/datasets/{id}/share", ""),
+    ("POST", "/api/v2/runs/{id}/share", ""),
+    ("POST", "/api/v2/threads/{id}/share", ""),
+    ("DELETE", "/api/v2/threads/{id}/share", ""),
+    ("GET", "/api/v1/workspaces/current/shared", ""),
+    ("DELETE", "/api/v1/workspaces/current/shared", r#"{"share_tokens": ["{t}"]}"#),
+    ("PATCH", "/api/v1/orgs/current/info", r#"{"public_sharing_disabled": false}"#),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_routes_refused_from_outside() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let mut bad = Vec::new();
+    for (method, route, body) in MANAGEMENT {
+        let reply = request(OUTSIDE, gw.addr, method, &fill(route), &[], &fill(body)).await;
+        let got = up.take();
+        if reply.status != StatusCode::FORBIDDEN {
+            bad.push(format!("{method} {route}: expected 403, got {}", reply.summary()));
+        } else if detail(&reply) != MANAGE_OUTSIDE {
+            bad.push(format!("{method} {route}: 403 body {}", reply.text()));
+        }
+        if !got.is_empty() {
+            bad.push(format!("{method} {route}: reached the upstream from outside"));
+        }
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_routes_allowed_from_inside() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let mut bad = Vec::new();
+    for (method, route, body) in MANAGEMENT {
+        let target = fill(route);
+        let body = fill(body);
+        let reply = request(INSIDE, gw.addr, method, &target, &[], &body).await;
+        let got = up.take();
+        if reply.status != StatusCode::OK {
+            bad.push(format!("{method} {route}: client got {}", reply.summary()));
+        }
+        match got.as_slice() {
+            [r] if r.method.as_str() == *method && r.target == target && r.body == body.as_bytes() => {}
+            _ => bad.push(format!(
+                "{method} {route}: upstream saw {:?}",
+                got.iter().map(|r| format!("{} {}", r.method, r.target)).collect::<Vec<_>>()
+            )),
+        }
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_routes_follow_default_allow_from_any() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    for (method, target) in [
+        ("GET", "/api/v1/orgs/current/info"),
+        ("GET", "/api/v1/sessions?limit=1"),
+        ("POST", "/api/v1/runs/batch"),
+        ("GET", "/"),
+        ("GET", "/projects/p/default"),
+    ] {
+        let reply = request(OUTSIDE, gw.addr, method, target, &[], "{}").await;
+        assert_eq!(reply.status, StatusCode::OK, "{method} {target}: {}", reply.summary());
+        let r = up.only(target);
+        assert_eq!((r.method.as_str(), r.target.as_str()), (method, target));
+    }
+}

@@ -1,0 +1,220 @@
+//! TLS on the listener with a real certificate made for the test: ALPN
+//! picks HTTP/2 when the client offers it, HTTP/1.1 clients still work, and
+//! the policy holds the same over both.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use sharegate::config::TlsFiles;
+use tokio::net::TcpListener;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// A gateway serving TLS with a fresh self-signed certificate for
+/// `localhost` and `127.0.0.1`, and a trust store holding just that
+/// certificate.
+struct TlsGateway {
+    gw: TestGateway,
+    roots: Arc<rustls::RootCertStore>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_tls(up: &FakeUpstream) -> TlsGateway {
+    let issued = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ])
+    .expect("generate a certificate");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let cert = dir.path().join("server.crt");
+    let key = dir.path().join("server.key");
+    std::fs::write(&cert, issued.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, issued.signing_key.serialize_pem()).expect("write the key");
+    // The listener's files as the config names them.
+    let mut setup = Setup::new(up);
+    setup.server_extra = format!("tls_cert = {cert:?}\ntls_key = {key:?}\n");
+    let toml = setup.toml();
+    // The listener's rustls config as the gateway builds it from those
+    // files: HTTP/2 first, then HTTP/1.1.
+    let files: TlsFiles = config(&toml).tls.expect("[server] names a certificate and key");
+    let server = sharegate::tls::server_config(&files).expect("load the certificate and key");
+    assert_eq!(server.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(issued.cert.der().to_vec()))
+        .expect("trust the test certificate");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let gw = TestGateway::start_on(listener, &toml).await;
+    TlsGateway {
+        gw,
+        roots: Arc::new(roots),
+        _dir: dir,
+    }
+}
+
+/// A TLS connection from `from` offering `alpn`, verified against the test
+/// certificate for `server_name`.
+async fn tls_connect(
+    from: IpAddr,
+    gw: &TlsGateway,
+    server_name: &str,
+    alpn: &[&[u8]],
+) -> TlsStream<tokio::net::TcpStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(gw.roots.clone())
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = connect(from, gw.gw.addr).await;
+    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+    within(
+        "the TLS handshake",
+        TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
+    )
+    .await
+    .expect("TLS handshake with the test certificate")
+}
+
+async fn h2_request(
+    tls: TlsStream<tokio::net::TcpStream>,
+    req: Request<Full<Bytes>>,
+) -> Reply {
+    let (mut sender, conn) = within(
+        "the HTTP/2 handshake",
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = within("the HTTP/2 response", sender.send_request(req))
+        .await
+        .expect("HTTP/2 request");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    read_reply(resp).await
+}
+
+async fn h1_request(
+    tls: TlsStream<tokio::net::TcpStream>,
+    req: Request<Full<Bytes>>,
+) -> Reply {
+    let (mut sender, conn) = within(
+        "the HTTP/1.1 handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)),
+    )
+    .await
+    .expect("HTTP/1.1 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = within("the HTTP/1.1 response", sender.send_request(req))
+        .await
+        .expect("HTTP/1.1 request");
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    read_reply(resp).await
+}
+
+fn absolute(addr: SocketAddr, method: &str, path: &str, body: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(format!("https://localhost:{}{path}", addr.port()))
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_negotiates_h2_and_the_share_read_passes() {
+    let up = FakeUpstream::start().await;
+    let gw = start_tls(&up).await;
+    let addr = gw.gw.addr;
+    let tls = tls_connect(INSIDE, &gw, "localhost", &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+    let target = fill("/public/{t}/r");
+    let reply = h2_request(tls, absolute(addr, "GET", &target, "")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("share read over h2");
+    assert_eq!((r.method.as_str(), r.target.as_str()), ("GET", target.as_str()));
+    assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(r.header("x-forwarded-host"), Some(format!("localhost:{}", addr.port())));
+    assert_eq!(r.header("x-forwarded-for").as_deref(), Some("127.0.0.2"));
+    assert_eq!(r.header("host"), Some(up.addr.to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_post_read_passes_and_write_is_refused() {
+    let up = FakeUpstream::start().await;
+    let gw = start_tls(&up).await;
+    let addr = gw.gw.addr;
+    let body = r#"{"limit": 1}"#;
+
+    let target = fill("/api/v1/public/{t}/runs/query");
+    let tls = tls_connect(INSIDE, &gw, "127.0.0.1", &[b"h2"]).await;
+    let reply = h2_request(tls, absolute(addr, "POST", &target, body)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("POST read over h2");
+    assert_eq!(r.target, target);
+    assert_eq!(r.body, body.as_bytes());
+
+    let tls = tls_connect(INSIDE, &gw, "localhost", &[b"h2"]).await;
+    let reply = h2_request(tls, absolute(addr, "DELETE", &fill("/api/v1/public/{t}/run"), "")).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{}", reply.summary());
+    assert!(reply.header("allow").is_some());
+    up.assert_silent("DELETE over h2");
+
+    let tls = tls_connect(OUTSIDE, &gw, "localhost", &[b"h2"]).await;
+    let reply = h2_request(tls, absolute(addr, "GET", &fill("/public/{t}/r"), "")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+    assert_eq!(detail(&reply), SHARE_OUTSIDE);
+    up.assert_silent("outsider over h2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_only_clients_still_work() {
+    let up = FakeUpstream::start().await;
+    let gw = start_tls(&up).await;
+    let addr = gw.gw.addr;
+    let target = fill("/api/v1/public/{t}/run");
+
+    for alpn in [&[&b"http/1.1"[..]][..], &[][..]] {
+        let tls = tls_connect(INSIDE, &gw, "localhost", alpn).await;
+        let negotiated = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        if alpn.is_empty() {
+            assert_eq!(negotiated, None);
+        } else {
+            assert_eq!(negotiated.as_deref(), Some(&b"http/1.1"[..]));
+        }
+        let req = build(addr, "GET", &target, &[("host", &format!("localhost:{}", addr.port()))], "");
+        let reply = h1_request(tls, req).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+        let r = up.only("share read over HTTP/1.1 and TLS");
+        assert_eq!(r.target, target);
+        assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_the_tls_listener_gets_nothing() {
+    let up = FakeUpstream::start().await;
+    let gw = start_tls(&up).await;
+    let raw = format!(
+        "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        fill("/public/{t}/r")
+    );
+    let answer = raw_request(INSIDE, gw.gw.addr, &raw).await;
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    up.assert_silent("plain HTTP to the TLS port");
+}

@@ -1,0 +1,323 @@
+//! Transport behaviour once a request is allowed: header hygiene in both
+//! directions, streams that must not be buffered, protocol upgrades,
+//! redirects, upstream failures and graceful shutdown.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_request_headers_stay_on_their_hop() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let target = fill("/api/v1/public/{t}/run");
+    let reply = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &target,
+        &[
+            ("Connection", "keep-alive, X-Secret"),
+            ("X-Secret", "named by Connection"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic cHJveHk6c2VjcmV0"),
+            ("Proxy-Connection", "keep-alive"),
+            ("X_Forwarded_User", "admin"),
+            ("X_Custom", "underscored"),
+            ("X-Kept", "end to end"),
+            ("Authorization", "Bearer placeholder"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("hop-by-hop request");
+    for h in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+        "x_forwarded_user",
+        "x_custom",
+    ] {
+        assert_eq!(r.header(h), None, "{h} must not reach the upstream");
+    }
+    for v in r.header_all("connection") {
+        assert!(!v.to_ascii_lowercase().contains("x-secret"), "Connection: {v}");
+    }
+    assert_eq!(r.header("x-kept").as_deref(), Some("end to end"));
+    assert_eq!(r.header("authorization").as_deref(), Some("Bearer placeholder"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_response_headers_stay_on_their_hop() {
+    let up = FakeUpstream::start().await;
+    up.on(
+        "/api/v1/info",
+        Behaviour::Respond {
+            status: StatusCode::OK,
+            headers: vec![
+                ("connection", "x-internal"),
+                ("x-internal", "upstream only"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-authenticate", "Basic realm=\"internal\""),
+                ("proxy-connection", "keep-alive"),
+                ("x-kept", "end to end"),
+                ("content-type", "application/json"),
+            ],
+            body: r#"{"version": "0.10"}"#,
+        },
+    );
+    let gw = Setup::new(&up).start().await;
+    let reply = request(OUTSIDE, gw.addr, "GET", "/api/v1/info", &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    assert_eq!(reply.text(), r#"{"version": "0.10"}"#);
+    for h in ["x-internal", "keep-alive", "proxy-authenticate", "proxy-connection"] {
+        assert_eq!(reply.header(h), None, "{h} must not reach the client");
+    }
+    for v in reply.headers.get_all("connection") {
+        let v = v.to_str().unwrap_or_default().to_ascii_lowercase();
+        assert!(!v.contains("x-internal"), "Connection: {v}");
+    }
+    assert_eq!(reply.header("x-kept").as_deref(), Some("end to end"));
+    up.only("response hop-by-hop");
+}
+
+/// Reads body frames until `want` has arrived; returns everything read.
+async fn read_until(body: &mut Incoming, seen: &mut String, want: &str) {
+    while !seen.contains(want) {
+        let frame = within(&format!("{want:?} to reach the client"), body.frame())
+            .await
+            .unwrap_or_else(|| panic!("stream ended before {want:?}; got {seen:?}"))
+            .expect("stream frame");
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+/// One event reaches the client before the upstream has even produced the
+/// next: the test releases event 2 only once the client holds event 1.
+async fn assert_streams_unbuffered(method: &str, route: &str, accept_sse: bool) {
+    let up = FakeUpstream::start().await;
+    let target = fill(route);
+    let path = target.split('?').next().unwrap_or_default().to_owned();
+    let events = up.sse(&path);
+    let gw = Setup::new(&up).start().await;
+
+    let headers: &[(&str, &str)] = if accept_sse {
+        &[("accept", "text/event-stream"), ("content-type", "application/json")]
+    } else {
+        &[]
+    };
+    let body = if method == "POST" { r#"{"limit": 2}"# } else { "" };
+    let resp = send(INSIDE, gw.addr, build(gw.addr, method, &target, headers, body)).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{method} {route}");
+    assert_eq!(
+        resp.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"text/event-stream"[..])
+    );
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+
+    events
+        .send(Bytes::from_static(b"event: run\ndata: {\"id\": \"run-1\"}\n\n"))
+        .expect("release event 1");
+    read_until(&mut body, &mut seen, "run-1").await;
+    assert!(!seen.contains("run-2"));
+
+    events
+        .send(Bytes::from_static(b"event: run\ndata: {\"id\": \"run-2\"}\n\n"))
+        .expect("release event 2");
+    read_until(&mut body, &mut seen, "run-2").await;
+    drop(events);
+    let rest = within("the end of the stream", body.collect())
+        .await
+        .expect("stream end");
+    assert!(rest.to_bytes().is_empty());
+
+    let r = up.only(route);
+    assert_eq!((r.method.as_str(), r.target.as_str()), (method, target.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_runs_query_event_stream_is_not_buffered() {
+    assert_streams_unbuffered("POST", "/api/v2/public/{t}/runs/query", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_stream_is_not_buffered() {
+    assert_streams_unbuffered("POST", "/api/v1/public/{t}/datasets/runs/delta/stream", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_messages_stream_is_not_buffered() {
+    assert_streams_unbuffered("GET", "/api/v2/public/threads/{t}/messages", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_passes_on_an_ordinary_route() {
+    let up = FakeUpstream::start().await;
+    up.on("/api/v1/ws", Behaviour::UpgradeEcho);
+    let gw = Setup::new(&up).start().await;
+    let req = build(
+        gw.addr,
+        "GET",
+        "/api/v1/ws?session=1",
+        &[
+            ("Connection", "upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        "",
+    );
+    let mut resp = send(OUTSIDE, gw.addr, req).await;
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(
+        resp.headers().get("upgrade").map(|v| v.as_bytes()),
+        Some(&b"websocket"[..])
+    );
+    let upgraded = within("the client-side upgrade", hyper::upgrade::on(&mut resp))
+        .await
+        .expect("upgraded connection");
+    let mut io = TokioIo::new(upgraded);
+    for msg in [&b"ping"[..], &b"second message"[..]] {
+        within("writing through the tunnel", io.write_all(msg))
+            .await
+            .expect("write");
+        let mut buf = vec![0u8; msg.len()];
+        within("the echo through the tunnel", io.read_exact(&mut buf))
+            .await
+            .expect("read the echo");
+        assert_eq!(buf, msg);
+    }
+
+    let r = up.only("upgrade");
+    assert_eq!(r.target, "/api/v1/ws?session=1");
+    assert_eq!(r.header("upgrade").as_deref(), Some("websocket"));
+    assert!(r
+        .header("connection")
+        .is_some_and(|c| c.to_ascii_lowercase().contains("upgrade")));
+    assert_eq!(r.header("sec-websocket-key").as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_upgrade_on_a_share_route() {
+    // A share route is plain request/response: the gateway must not open a
+    // raw tunnel to the upstream, whatever the client asks for.
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let target = fill("/api/v1/public/{t}/run");
+    let reply = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &target,
+        &[("Connection", "upgrade"), ("Upgrade", "websocket")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("upgrade request on a share route");
+    assert_eq!(r.header("upgrade"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_pass_through_unfollowed() {
+    let up = FakeUpstream::start().await;
+    up.on(
+        "/login",
+        Behaviour::Respond {
+            status: StatusCode::FOUND,
+            headers: vec![("location", "/oauth/authorize?next=%2F")],
+            body: "",
+        },
+    );
+    let gw = Setup::new(&up).start().await;
+    let reply = request(OUTSIDE, gw.addr, "GET", "/login", &[], "").await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(reply.header("location").as_deref(), Some("/oauth/authorize?next=%2F"));
+    let r = up.only("redirecting route");
+    assert_eq!(r.target, "/login");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_upstream_port_is_502_without_detail() {
+    // A port nothing listens on: bind one, note it, close it.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("address");
+    let gw = Setup::with_url(format!("http://{dead}")).start().await;
+    let reply = request(INSIDE, gw.addr, "GET", &fill("/public/{t}/r"), &[], "").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.summary());
+    assert_eq!(reply.json(), serde_json::json!({ "detail": "Bad gateway." }));
+    let text = reply.text();
+    for leak in [dead.port().to_string().as_str(), "127.0.0.1", "refused", "connect"] {
+        assert!(!text.contains(leak), "the body leaks {leak:?}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_upstream_is_504_without_detail() {
+    let up = FakeUpstream::start().await;
+    up.on(&fill("/api/v1/public/{t}/run"), Behaviour::Hang);
+    let mut setup = Setup::new(&up);
+    setup.response_timeout = "300ms";
+    let gw = setup.start().await;
+    let reply = request(INSIDE, gw.addr, "GET", &fill("/api/v1/public/{t}/run"), &[], "").await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.summary());
+    assert_eq!(reply.json(), serde_json::json!({ "detail": "Gateway timeout." }));
+    let text = reply.text();
+    for leak in [up.addr.port().to_string().as_str(), "127.0.0.1", "300ms", "upstream"] {
+        assert!(!text.contains(leak), "the body leaks {leak:?}: {text}");
+    }
+    // It was forwarded; the upstream just never answered.
+    up.only("hanging route");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_open_stream_finish_then_stops_accepting() {
+    let up = FakeUpstream::start().await;
+    let target = fill("/api/v2/public/threads/{t}/messages");
+    let events = up.sse(&target);
+    let mut gw = Setup::new(&up).start().await;
+    let addr = gw.addr;
+
+    let resp = send(INSIDE, addr, build(addr, "GET", &target, &[], "")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    events.send(Bytes::from_static(b"data: one\n\n")).expect("event 1");
+    read_until(&mut body, &mut seen, "one").await;
+
+    gw.begin_shutdown();
+    events.send(Bytes::from_static(b"data: two\n\n")).expect("event 2");
+    read_until(&mut body, &mut seen, "two").await;
+    drop(events);
+    within("the stream to end", body.collect())
+        .await
+        .expect("clean end of the stream");
+
+    gw.stopped().await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::new(INSIDE, 0))
+        .expect("bind");
+    assert!(
+        within("a connection attempt after shutdown", socket.connect(addr))
+            .await
+            .is_err(),
+        "the listener must be closed once run() has returned"
+    );
+}
