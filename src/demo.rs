@@ -4,7 +4,8 @@
 //! LangSmith-shaped routes (a shared run as JSON, a share page as HTML, an
 //! SSE stream, a write route that would succeed if it were reached), and the
 //! real gateway in front of it with a demo policy in which 127.0.0.1 is the
-//! office network and every other address is outside. Then it prints a tour
+//! office network and every other address is outside, and share URLs the
+//! stand-in mints on its public origin are rewritten to the gateway's. Then it prints a tour
 //! of curl commands. The stand-in is not a test double for the gateway's own
 //! tests; those record what the upstream received.
 
@@ -55,6 +56,10 @@ allow_from = "any"
 
 [admin]
 listen = "off"
+
+[rewrite]
+from = ["https://smith.example.com"]
+to = "http://{listen}"
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +119,9 @@ fn tour(gw: SocketAddr, up: SocketAddr, table: &str) -> String {
 
 Try these in another terminal:
 
-  # 1. Inside: a shared run, as JSON. Allowed.
+  # 1. Inside: a shared run, as JSON. Allowed. The upstream minted its
+  #    share_url on its public origin (https://smith.example.com); the
+  #    gateway rewrote it to the private one.
   curl -s http://{gw}/api/v1/public/{t}/run
 
   # 2. Inside: a POST that is a read (runs/query). Allowed.
@@ -199,7 +206,7 @@ async fn upstream(req: Request<Incoming>) -> Result<Response<Body>, Infallible> 
         ),
         (Method::GET, ["", "api", "v1", "public", token, "run"]) => json(
             StatusCode::OK,
-            serde_json::json!({"id": "run-1", "name": "answer", "share_token": token, "inputs": {"question": "Where is my order?"}, "outputs": {"answer": "It ships today."}}),
+            serde_json::json!({"id": "run-1", "name": "answer", "share_token": token, "share_url": format!("https://smith.example.com/public/{token}/r"), "inputs": {"question": "Where is my order?"}, "outputs": {"answer": "It ships today."}}),
         ),
         (m, _) if m != Method::GET && m != Method::HEAD => json(
             StatusCode::OK,

@@ -33,6 +33,7 @@ pub mod error;
 pub mod identity;
 pub mod policy;
 pub mod proxy;
+pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod state;

@@ -100,7 +100,13 @@ pub enum BuildError {
 impl Gateway {
     /// Builds everything the config names. Loads keys and fetches a JWKS
     /// URL, so this awaits; it binds nothing.
-    pub async fn build(config: Config, metrics: Arc<Metrics>) -> Result<Gateway, BuildError> {
+    pub async fn build(mut config: Config, metrics: Arc<Metrics>) -> Result<Gateway, BuildError> {
+        if let Some(rw) = &mut config.rewrite {
+            // Freshly validated, so this is the only reference.
+            if let Some(rules) = Arc::get_mut(&mut rw.rules) {
+                rules.set_stats(metrics.rewrite_stats.clone());
+            }
+        }
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         let tls_expiry = match &config.tls {
             Some(files) => tls::expiry(&files.cert)?,
@@ -325,6 +331,11 @@ async fn pipeline(
 
     // prepare → forward → respond
     let upgrade = route.class == RouteClass::Other && is_upgrade(req.headers());
+    let rewrite = cfg.rewrite.as_ref().map(|rw| Rewrite {
+        rules: &rw.rules,
+        accept_encoding: req.headers().get(header::ACCEPT_ENCODING).cloned(),
+        head: req.method() == Method::HEAD,
+    });
     let verified = match &identity {
         IdentityOutcome::Verified(id) => Some(id),
         _ => None,
@@ -343,7 +354,7 @@ async fn pipeline(
             class: route.class.name(),
         })
         .observe(sent.elapsed().as_secs_f64());
-    Ok(respond(resp, client_upgrade))
+    Ok(respond(resp, client_upgrade, rewrite))
 }
 
 /// Reads a share route's request body up to the limit before anything is
@@ -563,6 +574,15 @@ fn prepare(
         }
     }
     headers.insert(header::HOST, gw.upstream_host.clone());
+    // The browser names the private origin; an upstream that checks
+    // Origin/Referer (CSRF, CORS) expects the public one it was set up with.
+    if let Some(rw) = gw.config.rewrite.as_ref().filter(|rw| rw.request_origin) {
+        for name in [header::ORIGIN, header::REFERER] {
+            if let Some(mapped) = headers.get(&name).and_then(|v| rw.rules.reverse_request_origin(v)) {
+                headers.insert(name, mapped);
+            }
+        }
+    }
     if let Some(u) = upgrade_value {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
@@ -600,7 +620,19 @@ async fn forward(gw: &Gateway, req: Request<Body>) -> Result<Response<Incoming>,
 
 /// Cleans the upstream's response for the client; a `101` hands both
 /// connections over to a byte pipe.
-fn respond(mut resp: Response<Incoming>, client_upgrade: OnUpgrade) -> Response<Body> {
+/// How the response is to be rewritten: the rules, the client's
+/// `Accept-Encoding`, and whether the request was a `HEAD` (no body).
+struct Rewrite<'a> {
+    rules: &'a Arc<crate::rewrite::Rules>,
+    accept_encoding: Option<HeaderValue>,
+    head: bool,
+}
+
+fn respond(
+    mut resp: Response<Incoming>,
+    client_upgrade: OnUpgrade,
+    rewrite: Option<Rewrite<'_>>,
+) -> Response<Body> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_side) = client_upgrade {
             let upstream_side = hyper::upgrade::on(&mut resp);
@@ -617,13 +649,20 @@ fn respond(mut resp: Response<Incoming>, client_upgrade: OnUpgrade) -> Response<
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
-}
-
-/// For `check`: a read-only method name list, shared with the policy table.
-pub fn describe_methods(methods: &Option<Vec<Method>>) -> String {
-    match methods {
-        None => "any".to_owned(),
-        Some(m) => m.iter().map(Method::as_str).collect::<Vec<_>>().join(" "),
+    match rewrite {
+        None => Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()),
+        Some(rw) => {
+            crate::rewrite::rewrite_response_headers(rw.rules, &mut parts.headers);
+            if rw.head {
+                return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+            }
+            let body = crate::rewrite::rewrite_response(
+                rw.rules,
+                &mut parts,
+                rw.accept_encoding.as_ref(),
+                body,
+            );
+            Response::from_parts(parts, body.boxed_unsync())
+        }
     }
 }

@@ -27,6 +27,29 @@ pub(crate) struct File {
     pub limits: LimitsSection,
     pub audit: AuditSection,
     pub reload: ReloadSection,
+    pub rewrite: RewriteSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct RewriteSection {
+    pub from: StringList,
+    pub to: Option<String>,
+    pub content_types: Option<StringList>,
+    pub skip_signed_urls: bool,
+    pub request_origin: bool,
+}
+
+impl Default for RewriteSection {
+    fn default() -> Self {
+        RewriteSection {
+            from: StringList::default(),
+            to: None,
+            content_types: None,
+            skip_signed_urls: true,
+            request_origin: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

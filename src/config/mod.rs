@@ -48,6 +48,17 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// The config file's folder: relative paths are taken from here.
     pub base_dir: PathBuf,
+    /// `[rewrite]`: public origins rewritten to the private one; `None`
+    /// when no rewriting is configured.
+    pub rewrite: Option<RewriteSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RewriteSettings {
+    pub rules: std::sync::Arc<crate::rewrite::Rules>,
+    /// Map `Origin`/`Referer` naming the private origin back to the public
+    /// one on requests.
+    pub request_origin: bool,
 }
 
 #[derive(Debug, Clone)]

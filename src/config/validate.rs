@@ -319,6 +319,9 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         }
     }
 
+    // [rewrite]
+    let rewrite = rewrite_settings(&raw, &mut r);
+
     // [log]
     let format = match raw.log.format.as_str() {
         "text" => LogFormat::Text,
@@ -370,6 +373,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         },
         files,
         base_dir: base_dir.to_path_buf(),
+        rewrite,
     })
 }
 
@@ -609,6 +613,57 @@ fn rate(key: &str, value: &str, r: &mut Report<'_>) -> Option<Option<Rate>> {
                 key,
                 format!("{value:?} is not a rate; write requests per period such as \"600/min\", \"10/s\" or \"100/h\", or \"off\""),
             );
+            None
+        }
+    }
+}
+
+fn rewrite_settings(raw: &File, r: &mut Report<'_>) -> Option<super::RewriteSettings> {
+    use crate::rewrite::{Origin, RewriteOptions, Rules};
+    let rw = &raw.rewrite;
+    if rw.from.0.is_empty() && rw.to.is_none() {
+        return None;
+    }
+    let mut from = Vec::new();
+    for f in &rw.from.0 {
+        match Origin::parse(f) {
+            Ok(o) => from.push(o),
+            Err(e) => r.add("rewrite.from", e.to_string()),
+        }
+    }
+    if rw.from.0.is_empty() {
+        r.add("rewrite.from", "is empty while rewrite.to is set; list the public origins, such as [\"https://smith.example.com\"]");
+    }
+    let to = match &rw.to {
+        None => {
+            r.add("rewrite.to", "is missing while rewrite.from is set; give the private origin, such as \"https://langsmith.corp.example\"");
+            return None;
+        }
+        Some(t) => match Origin::parse(t) {
+            Ok(o) => o,
+            Err(e) => {
+                r.add("rewrite.to", e.to_string());
+                return None;
+            }
+        },
+    };
+    let mut opts = RewriteOptions {
+        skip_signed_urls: rw.skip_signed_urls,
+        ..RewriteOptions::default()
+    };
+    if let Some(types) = &rw.content_types {
+        opts.content_types.clone_from(&types.0);
+    }
+    if from.len() != rw.from.0.len() {
+        return None;
+    }
+    match Rules::new(from, to, opts) {
+        Ok(rules) => Some(super::RewriteSettings {
+            rules: std::sync::Arc::new(rules),
+            request_origin: rw.request_origin,
+        }),
+        Err(e) => {
+            r.add("rewrite", e.to_string());
             None
         }
     }

@@ -5,7 +5,14 @@
 //! the series count stays bounded whatever the traffic. The registry lives
 //! for the whole process and survives config reloads.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+
+use crate::rewrite::RewriteStats;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -37,9 +44,42 @@ pub struct HashLabels {
     pub hash: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RewriteLabels {
-    pub outcome: &'static str,
+/// Exposes the rewriter's own counters (kept in the rewrite rules, so the
+/// hot path touches one atomic, not a label lookup) at scrape time.
+#[derive(Debug)]
+struct RewriteCollector(Arc<RewriteStats>);
+
+impl Collector for RewriteCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        for (name, help, value) in [
+            (
+                "rewrite_bodies",
+                "Response bodies streamed through the URL rewriter",
+                &s.bodies_rewritten,
+            ),
+            (
+                "rewrite_body_matches",
+                "Public origins replaced in response bodies",
+                &s.body_matches,
+            ),
+            (
+                "rewrite_headers",
+                "Response header values rewritten to the private origin",
+                &s.headers_rewritten,
+            ),
+            (
+                "rewrite_unknown_encoding",
+                "Rewritable bodies passed through untouched because of an unknown Content-Encoding",
+                &s.bodies_unknown_encoding,
+            ),
+        ] {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
 }
 
 pub struct Metrics {
@@ -53,7 +93,8 @@ pub struct Metrics {
     pub config_info: Family<HashLabels, Gauge>,
     pub config_loaded: Gauge<f64, AtomicU64>,
     pub tls_expiry: Gauge<f64, AtomicU64>,
-    pub rewrites: Family<RewriteLabels, Counter>,
+    /// Shared with every rewrite rule set the gateway builds.
+    pub rewrite_stats: Arc<RewriteStats>,
     pub rate_limited: Family<ClassLabels, Counter>,
 }
 
@@ -122,12 +163,8 @@ impl Metrics {
             "When the listener's TLS certificate expires (Unix time; 0 without TLS)",
             tls_expiry.clone(),
         );
-        let rewrites = Family::<RewriteLabels, Counter>::default();
-        registry.register(
-            "rewrites",
-            "Response rewriting by outcome (body_rewritten, header_rewritten, unknown_encoding)",
-            rewrites.clone(),
-        );
+        let rewrite_stats = Arc::new(RewriteStats::default());
+        registry.register_collector(Box::new(RewriteCollector(rewrite_stats.clone())));
         let rate_limited = Family::<ClassLabels, Counter>::default();
         registry.register(
             "rate_limited",
@@ -145,7 +182,7 @@ impl Metrics {
             config_info,
             config_loaded,
             tls_expiry,
-            rewrites,
+            rewrite_stats,
             rate_limited,
         }
     }

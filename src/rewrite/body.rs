@@ -1,0 +1,602 @@
+//! The streaming matcher and replacer for body bytes.
+//!
+//! This file owns [`StreamRewriter`]: it takes a body as a sequence of chunks
+//! and emits the same bytes with every public origin (plain, JSON-escaped and
+//! percent-encoded forms) replaced by the private one, finding matches that
+//! straddle chunk boundaries. It knows nothing of HTTP, content types or
+//! compression (see `response.rs` and `codec.rs`).
+//!
+//! Matching rules, in order:
+//! 1. The pattern (`scheme://host[:port]` in one of three forms) matches
+//!    ASCII-case-insensitively.
+//! 2. Left boundary: the byte before the scheme must not continue a scheme or
+//!    a word (`A-Z a-z 0-9 + - . _`), so `xhttps://…` and `git+https://…` stay
+//!    untouched. The one exception is a preceding percent escape (`%3D`):
+//!    `next%3Dhttps%3A%2F%2F…` is a URL inside an encoded query.
+//! 3. Right boundary: the byte after the host must not continue the host or
+//!    start a port or user info: a letter, digit, `-`, `_`, `:`, `@`, a
+//!    non-ASCII byte, `%3A`, `%40` or `%2E` all refuse the match; a `.` refuses
+//!    only when a host character follows it (so the dot that ends a sentence
+//!    does not), and the end of the body accepts.
+//! 4. Signed URLs (when enabled): the rest of the URL, up to whitespace, a
+//!    quote, `<`, `>` or a backtick (and, for the percent form, `&`), at most
+//!    `signature_lookahead` bytes, is searched for a signature parameter; if
+//!    one is there the URL is left alone. A URL longer than the window is
+//!    judged on the window only (the product wants public links rewritten; a
+//!    signature hidden past 2 KiB is the rare case that loses).
+//!
+//! Memory: between chunks only the bytes that might still be the start of a
+//! match are kept (at most the longest pattern plus the lookahead window).
+//! A chunk with no match and no possible partial match at its end is passed
+//! on as a slice of the input `Bytes`, without copying.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Form, Rules};
+
+/// Signature query parameters of the blob stores and CDNs that sign URLs
+/// (S3 SigV4, GCS V4, CloudFront / OSS `Signature`, Azure SAS `sig`).
+/// Compared case-insensitively.
+const SIGNATURE_PARAMS: [&[u8]; 4] = [
+    b"x-amz-signature",
+    b"x-goog-signature",
+    b"signature",
+    b"sig",
+];
+
+/// Streaming origin rewriter for one body.
+///
+/// Feed chunks with [`push`](Self::push), then call [`finish`](Self::finish)
+/// once at the end of the body. Output is appended to `out` as `Bytes`
+/// segments; concatenated, they are the rewritten body.
+#[derive(Debug)]
+pub struct StreamRewriter {
+    rules: Arc<Rules>,
+    /// Undecided input: bytes that may begin a match.
+    carry: Vec<u8>,
+    /// The last (up to 3) input bytes before `carry`, for the left boundary.
+    prev: [u8; 3],
+    prev_len: usize,
+    matches: u64,
+}
+
+enum Decision {
+    Rewrite,
+    Skip,
+    NeedMore,
+}
+
+impl StreamRewriter {
+    pub fn new(rules: Arc<Rules>) -> Self {
+        StreamRewriter {
+            rules,
+            carry: Vec::new(),
+            prev: [0; 3],
+            prev_len: 0,
+            matches: 0,
+        }
+    }
+
+    /// Origins replaced so far.
+    pub fn matches(&self) -> u64 {
+        self.matches
+    }
+
+    /// Bytes held back, waiting for the next chunk.
+    pub fn carried(&self) -> usize {
+        self.carry.len()
+    }
+
+    /// Rewrites one chunk. Everything that can be decided is emitted now; only
+    /// a possible match start (and its lookahead) is held for the next chunk.
+    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+        if chunk.is_empty() {
+            return;
+        }
+        if self.carry.is_empty() {
+            let n = self.scan(&chunk, false, out);
+            self.carry.extend_from_slice(&chunk[n..]);
+            return;
+        }
+        // Join the carry with just enough of the chunk to decide every match
+        // that starts in the carry; the rest of the chunk is then scanned in
+        // place, without copying it.
+        let carry_len = self.carry.len();
+        let take = chunk.len().min(self.rules.max_carry());
+        let mut joined = std::mem::take(&mut self.carry);
+        joined.extend_from_slice(&chunk[..take]);
+        let joined = Bytes::from(joined);
+        let n = self.scan(&joined, false, out);
+        if take == chunk.len() || n < carry_len {
+            self.carry.extend_from_slice(&joined[n..]);
+            self.carry.extend_from_slice(&chunk[take..]);
+            return;
+        }
+        let rest = chunk.slice(n - carry_len..);
+        let m = self.scan(&rest, false, out);
+        self.carry.extend_from_slice(&rest[m..]);
+    }
+
+    /// Rewrites a borrowed chunk (copies it once; prefer [`push`](Self::push)).
+    pub fn push_slice(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) {
+        self.push(Bytes::copy_from_slice(chunk), out);
+    }
+
+    /// Ends the body: decides what was held back, as at the end of input.
+    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+        let rest = Bytes::from(std::mem::take(&mut self.carry));
+        let n = self.scan(&rest, true, out);
+        if n < rest.len() {
+            // `scan` decides everything at end of input; kept for robustness.
+            out.push(rest.slice(n..));
+        }
+    }
+
+    /// Scans `buf`, emits what is decided and returns how many bytes of `buf`
+    /// that covers; the caller keeps the remainder.
+    fn scan(&mut self, buf: &Bytes, eof: bool, out: &mut Vec<Bytes>) -> usize {
+        let rules = &*self.rules;
+        let hay: &[u8] = buf;
+        let mut emitted = 0;
+        let mut pos = 0;
+        let mut held = None;
+        while pos < hay.len() {
+            let Some((start, end, pattern)) = rules.find(hay, pos) else {
+                break;
+            };
+            match self.decide(hay, start, end, pattern, eof) {
+                Decision::Rewrite => {
+                    if start > emitted {
+                        out.push(buf.slice(emitted..start));
+                    }
+                    out.push(rules.patterns[pattern].replacement.clone());
+                    self.matches += 1;
+                    emitted = end;
+                    pos = end;
+                }
+                Decision::Skip => pos = end,
+                Decision::NeedMore => {
+                    held = Some(start);
+                    break;
+                }
+            }
+        }
+        let keep_from = match held {
+            Some(start) => start,
+            None if eof => hay.len(),
+            None => self.partial_start(hay, pos.max(emitted)),
+        };
+        if keep_from > emitted {
+            out.push(buf.slice(emitted..keep_from));
+        }
+        self.remember_prev(&hay[..keep_from]);
+        keep_from
+    }
+
+    fn remember_prev(&mut self, consumed: &[u8]) {
+        for &b in consumed.iter().rev().take(3).rev() {
+            if self.prev_len == 3 {
+                self.prev.rotate_left(1);
+                self.prev[2] = b;
+            } else {
+                self.prev[self.prev_len] = b;
+                self.prev_len += 1;
+            }
+        }
+    }
+
+    /// Byte `back` positions before `at` in `hay`, looking into the bytes
+    /// consumed before `hay` when needed.
+    fn byte_before(&self, hay: &[u8], at: usize, back: usize) -> Option<u8> {
+        if back <= at {
+            Some(hay[at - back])
+        } else {
+            let into_prev = back - at;
+            (into_prev <= self.prev_len).then(|| self.prev[self.prev_len - into_prev])
+        }
+    }
+
+    /// Where the longest suffix of `hay[from..]` that is a proper prefix of a
+    /// pattern begins (`hay.len()` when there is none).
+    fn partial_start(&self, hay: &[u8], from: usize) -> usize {
+        let rules = &*self.rules;
+        let lo = from.max(
+            hay.len()
+                .saturating_sub(rules.max_pattern_len.saturating_sub(1)),
+        );
+        for i in lo..hay.len() {
+            let tail = &hay[i..];
+            let is_prefix = rules.patterns.iter().any(|p| {
+                p.lower.len() > tail.len() && p.lower[..tail.len()].eq_ignore_ascii_case(tail)
+            });
+            if is_prefix {
+                return i;
+            }
+        }
+        hay.len()
+    }
+
+    fn decide(&self, hay: &[u8], start: usize, end: usize, pattern: usize, eof: bool) -> Decision {
+        let rules = &*self.rules;
+        // A shorter pattern matched at the end of the buffer may be the start
+        // of a longer one (the same host with a port) still to come.
+        if !eof && rules.nested_patterns && hay.len() - start < rules.max_pattern_len {
+            let tail = &hay[start..];
+            let grows = rules.patterns.iter().any(|p| {
+                p.lower.len() > tail.len() && p.lower[..tail.len()].eq_ignore_ascii_case(tail)
+            });
+            if grows {
+                return Decision::NeedMore;
+            }
+        }
+        if !self.left_boundary_ok(hay, start) {
+            return Decision::Skip;
+        }
+        match right_boundary(&hay[end..], eof) {
+            Decision::Rewrite => {}
+            other => return other,
+        }
+        if rules.opts.skip_signed_urls {
+            let form = rules.patterns[pattern].form;
+            return signature_check(&hay[end..], form, rules.opts.signature_lookahead, eof);
+        }
+        Decision::Rewrite
+    }
+
+    fn left_boundary_ok(&self, hay: &[u8], start: usize) -> bool {
+        let Some(b) = self.byte_before(hay, start, 1) else {
+            return true;
+        };
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_')) {
+            return true;
+        }
+        // `%XX` right before: the origin starts a percent-encoded query value.
+        let hex2 = self.byte_before(hay, start, 2);
+        let pct = self.byte_before(hay, start, 3);
+        pct == Some(b'%') && b.is_ascii_hexdigit() && hex2.is_some_and(|h| h.is_ascii_hexdigit())
+    }
+}
+
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b >= 0x80
+}
+
+fn right_boundary(after: &[u8], eof: bool) -> Decision {
+    let need = |n: usize| {
+        if after.len() >= n {
+            None
+        } else if eof {
+            Some(Decision::Rewrite)
+        } else {
+            Some(Decision::NeedMore)
+        }
+    };
+    if let Some(d) = need(1) {
+        return d;
+    }
+    match after[0] {
+        b if is_host_byte(b) => Decision::Skip,
+        b':' | b'@' => Decision::Skip,
+        b'.' => {
+            if let Some(d) = need(2) {
+                return d;
+            }
+            if is_host_byte(after[1]) {
+                Decision::Skip
+            } else {
+                Decision::Rewrite
+            }
+        }
+        b'%' => {
+            if let Some(d) = need(3) {
+                return d;
+            }
+            let esc = [after[1].to_ascii_uppercase(), after[2].to_ascii_uppercase()];
+            if matches!(&esc, b"3A" | b"40" | b"2E") {
+                Decision::Skip
+            } else {
+                Decision::Rewrite
+            }
+        }
+        _ => Decision::Rewrite,
+    }
+}
+
+fn ends_url(b: u8, form: Form) -> bool {
+    b.is_ascii_whitespace()
+        || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`')
+        || (form == Form::Percent && b == b'&')
+}
+
+/// Looks at the rest of the URL after the origin for a signature parameter.
+fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decision {
+    let limit = after.len().min(window);
+    let end = after[..limit].iter().position(|&b| ends_url(b, form));
+    let url_rest = match end {
+        Some(e) => &after[..e],
+        None if limit == window || eof => &after[..limit],
+        None => return Decision::NeedMore,
+    };
+    if has_signature(url_rest) {
+        Decision::Skip
+    } else {
+        Decision::Rewrite
+    }
+}
+
+/// Whether a query parameter named like a signature appears after a
+/// parameter separator (`?`, `&`, `;`, and their escaped spellings `%3F`,
+/// `%26`, `\u0026`, `&amp;`) and is followed by `=` or `%3D`.
+fn has_signature(rest: &[u8]) -> bool {
+    let mut i = 0;
+    while i < rest.len() {
+        let name_start = match rest[i] {
+            b'?' | b'&' | b';' => i + 1,
+            b'%' if rest.len() >= i + 3
+                && (rest[i + 1..i + 3].eq_ignore_ascii_case(b"3F")
+                    || rest[i + 1..i + 3].eq_ignore_ascii_case(b"26")) =>
+            {
+                i + 3
+            }
+            b'u' | b'U' if rest.len() >= i + 5 && rest[i + 1..i + 5] == *b"0026" => i + 5,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let name_area = &rest[name_start..];
+        let named = SIGNATURE_PARAMS.iter().any(|p| {
+            name_area.len() > p.len()
+                && name_area[..p.len()].eq_ignore_ascii_case(p)
+                && (name_area[p.len()] == b'='
+                    || name_area[p.len()..].len() >= 3
+                        && name_area[p.len()..p.len() + 3].eq_ignore_ascii_case(b"%3D"))
+        });
+        if named {
+            return true;
+        }
+        i = name_start;
+    }
+    false
+}
+
+/// A whole-buffer rewrite with the same rules: the reference the streaming
+/// property tests compare against, and a convenience for small bodies.
+pub fn rewrite_all(rules: &Arc<Rules>, input: &[u8]) -> Vec<u8> {
+    let mut r = StreamRewriter::new(Arc::clone(rules));
+    let mut out = Vec::new();
+    r.push_slice(input, &mut out);
+    r.finish(&mut out);
+    out.concat()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::rewrite::{Origin, RewriteOptions};
+
+    pub(crate) fn rules() -> Arc<Rules> {
+        rules_with(RewriteOptions::default())
+    }
+
+    pub(crate) fn rules_with(opts: RewriteOptions) -> Arc<Rules> {
+        Arc::new(
+            Rules::new(
+                vec![Origin::parse("https://smith.langchain.com").unwrap()],
+                Origin::parse("https://smith.internal.example").unwrap(),
+                opts,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn rw(input: &str) -> String {
+        String::from_utf8(rewrite_all(&rules(), input.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn plain_escaped_and_encoded_forms() {
+        assert_eq!(
+            rw(r#"{"share_url":"https://smith.langchain.com/public/t/r"}"#),
+            r#"{"share_url":"https://smith.internal.example/public/t/r"}"#
+        );
+        assert_eq!(
+            rw(r#"{"u":"https:\/\/smith.langchain.com\/public\/t\/r"}"#),
+            r#"{"u":"https:\/\/smith.internal.example\/public\/t\/r"}"#
+        );
+        assert_eq!(
+            rw("/login?next=https%3A%2F%2Fsmith.langchain.com%2Fpublic"),
+            "/login?next=https%3A%2F%2Fsmith.internal.example%2Fpublic"
+        );
+        assert_eq!(
+            rw("next=HTTPS%3a%2f%2fSMITH.langchain.com%2Fx"),
+            "next=https%3A%2F%2Fsmith.internal.example%2Fx"
+        );
+    }
+
+    #[test]
+    fn case_insensitive_scheme_and_host() {
+        assert_eq!(
+            rw("HTTPS://Smith.LangChain.COM/x"),
+            "https://smith.internal.example/x"
+        );
+    }
+
+    #[test]
+    fn host_boundary_refuses_lookalikes() {
+        for s in [
+            "https://smith.langchain.com.evil.example/x",
+            "https://smith.langchain.community/x",
+            "https://smith.langchain.com:8443/x",
+            "https://smith.langchain.com@evil.example/",
+            "https://smith.langchain.com-evil.example/",
+            "https://smith.langchain.com_x/",
+            "https%3A%2F%2Fsmith.langchain.com%3A8443",
+            "https%3A%2F%2Fsmith.langchain.com%40evil.example",
+            "https%3A%2F%2Fsmith.langchain.com%2Eevil.example",
+            "https://smith.langchain.comé",
+            "http://smith.langchain.com/x",
+        ] {
+            assert_eq!(rw(s), s, "{s}");
+        }
+    }
+
+    #[test]
+    fn host_boundary_accepts_delimiters() {
+        for after in [
+            "/", "?", "#", "\"", "'", " ", "\n", "<", ">", "\\", "%2F", ")", ",", "", ". Next", ".",
+        ] {
+            let input = format!("https://smith.langchain.com{after}");
+            assert_eq!(
+                rw(&input),
+                format!("https://smith.internal.example{after}"),
+                "{after:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn left_boundary() {
+        for s in [
+            "xhttps://smith.langchain.com/",
+            "git+https://smith.langchain.com/",
+            "1https://smith.langchain.com",
+        ] {
+            assert_eq!(rw(s), s);
+        }
+        assert_eq!(
+            rw("(https://smith.langchain.com)"),
+            "(https://smith.internal.example)"
+        );
+        assert_eq!(
+            rw("=https://smith.langchain.com"),
+            "=https://smith.internal.example"
+        );
+        assert_eq!(
+            rw("a%3Dhttps%3A%2F%2Fsmith.langchain.com%2F"),
+            "a%3Dhttps%3A%2F%2Fsmith.internal.example%2F"
+        );
+    }
+
+    #[test]
+    fn ports_match_exactly() {
+        let r = Arc::new(
+            Rules::new(
+                vec![
+                    Origin::parse("https://smith.langchain.com").unwrap(),
+                    Origin::parse("https://smith.langchain.com:8443").unwrap(),
+                ],
+                Origin::parse("http://10.0.0.5:8080").unwrap(),
+                RewriteOptions::default(),
+            )
+            .unwrap(),
+        );
+        let out = rewrite_all(&r, b"https://smith.langchain.com:8443/a https://smith.langchain.com/b https://smith.langchain.com:9/c");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "http://10.0.0.5:8080/a http://10.0.0.5:8080/b https://smith.langchain.com:9/c"
+        );
+        let out = rewrite_all(&r, b"https%3A%2F%2Fsmith.langchain.com%3A8443%2F");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "http%3A%2F%2F10.0.0.5%3A8080%2F"
+        );
+        // Split right after the short pattern: the long one must still win.
+        let mut s = StreamRewriter::new(Arc::clone(&r));
+        let mut out = Vec::new();
+        s.push_slice(b"x https://smith.langchain.com", &mut out);
+        s.push_slice(b":8443/a", &mut out);
+        s.finish(&mut out);
+        assert_eq!(out.concat(), b"x http://10.0.0.5:8080/a");
+    }
+
+    #[test]
+    fn signed_urls_left_alone() {
+        for s in [
+            "https://smith.langchain.com/blob?X-Amz-Algorithm=A&X-Amz-Signature=abc",
+            "https://smith.langchain.com/blob?x-goog-signature=abc",
+            "https://smith.langchain.com/b?se=2030&sp=r&sig=abc%3D",
+            "https://smith.langchain.com/b?Expires=1&Signature=abc&Key-Pair-Id=K",
+            r#""https:\/\/smith.langchain.com\/b?a=1\u0026sig=x""#,
+            "https%3A%2F%2Fsmith.langchain.com%2Fb%3Fa%3D1%26X-Amz-Signature%3Dabc&next=1",
+        ] {
+            assert_eq!(rw(s), s, "{s}");
+        }
+        // The signature belongs to a later URL, not this one.
+        assert_eq!(
+            rw(
+                r#"{"a":"https://smith.langchain.com/x","b":"https://s3.example/o?X-Amz-Signature=1"}"#
+            ),
+            r#"{"a":"https://smith.internal.example/x","b":"https://s3.example/o?X-Amz-Signature=1"}"#
+        );
+        // A parameter merely containing "sig" is not a signature.
+        assert_eq!(
+            rw("https://smith.langchain.com/x?design=1&sigma=2"),
+            "https://smith.internal.example/x?design=1&sigma=2"
+        );
+        // Disabled: signed URLs are rewritten too.
+        let r = rules_with(RewriteOptions {
+            skip_signed_urls: false,
+            ..RewriteOptions::default()
+        });
+        assert_eq!(
+            rewrite_all(&r, b"https://smith.langchain.com/b?sig=1"),
+            b"https://smith.internal.example/b?sig=1"
+        );
+    }
+
+    #[test]
+    fn signature_past_window_is_rewritten() {
+        let r = rules_with(RewriteOptions {
+            signature_lookahead: 64,
+            ..RewriteOptions::default()
+        });
+        let long = format!("https://smith.langchain.com/x?{}&sig=1", "a".repeat(100));
+        let out = rewrite_all(&r, long.as_bytes());
+        assert!(out.starts_with(b"https://smith.internal.example/x?"));
+        let short = "https://smith.langchain.com/x?a=1&sig=1";
+        assert_eq!(rewrite_all(&r, short.as_bytes()), short.as_bytes());
+    }
+
+    #[test]
+    fn split_across_chunks_and_zero_copy() {
+        let r = rules();
+        let input = b"aaaa https://smith.langchain.com/x bbbb";
+        for split in 0..=input.len() {
+            let mut s = StreamRewriter::new(Arc::clone(&r));
+            let mut out = Vec::new();
+            s.push_slice(&input[..split], &mut out);
+            s.push_slice(&input[split..], &mut out);
+            s.finish(&mut out);
+            assert_eq!(
+                out.concat(),
+                b"aaaa https://smith.internal.example/x bbbb",
+                "split {split}"
+            );
+        }
+        // No match: the chunk comes back as the same allocation.
+        let chunk = Bytes::from_static(b"{\"a\": 1, \"b\": \"nothing here\"}");
+        let mut s = StreamRewriter::new(Arc::clone(&r));
+        let mut out = Vec::new();
+        s.push(chunk.clone(), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_ptr(), chunk.as_ptr());
+        assert_eq!(s.carried(), 0);
+    }
+
+    #[test]
+    fn holds_back_only_a_possible_match_start() {
+        let r = rules();
+        let mut s = StreamRewriter::new(Arc::clone(&r));
+        let mut out = Vec::new();
+        s.push_slice(b"data: hello\n\ndata: see htt", &mut out);
+        assert_eq!(out.concat(), b"data: hello\n\ndata: see ");
+        assert_eq!(s.carried(), 3);
+        out.clear();
+        s.push_slice(b"ps://smith.langchain.com/x\n\n", &mut out);
+        assert_eq!(out.concat(), b"https://smith.internal.example/x\n\n");
+        assert_eq!(s.carried(), 0);
+    }
+}

@@ -1,0 +1,540 @@
+//! Rewriting public-origin URLs to the private origin in responses.
+//!
+//! This module owns the compiled rewrite rules ([`Rules`]): the origins to
+//! replace, the origin they become, the content types whose bodies are
+//! rewritten and the counters that report what happened. It is built once at
+//! config load and shared by `Arc`; a hot reload builds a new one (and may keep
+//! the counters with [`Rules::with_stats`]).
+//!
+//! Layout:
+//! - `mod.rs` (here): [`Origin`], [`RewriteOptions`], [`Rules`], [`RewriteStats`].
+//! - `headers.rs`: URL-bearing response headers and the request `Origin`/`Referer` reversal.
+//! - `body.rs`: [`StreamRewriter`], the pure, chunk-split-proof matcher and replacer.
+//! - `codec.rs`: streaming gzip/deflate/br/zstd decoding and re-encoding.
+//! - `response.rs`: [`rewrite_response`], which decides whether a body is
+//!   rewritten, fixes the entity headers, and wraps it in [`RewriteBody`].
+//! - `proptests.rs` (tests only): chunk-split invariance against a naive reference.
+//!
+//! It does not decide which requests reach the upstream (that is policy), does
+//! not parse the config file (the config module builds [`Origin`]s and calls
+//! [`Rules::new`]) and does not count anything beyond [`RewriteStats`].
+
+mod body;
+mod codec;
+mod headers;
+#[cfg(test)]
+mod proptests;
+mod response;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use bytes::Bytes;
+
+pub use body::{rewrite_all, StreamRewriter};
+pub use codec::ContentCoding;
+pub use headers::rewrite_response_headers;
+pub use response::{rewrite_response, RewriteBody, RewriteError};
+
+/// An origin as RFC 6454 §4 defines it: scheme, host and port, nothing else.
+///
+/// Scheme and host are kept lowercase; a port equal to the scheme's default is
+/// stored as `None`, so `https://a.example` and `https://a.example:443` are the
+/// same origin and serialize the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+/// Why a configured origin was refused. Each message names the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OriginError {
+    #[error("origin {0:?} has no scheme: write it as https://host[:port]")]
+    MissingScheme(String),
+    #[error("origin {0:?} has an invalid scheme: use http or https")]
+    BadScheme(String),
+    #[error("origin {0:?} has no host: write it as https://host[:port]")]
+    MissingHost(String),
+    #[error(
+        "origin {0:?} contains user info (user@): remove it, an origin is scheme://host[:port]"
+    )]
+    UserInfo(String),
+    #[error("origin {0:?} has a path, query or fragment: remove everything after host[:port]")]
+    HasPath(String),
+    #[error("origin {0:?} has an invalid host: only letters, digits, '-' and '.' or a bracketed IPv6 address")]
+    BadHost(String),
+    #[error("origin {0:?} has an invalid port: use a number from 1 to 65535")]
+    BadPort(String),
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port]`.
+    ///
+    /// Anything more (a path, even a lone `/`, a query, user info) is refused
+    /// rather than silently dropped: a config that says
+    /// `https://smith.example.com/app` probably means a base path, which an
+    /// origin cannot express.
+    pub fn parse(input: &str) -> Result<Origin, OriginError> {
+        let err_input = || input.to_owned();
+        let (scheme, rest) = input
+            .split_once("://")
+            .ok_or_else(|| OriginError::MissingScheme(err_input()))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "http" | "https") {
+            return Err(OriginError::BadScheme(err_input()));
+        }
+        if rest.contains(['/', '?', '#', '\\']) {
+            return Err(OriginError::HasPath(err_input()));
+        }
+        if rest.contains('@') {
+            return Err(OriginError::UserInfo(err_input()));
+        }
+        if rest.is_empty() {
+            return Err(OriginError::MissingHost(err_input()));
+        }
+        let (host, port) = if let Some(after_bracket) = rest.strip_prefix('[') {
+            let (inner, tail) = after_bracket
+                .split_once(']')
+                .ok_or_else(|| OriginError::BadHost(err_input()))?;
+            let valid = !inner.is_empty()
+                && inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            if !valid {
+                return Err(OriginError::BadHost(err_input()));
+            }
+            let port = match tail {
+                "" => None,
+                t => Some(
+                    t.strip_prefix(':')
+                        .ok_or_else(|| OriginError::BadPort(err_input()))?,
+                ),
+            };
+            (format!("[{}]", inner.to_ascii_lowercase()), port)
+        } else {
+            let (host, port) = match rest.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            };
+            let valid = !host.is_empty()
+                && !host.starts_with(['.', '-'])
+                && !host.contains("..")
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !valid {
+                return Err(OriginError::BadHost(err_input()));
+            }
+            (host.to_ascii_lowercase(), port)
+        };
+        let port = match port {
+            None => None,
+            Some(p) => {
+                let n: u16 = p
+                    .parse()
+                    .ok()
+                    .filter(|n| *n != 0 && p.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| OriginError::BadPort(err_input()))?;
+                (Some(n) != default_port(&scheme)).then_some(n)
+            }
+        };
+        Ok(Origin { scheme, host, port })
+    }
+
+    /// The `host[:port]` part, as it appears after `://`.
+    pub fn authority(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{}", self.host, p),
+            None => self.host.clone(),
+        }
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority())
+    }
+}
+
+/// Tunables of the rewrite, with the product's defaults.
+#[derive(Debug, Clone)]
+pub struct RewriteOptions {
+    /// MIME essences (`type/subtype`, no parameters) whose bodies are rewritten.
+    /// Compared case-insensitively against the response `Content-Type`.
+    pub content_types: Vec<String>,
+    /// Leave a matching URL alone when its query carries a signature parameter
+    /// (`X-Amz-Signature`, `X-Goog-Signature`, `Signature`, `sig`): changing
+    /// the host of a signed URL breaks the signature.
+    pub skip_signed_urls: bool,
+    /// How many bytes after a matched origin are searched for a signature
+    /// parameter. A URL whose end is not seen within this window is judged on
+    /// the part that was seen: no signature there means it is rewritten. The
+    /// window is also the extra memory a body rewrite may hold across chunks.
+    pub signature_lookahead: usize,
+}
+
+impl Default for RewriteOptions {
+    fn default() -> Self {
+        RewriteOptions {
+            content_types: [
+                "application/json",
+                "text/html",
+                "application/javascript",
+                "text/javascript",
+                "text/plain",
+                "text/event-stream",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            skip_signed_urls: true,
+            signature_lookahead: 2048,
+        }
+    }
+}
+
+/// Why a rule set was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("rewrite.from is empty: list at least one public origin to rewrite")]
+    NoFrom,
+    #[error("rewrite.from lists {0} twice: remove the duplicate")]
+    DuplicateFrom(String),
+    #[error("rewrite.from lists the private origin {0} itself: remove it from rewrite.from")]
+    FromIsTo(String),
+    #[error("rewrite.content_types entry {0:?} is not a type/subtype MIME essence")]
+    BadContentType(String),
+    #[error("the rewrite patterns could not be compiled")]
+    Patterns(#[source] aho_corasick::BuildError),
+}
+
+/// How a URL form spells the origin; each `from` origin yields one pattern of
+/// each form, and the replacement uses the same form of the `to` origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// `https://host`
+    Plain,
+    /// `https:\/\/host`, as JSON encoders that escape `/` write it.
+    JsonEscaped,
+    /// `https%3A%2F%2Fhost`, as the URL sits inside another URL's query.
+    Percent,
+}
+
+impl Form {
+    fn spell(self, origin: &Origin) -> String {
+        let auth = origin.authority();
+        match self {
+            Form::Plain => format!("{}://{}", origin.scheme, auth),
+            Form::JsonEscaped => format!("{}:\\/\\/{}", origin.scheme, auth),
+            Form::Percent => format!(
+                "{}%3A%2F%2F{}",
+                origin.scheme,
+                auth.replace('[', "%5B")
+                    .replace(']', "%5D")
+                    .replace(':', "%3A")
+            ),
+        }
+    }
+}
+
+/// Counters a caller reads for metrics. All use relaxed ordering: they are
+/// statistics, not synchronization.
+#[derive(Debug, Default)]
+pub struct RewriteStats {
+    /// Response bodies that went through the rewriter.
+    pub bodies_rewritten: AtomicU64,
+    /// Origins replaced in bodies.
+    pub body_matches: AtomicU64,
+    /// Header values changed by [`rewrite_response_headers`].
+    pub headers_rewritten: AtomicU64,
+    /// Bodies of a rewritable type left untouched because their
+    /// `Content-Encoding` is unknown or stacked.
+    pub bodies_unknown_encoding: AtomicU64,
+}
+
+impl RewriteStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n != 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The compiled rewrite rules. Immutable; share it by `Arc`.
+#[derive(Debug)]
+pub struct Rules {
+    pub(crate) from: Vec<Origin>,
+    pub(crate) to: Origin,
+    pub(crate) opts: RewriteOptions,
+    /// Lowercased content-type essences.
+    pub(crate) content_types: Vec<String>,
+    pub(crate) matcher: AhoCorasick,
+    /// SIMD search for the case-invariant separator that follows every
+    /// scheme (`://`, `:\/\/`, `%3A%2F`): much faster than the automaton on
+    /// text full of `h`s, since a candidate is only an actual URL. `None`
+    /// where the packed searcher cannot be built; `matcher` is used then.
+    pub(crate) anchors: Option<aho_corasick::packed::Searcher>,
+    /// Per pattern id: its form, lowercased bytes and replacement.
+    pub(crate) patterns: Vec<Pattern>,
+    /// Bounds what a body rewrite keeps between chunks.
+    pub(crate) max_pattern_len: usize,
+    /// Whether some pattern is a proper prefix of another (same host with and
+    /// without a port): then a match at the very end of a chunk may still grow.
+    pub(crate) nested_patterns: bool,
+    pub(crate) stats: Arc<RewriteStats>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Pattern {
+    pub(crate) form: Form,
+    /// Where the separator starts: the scheme's length.
+    pub(crate) anchor_at: usize,
+    pub(crate) lower: Vec<u8>,
+    pub(crate) replacement: Bytes,
+}
+
+impl Rules {
+    /// Compiles the rules. `from` are the public origins, `to` the private one.
+    pub fn new(from: Vec<Origin>, to: Origin, opts: RewriteOptions) -> Result<Rules, RulesError> {
+        if from.is_empty() {
+            return Err(RulesError::NoFrom);
+        }
+        for (i, f) in from.iter().enumerate() {
+            if *f == to {
+                return Err(RulesError::FromIsTo(f.to_string()));
+            }
+            if from[..i].contains(f) {
+                return Err(RulesError::DuplicateFrom(f.to_string()));
+            }
+        }
+        let mut content_types = Vec::with_capacity(opts.content_types.len());
+        for ct in &opts.content_types {
+            let essence = ct.trim().to_ascii_lowercase();
+            let valid = essence
+                .split_once('/')
+                .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !s.contains('/'))
+                && !essence.contains([';', ' ', ',']);
+            if !valid {
+                return Err(RulesError::BadContentType(ct.clone()));
+            }
+            content_types.push(essence);
+        }
+        let mut patterns = Vec::new();
+        for f in &from {
+            for form in [Form::Plain, Form::JsonEscaped, Form::Percent] {
+                patterns.push(Pattern {
+                    form,
+                    anchor_at: f.scheme.len(),
+                    lower: form.spell(f).to_ascii_lowercase().into_bytes(),
+                    replacement: Bytes::from(form.spell(&to)),
+                });
+            }
+        }
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(patterns.iter().map(|p| &p.lower))
+            .map_err(RulesError::Patterns)?;
+        let anchors = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(["://", ":\\/\\/", "%3A%2F", "%3a%2f", "%3A%2f", "%3a%2F"])
+            .build();
+        let max_pattern_len = patterns.iter().map(|p| p.lower.len()).max().unwrap_or(0);
+        let nested_patterns = patterns.iter().any(|a| {
+            patterns
+                .iter()
+                .any(|b| b.lower.len() > a.lower.len() && b.lower.starts_with(&a.lower))
+        });
+        Ok(Rules {
+            from,
+            to,
+            opts,
+            content_types,
+            matcher,
+            anchors,
+            patterns,
+            max_pattern_len,
+            nested_patterns,
+            stats: Arc::new(RewriteStats::default()),
+        })
+    }
+
+    /// Keeps counting into `stats` (e.g. the previous snapshot's counters
+    /// across a hot reload).
+    pub fn with_stats(mut self, stats: Arc<RewriteStats>) -> Rules {
+        self.stats = stats;
+        self
+    }
+
+    /// Points an already built rule set at long-lived counters (the
+    /// gateway's, which survive reloads).
+    pub fn set_stats(&mut self, stats: Arc<RewriteStats>) {
+        self.stats = stats;
+    }
+
+    /// The counters this rule set reports into.
+    pub fn stats(&self) -> &Arc<RewriteStats> {
+        &self.stats
+    }
+
+    /// The public origins.
+    pub fn from(&self) -> &[Origin] {
+        &self.from
+    }
+
+    /// The private origin.
+    pub fn to(&self) -> &Origin {
+        &self.to
+    }
+
+    /// The options the rules were compiled with.
+    pub fn options(&self) -> &RewriteOptions {
+        &self.opts
+    }
+
+    /// Bytes a body rewrite may keep between chunks: the longest pattern, the
+    /// signature lookahead and the few bytes needed to judge a host boundary.
+    pub(crate) fn max_carry(&self) -> usize {
+        self.max_pattern_len + self.lookahead() + 4
+    }
+
+    pub(crate) fn lookahead(&self) -> usize {
+        if self.opts.skip_signed_urls {
+            self.opts.signature_lookahead.max(3)
+        } else {
+            3
+        }
+    }
+
+    /// The leftmost-longest pattern occurrence starting at or after `from`:
+    /// `(start, end, pattern index)`.
+    pub(crate) fn find(&self, hay: &[u8], from: usize) -> Option<(usize, usize, usize)> {
+        let Some(anchors) = &self.anchors else {
+            let m = self
+                .matcher
+                .find(aho_corasick::Input::new(hay).range(from..))?;
+            return Some((m.start(), m.end(), m.pattern().as_usize()));
+        };
+        let mut at = from;
+        while at < hay.len() {
+            let c = anchors
+                .find_in(
+                    hay,
+                    aho_corasick::Span {
+                        start: at,
+                        end: hay.len(),
+                    },
+                )?
+                .start();
+            let mut best: Option<(usize, usize, usize)> = None;
+            for (id, p) in self.patterns.iter().enumerate() {
+                let Some(start) = c.checked_sub(p.anchor_at).filter(|s| *s >= from) else {
+                    continue;
+                };
+                let end = start + p.lower.len();
+                let longer = best.map_or(true, |(_, e, _)| end > e);
+                if longer && end <= hay.len() && hay[start..end].eq_ignore_ascii_case(&p.lower) {
+                    best = Some((start, end, id));
+                }
+            }
+            if best.is_some() {
+                return best;
+            }
+            at = c + 1;
+        }
+        None
+    }
+
+    pub(crate) fn rewrites_content_type(&self, essence: &str) -> bool {
+        self.content_types
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(essence))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_parse_normalizes() {
+        let o = Origin::parse("HTTPS://Smith.Example.COM").unwrap();
+        assert_eq!(o.to_string(), "https://smith.example.com");
+        let o = Origin::parse("https://smith.example.com:443").unwrap();
+        assert_eq!(o.port, None);
+        let o = Origin::parse("http://smith.example.com:8443").unwrap();
+        assert_eq!(o.to_string(), "http://smith.example.com:8443");
+        let o = Origin::parse("https://[::1]:8443").unwrap();
+        assert_eq!(o.to_string(), "https://[::1]:8443");
+    }
+
+    #[test]
+    fn origin_parse_rejects() {
+        let cases = [
+            ("smith.example.com", "no scheme"),
+            ("ftp://a.example", "invalid scheme"),
+            ("https://", "no host"),
+            ("https://a.example/", "path"),
+            ("https://a.example/app", "path"),
+            ("https://a.example?x", "path"),
+            ("https://u:p@a.example", "user info"),
+            ("https://a.example:0", "port"),
+            ("https://a.example:99999", "port"),
+            ("https://a.example:+1", "port"),
+            ("https://a_b.example", "invalid host"),
+            ("https://a..example", "invalid host"),
+        ];
+        for (input, needle) in cases {
+            let e = Origin::parse(input).unwrap_err().to_string();
+            assert!(e.contains(needle), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn rules_refuse_bad_sets() {
+        let a = Origin::parse("https://a.example").unwrap();
+        let b = Origin::parse("https://b.example").unwrap();
+        let o = RewriteOptions::default();
+        assert!(matches!(
+            Rules::new(vec![], b.clone(), o.clone()),
+            Err(RulesError::NoFrom)
+        ));
+        assert!(matches!(
+            Rules::new(vec![a.clone(), a.clone()], b.clone(), o.clone()),
+            Err(RulesError::DuplicateFrom(_))
+        ));
+        assert!(matches!(
+            Rules::new(vec![b.clone()], b.clone(), o.clone()),
+            Err(RulesError::FromIsTo(_))
+        ));
+        let bad = RewriteOptions {
+            content_types: vec!["json".into()],
+            ..o
+        };
+        assert!(matches!(
+            Rules::new(vec![a], b, bad),
+            Err(RulesError::BadContentType(_))
+        ));
+    }
+
+    #[test]
+    fn percent_form_encodes_port() {
+        let o = Origin::parse("https://a.example:8443").unwrap();
+        assert_eq!(Form::Percent.spell(&o), "https%3A%2F%2Fa.example%3A8443");
+        assert_eq!(Form::JsonEscaped.spell(&o), "https:\\/\\/a.example:8443");
+    }
+}
