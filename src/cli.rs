@@ -50,6 +50,22 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Show what the gateway would do with a request, and why (offline).
+    Explain {
+        /// The TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// A file of requests, one per line, in the same argument syntax
+        /// (e.g. `--from 10.1.2.3 --expect 403 GET /public/t/r`).
+        #[arg(long, value_name = "FILE", conflicts_with = "request")]
+        batch: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        format: String,
+        /// [--from IP] [--peer IP] [--header 'K: V']... [--cookie N=V]... [--expect STATUS] METHOD URL
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "REQUEST")]
+        request: Vec<String>,
+    },
     /// Run a built-in stand-in LangSmith and the gateway in front of it, and
     /// print a tour of curl commands. Runs until Ctrl-C.
     Demo {
@@ -64,6 +80,12 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config, log_format } => run(&config, log_format.as_deref()),
+        Command::Explain {
+            config,
+            batch,
+            format,
+            request,
+        } => explain(&config, batch, &format, request),
         Command::Demo { listen } => runtime().map_or_else(
             |code| code,
             |rt| match rt.block_on(demo::run(listen)) {
@@ -87,6 +109,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+fn explain(config: &std::path::Path, batch: Option<PathBuf>, format: &str, request: Vec<String>) -> ExitCode {
+    let request = if request.is_empty() {
+        None
+    } else {
+        match <crate::explain::RequestArgs as Parser>::try_parse_from(&request) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprint!("sharegate explain: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(crate::explain::run(config, request, batch, format == "json")) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sharegate explain: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn config_failed(e: &ConfigError) -> ExitCode {
     eprint!("sharegate: {e}");
     ExitCode::from(EXIT_CONFIG)
@@ -95,8 +143,7 @@ fn config_failed(e: &ConfigError) -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
-            print!("{}", policy_table(&cfg));
-            println!("\n{}: OK", path.display());
+            emit(&format!("{}\n{}: OK\n", policy_table(&cfg), path.display()));
             ExitCode::SUCCESS
         }
         Err(e) => config_failed(&e),
@@ -192,6 +239,15 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// Writes to stdout, ignoring a closed pipe (`sharegate check | head`)
+/// instead of panicking as `print!` would.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 /// The effective route and policy table, as `check` prints it.

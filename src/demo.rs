@@ -104,7 +104,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::build(cfg, metrics.clone()).await?;
     let state = Arc::new(State::new(gateway, metrics, None));
-    println!("{}", tour(listen, up_addr, &table));
+    crate::cli::emit(&format!("{}\n", tour(listen, up_addr, &table)));
     crate::server::run(vec![gw_listener], state, crate::cli::shutdown_signal()).await;
     Ok(())
 }

@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod explain;
 pub mod identity;
 pub mod policy;
 pub mod proxy;

@@ -154,6 +154,47 @@ impl Gateway {
         })
     }
 
+    /// The gateway `explain` evaluates with: the same config and header
+    /// logic, but nothing that touches the network or the disk beyond
+    /// reading the config's files (no JWKS fetch, no audit file, no TLS).
+    /// JWT keys from PEM files, a JWKS file or an HMAC secret are loaded;
+    /// with a `jwks_url` tokens cannot be verified offline and `jwt` stays
+    /// `None`.
+    pub async fn offline(config: Config) -> Result<Gateway, BuildError> {
+        let jwt = match &config.identity.jwt {
+            Some(settings) if settings.jwks_url.is_none() => Some(
+                JwtVerifier::new(settings, &config.base_dir)
+                    .await
+                    .map_err(BuildError::Identity)?,
+            ),
+            _ => None,
+        };
+        let client = upstream_client(&config)?;
+        let authority = config.upstream.url.authority().cloned().ok_or(BuildError::NoHost)?;
+        let host =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| BuildError::NoHost)?;
+        Ok(Gateway {
+            upstream_scheme: config
+                .upstream
+                .url
+                .scheme()
+                .cloned()
+                .unwrap_or(http::uri::Scheme::HTTP),
+            upstream_authority: authority,
+            upstream_host: host,
+            client,
+            limits: RateLimits::new(&config.limits),
+            config_hash: config.hash(),
+            tls: None,
+            tls_expiry: None,
+            jwt,
+            _jwt_refresh: None,
+            audit: AuditSink::Log,
+            metrics: Arc::new(Metrics::new()),
+            config,
+        })
+    }
+
     /// True when keys the policy needs are loaded (for `/readyz`).
     pub fn identity_ready(&self) -> bool {
         self.jwt.as_ref().is_none_or(JwtVerifier::ready)
@@ -300,7 +341,13 @@ async fn pipeline(
     facts.client = Some(client);
     let (_, require, _) = cfg.policy.access(route.class);
     let identity = if require.needs_identity() {
-        identify(gw, conn, req.headers()).await
+        identify(
+            gw.jwt.as_ref(),
+            &cfg.identity.claims,
+            conn.client_cert.as_ref(),
+            req.headers(),
+        )
+        .await
     } else {
         IdentityOutcome::Absent
     };
@@ -389,23 +436,28 @@ async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<Body>, R
 /// sources, else a verified client certificate; then the claim
 /// requirements. A token that is present but invalid decides: it is never
 /// passed over for a weaker credential.
-async fn identify(gw: &Gateway, conn: &Conn, headers: &HeaderMap) -> IdentityOutcome {
-    let claims = |id: Identity| match gw.config.identity.claims.check(&id) {
+pub(crate) async fn identify(
+    jwt: Option<&JwtVerifier>,
+    claims: &crate::identity::ClaimRules,
+    client_cert: Option<&Identity>,
+    headers: &HeaderMap,
+) -> IdentityOutcome {
+    let check = |id: Identity| match claims.check(&id) {
         Ok(()) => IdentityOutcome::Verified(id),
         Err(f) => IdentityOutcome::Rejected {
             claim: f.claim().to_owned(),
             identity: id,
         },
     };
-    if let Some(v) = &gw.jwt {
+    if let Some(v) = jwt {
         match v.verify(headers).await {
-            Ok(Some(id)) => return claims(id),
+            Ok(Some(id)) => return check(id),
             Ok(None) => {}
             Err(e) => return IdentityOutcome::Invalid { reason: e.reason() },
         }
     }
-    match &conn.client_cert {
-        Some(id) => claims(id.clone()),
+    match client_cert {
+        Some(id) => check(id.clone()),
         None => IdentityOutcome::Absent,
     }
 }
@@ -473,8 +525,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 type OnUpgrade = Option<hyper::upgrade::OnUpgrade>;
 
 /// Builds the upstream request: the checked path, the request's own body
-/// (streamed), and headers cleaned of anything that could make the upstream
-/// see something other than what was checked.
+/// (streamed), and headers cleaned by [`upstream_headers`].
 fn prepare(
     gw: &Gateway,
     conn: &Conn,
@@ -484,25 +535,66 @@ fn prepare(
     upgrade: bool,
     identity: Option<&Identity>,
 ) -> Result<(Request<Body>, OnUpgrade), RequestError> {
-    let client_host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
+    let client_host = req.uri().authority().map(|a| a.as_str().to_owned());
+    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let headers = upstream_headers(
+        gw,
+        conn,
+        client,
+        parts.headers,
+        client_host.as_deref(),
+        upgrade,
+        identity,
+    );
+    let mut out = Request::new(body);
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = upstream_uri(gw, route)?;
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = headers;
+    Ok((out, on_upgrade))
+}
+
+/// The upstream URI: the upstream's origin, the canonical (checked) path and
+/// the query as the client sent it.
+pub(crate) fn upstream_uri(gw: &Gateway, route: &Route) -> Result<Uri, RequestError> {
+    let mut pq = route.path.clone();
+    if let Some(q) = &route.query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::builder()
+        .scheme(gw.upstream_scheme.clone())
+        .authority(gw.upstream_authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| RequestError::Malformed("request target"))
+}
+
+/// The headers the upstream receives: hop-by-hop headers and `_` names
+/// dropped, method overrides stripped, forwarding headers set from what the
+/// gateway itself determined, identity headers ours alone, `Host` the
+/// upstream's. Pure, so `explain` shows exactly what the server sends.
+pub(crate) fn upstream_headers(
+    gw: &Gateway,
+    conn: &Conn,
+    client: IpAddr,
+    mut headers: HeaderMap,
+    authority: Option<&str>,
+    upgrade: bool,
+    identity: Option<&Identity>,
+) -> HeaderMap {
+    let client_host = authority.map(str::to_owned).or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
     let upgrade_value = if upgrade {
-        req.headers().get(header::UPGRADE).cloned()
+        headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     // Header names with '_' are dropped: CGI-style servers (WSGI, PHP)
     // fold '_' and '-' together, so `X_Forwarded_For` could stand in for
@@ -564,11 +656,13 @@ fn prepare(
     // Identity headers are ours alone: client copies never pass.
     for (claim, name) in &gw.config.identity.forward_claims {
         headers.remove(name);
-        let value = identity.and_then(|id| id.claims.get(claim)).and_then(|v| match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Null => None,
-            other => Some(other.to_string()),
-        });
+        let value = identity
+            .and_then(|id| id.claims.get(claim))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            });
         if let Some(v) = value {
             set(&mut headers, name, &v);
         }
@@ -578,7 +672,10 @@ fn prepare(
     // Origin/Referer (CSRF, CORS) expects the public one it was set up with.
     if let Some(rw) = gw.config.rewrite.as_ref().filter(|rw| rw.request_origin) {
         for name in [header::ORIGIN, header::REFERER] {
-            if let Some(mapped) = headers.get(&name).and_then(|v| rw.rules.reverse_request_origin(v)) {
+            if let Some(mapped) = headers
+                .get(&name)
+                .and_then(|v| rw.rules.reverse_request_origin(v))
+            {
                 headers.insert(name, mapped);
             }
         }
@@ -587,25 +684,7 @@ fn prepare(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
     }
-
-    let mut pq = route.path.clone();
-    if let Some(q) = &route.query {
-        pq.push('?');
-        pq.push_str(q);
-    }
-    let uri = Uri::builder()
-        .scheme(gw.upstream_scheme.clone())
-        .authority(gw.upstream_authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| RequestError::Malformed("request target"))?;
-
-    let mut out = Request::new(body);
-    *out.method_mut() = parts.method;
-    *out.uri_mut() = uri;
-    *out.version_mut() = Version::HTTP_11;
-    *out.headers_mut() = headers;
-    Ok((out, on_upgrade))
+    headers
 }
 
 async fn forward(gw: &Gateway, req: Request<Body>) -> Result<Response<Incoming>, RequestError> {

@@ -23,7 +23,12 @@ async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
         &[("X_Forwarded_For", "127.0.0.2")][..],
     ] {
         let reply = request(OUTSIDE, gw.addr, "GET", &fill("/public/{t}/r"), headers, "").await;
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "outsider claiming {headers:?}: {}", reply.summary());
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "outsider claiming {headers:?}: {}",
+            reply.summary()
+        );
         up.assert_silent("outsider claiming an inside address");
     }
 }
@@ -51,7 +56,10 @@ async fn upstream_is_told_the_real_client_not_the_claimed_one() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     let r = up.only("ordinary route from outside");
     // Replaced, not appended to.
-    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.3".to_owned()]);
+    assert_eq!(
+        r.header_all("x-forwarded-for"),
+        vec!["127.0.0.3".to_owned()]
+    );
     assert_eq!(r.header_all("x-real-ip"), vec!["127.0.0.3".to_owned()]);
     assert_eq!(r.header_all("forwarded"), Vec::<String>::new());
     assert_eq!(r.header_all("x-forwarded-proto"), vec!["http".to_owned()]);
@@ -65,20 +73,47 @@ async fn a_trusted_proxy_is_believed() {
     let gw = Setup::new(&up).start().await;
     let target = fill("/public/{t}/r");
 
-    let reply = request(PROXY, gw.addr, "GET", &target, &[("X-Forwarded-For", "127.0.0.2")], "").await;
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[("X-Forwarded-For", "127.0.0.2")],
+        "",
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     let r = up.only("inside client behind the trusted proxy");
     assert_eq!(r.target, target);
     // The proxy's list, extended with the proxy itself.
-    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.2, 127.0.0.4".to_owned()]);
+    assert_eq!(
+        r.header_all("x-forwarded-for"),
+        vec!["127.0.0.2, 127.0.0.4".to_owned()]
+    );
     assert_eq!(r.header("x-real-ip").as_deref(), Some("127.0.0.2"));
 
-    let reply = request(PROXY, gw.addr, "GET", &target, &[("X-Forwarded-For", "127.0.0.3")], "").await;
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[("X-Forwarded-For", "127.0.0.3")],
+        "",
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
     up.assert_silent("outside client behind the trusted proxy");
 
     // RFC 7239 Forwarded, when there is no X-Forwarded-For.
-    let reply = request(PROXY, gw.addr, "GET", &target, &[("Forwarded", "for=127.0.0.2;proto=https")], "").await;
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[("Forwarded", "for=127.0.0.2;proto=https")],
+        "",
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     up.only("Forwarded from the trusted proxy");
 
@@ -99,10 +134,18 @@ async fn a_forwarded_chain_is_walked_right_to_left() {
     // second trusted proxy.
     for chain in [
         &[("X-Forwarded-For", "127.0.0.2, 127.0.0.3, 127.0.0.5")][..],
-        &[("X-Forwarded-For", "127.0.0.2"), ("X-Forwarded-For", "127.0.0.3, 127.0.0.5")][..],
+        &[
+            ("X-Forwarded-For", "127.0.0.2"),
+            ("X-Forwarded-For", "127.0.0.3, 127.0.0.5"),
+        ][..],
     ] {
         let reply = request(PROXY, gw.addr, "GET", &target, chain, "").await;
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{chain:?}: {}", reply.summary());
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{chain:?}: {}",
+            reply.summary()
+        );
         up.assert_silent("spoofed leftmost entry");
     }
 
@@ -139,7 +182,11 @@ async fn an_unparseable_address_from_a_trusted_proxy_is_refused() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.summary());
-    assert!(!reply.text().contains("unknown"), "no detail echoed: {}", reply.text());
+    assert!(
+        !reply.text().contains("unknown"),
+        "no detail echoed: {}",
+        reply.text()
+    );
     up.assert_silent("garbage X-Forwarded-For from a trusted proxy");
 }
 
@@ -157,7 +204,10 @@ async fn ipv4_mapped_peer_on_a_dual_stack_listener_matches_the_ipv4_network() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     let r = up.only("mapped insider");
     assert_eq!(r.target, target);
-    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.2".to_owned()]);
+    assert_eq!(
+        r.header_all("x-forwarded-for"),
+        vec!["127.0.0.2".to_owned()]
+    );
 
     let reply = request(OUTSIDE, gw.addr, "GET", &target, &[], "").await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());

@@ -114,7 +114,10 @@ fn environment_overrides_the_file() {
     let path = write(dir.path(), "sharegate.toml", GOOD);
 
     let cfg = Config::load_with_env(&path, Some(HashMap::new())).expect("the file alone is valid");
-    assert_eq!(cfg.upstream.url.to_string(), "http://langsmith-frontend:80/");
+    assert_eq!(
+        cfg.upstream.url.to_string(),
+        "http://langsmith-frontend:80/"
+    );
     assert_eq!(cfg.policy.share_allow.describe(), "corp");
 
     let cfg = Config::load_with_env(
@@ -126,8 +129,14 @@ fn environment_overrides_the_file() {
         ])),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.upstream.url.authority().map(|a| a.as_str()), Some("127.0.0.1:8080"));
-    assert_eq!(cfg.upstream.response_timeout, std::time::Duration::from_secs(45));
+    assert_eq!(
+        cfg.upstream.url.authority().map(|a| a.as_str()),
+        Some("127.0.0.1:8080")
+    );
+    assert_eq!(
+        cfg.upstream.response_timeout,
+        std::time::Duration::from_secs(45)
+    );
     // The list form: both named networks, nothing else.
     let allow = &cfg.policy.share_allow;
     assert_eq!(allow.describe(), "corp, vpn");
@@ -170,7 +179,10 @@ fn every_problem_is_reported_at_once() {
     let report = err.to_string();
     assert!(report.starts_with("config has 6 problems:\n"), "{report}");
     for p in expected_problems() {
-        assert!(report.contains(&format!("  - {p}\n")), "{p} missing from:\n{report}");
+        assert!(
+            report.contains(&format!("  - {p}\n")),
+            "{p} missing from:\n{report}"
+        );
     }
 
     // The same from a file: the report names the file.
@@ -178,7 +190,9 @@ fn every_problem_is_reported_at_once() {
     let path = write(dir.path(), "broken.toml", BROKEN);
     let err = Config::load_with_env(&path, Some(HashMap::new())).expect_err("broken file");
     assert_problems(&err.problems, &expected_problems());
-    assert!(err.to_string().starts_with(&format!("{} has 6 problems:", path.display())));
+    assert!(err
+        .to_string()
+        .starts_with(&format!("{} has 6 problems:", path.display())));
 }
 
 #[test]
@@ -207,7 +221,11 @@ fn check_accepts_the_example_config() {
         .expect("run sharegate check");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("config/sharegate.toml: OK"), "{stdout}");
     assert!(stdout.contains("http://langsmith-frontend"), "{stdout}");
 }
@@ -225,9 +243,15 @@ fn check_reports_every_problem_and_exits_64() {
     assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
     assert!(stderr.contains("6 problems"), "{stderr}");
     for p in expected_problems() {
-        assert!(stderr.contains(&p.to_string()), "{p} missing from:\n{stderr}");
+        assert!(
+            stderr.contains(&p.to_string()),
+            "{p} missing from:\n{stderr}"
+        );
     }
-    assert!(out.stdout.is_empty(), "nothing on stdout for a broken config");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout for a broken config"
+    );
 }
 
 #[test]

@@ -17,7 +17,10 @@ const PUBLIC_READS: &[(&str, &str)] = &[
     ("GET", "/public/{t}/r"),
     ("HEAD", "/public/{t}/r"),
     ("GET", "/public/{t}/d"),
-    ("GET", "/public/{t}/d/compare?selectedSessions={id}&baseline={id}"),
+    (
+        "GET",
+        "/public/{t}/d/compare?selectedSessions={id}&baseline={id}",
+    ),
     ("GET", "/api/v1/public/{t}/run"),
     ("GET", "/api/v1/public/{t}/examples?offset=0&limit=10"),
     ("GET", "/api/v2/public/{t}/run"),
@@ -26,7 +29,10 @@ const PUBLIC_READS: &[(&str, &str)] = &[
     ("GET", "/api/public/{t}/runs"),
     ("GET", "/api/v1/public/schemas/v1/x.json"),
     ("GET", "/api/v1/public/download?key=attachments-1"),
-    ("GET", "/api/v1/public/datasets/sessions-bulk?share_tokens={t},{t2}"),
+    (
+        "GET",
+        "/api/v1/public/datasets/sessions-bulk?share_tokens={t},{t2}",
+    ),
     ("GET", "/api/v1/feedback/tokens/{t}"),
     ("OPTIONS", "/api/v1/public/{t}/runs/query"),
 ];
@@ -44,6 +50,9 @@ const POST_READS: &[&str] = &[
     "/v2/public/{t}/runs/v2/query",
     "/api/v1/feedback/tokens/{t}",
 ];
+
+/// Request headers, as `(name, value)` pairs.
+type Headers = &'static [(&'static str, &'static str)];
 
 const GENERATE_QUERY: &str = "/api/v1/public/{t}/datasets/runs/generate-query";
 
@@ -63,7 +72,9 @@ async fn reads_on_every_public_class_pass_from_inside_unchanged() {
             [r] if r.method.as_str() == *method && r.target == target => {}
             _ => bad.push(format!(
                 "{method} {route}: upstream saw {:?}, expected exactly [{method} {target}]",
-                got.iter().map(|r| format!("{} {}", r.method, r.target)).collect::<Vec<_>>()
+                got.iter()
+                    .map(|r| format!("{} {}", r.method, r.target))
+                    .collect::<Vec<_>>()
             )),
         }
     }
@@ -82,12 +93,17 @@ async fn reads_on_every_public_class_refused_from_outside() {
         let reply = request(OUTSIDE, gw.addr, method, &target, &[], "").await;
         let got = up.take();
         if reply.status != StatusCode::FORBIDDEN {
-            bad.push(format!("{method} {route}: expected 403, got {}", reply.summary()));
+            bad.push(format!(
+                "{method} {route}: expected 403, got {}",
+                reply.summary()
+            ));
         } else if method != "HEAD" && detail(&reply) != SHARE_OUTSIDE {
             bad.push(format!("{method} {route}: 403 body {}", reply.text()));
         }
         if !got.is_empty() {
-            bad.push(format!("{method} {route}: reached the upstream from outside"));
+            bad.push(format!(
+                "{method} {route}: reached the upstream from outside"
+            ));
         }
     }
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
@@ -118,7 +134,9 @@ async fn post_reads_pass_with_their_body() {
             [r] if r.method == "POST" && r.target == target && r.body == body.as_bytes() => {}
             _ => bad.push(format!(
                 "POST {route}: upstream saw {:?}",
-                got.iter().map(|r| format!("{} {} {:?}", r.method, r.target, r.body)).collect::<Vec<_>>()
+                got.iter()
+                    .map(|r| format!("{} {} {:?}", r.method, r.target, r.body))
+                    .collect::<Vec<_>>()
             )),
         }
     }
@@ -133,10 +151,18 @@ async fn generate_query_refused_unless_allowed() {
 
     let gw = Setup::new(&up).start().await;
     let reply = request(INSIDE, gw.addr, "POST", &target, &[], body).await;
-    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{}", reply.summary());
+    assert_eq!(
+        reply.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{}",
+        reply.summary()
+    );
     let allow = reply.header("allow").expect("a 405 carries Allow");
     assert!(allow.contains("GET"), "Allow: {allow}");
-    assert!(!allow.contains("POST"), "Allow must not offer POST: {allow}");
+    assert!(
+        !allow.contains("POST"),
+        "Allow must not offer POST: {allow}"
+    );
     up.assert_silent("generate-query with allow_generate_query = false");
     drop(gw);
 
@@ -146,7 +172,10 @@ async fn generate_query_refused_unless_allowed() {
     let reply = request(INSIDE, gw.addr, "POST", &target, &[], body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     let r = up.only("generate-query with allow_generate_query = true");
-    assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", target.as_str()));
+    assert_eq!(
+        (r.method.as_str(), r.target.as_str()),
+        ("POST", target.as_str())
+    );
     assert_eq!(r.body, body.as_bytes());
 }
 
@@ -174,7 +203,10 @@ async fn writes_on_public_routes_refused_with_allow() {
         let reply = request(INSIDE, gw.addr, method, &target, &[], r#"{"name": "x"}"#).await;
         let got = up.take();
         if reply.status != StatusCode::METHOD_NOT_ALLOWED {
-            bad.push(format!("{method} {route}: expected 405, got {}", reply.summary()));
+            bad.push(format!(
+                "{method} {route}: expected 405, got {}",
+                reply.summary()
+            ));
         } else {
             match reply.header("allow") {
                 Some(allow) if allow.contains("GET") && !allow.contains(method) => {}
@@ -195,21 +227,41 @@ async fn writes_on_public_routes_refused_with_allow() {
 async fn method_overrides_refused_on_share_routes() {
     let up = FakeUpstream::start().await;
     let gw = Setup::new(&up).start().await;
-    let cases: &[(&str, &str, &[(&str, &str)])] = &[
-        ("GET", "/public/{t}/r", &[("X-HTTP-Method-Override", "DELETE")]),
+    let cases: &[(&str, &str, Headers)] = &[
+        (
+            "GET",
+            "/public/{t}/r",
+            &[("X-HTTP-Method-Override", "DELETE")],
+        ),
         ("GET", "/public/{t}/r", &[("X-HTTP-Method", "DELETE")]),
         ("GET", "/public/{t}/r", &[("X-Method-Override", "DELETE")]),
-        ("GET", "/api/v1/public/{t}/run", &[("x-http-method-override", "PATCH")]),
-        ("POST", "/api/v1/public/{t}/runs/query", &[("X-HTTP-Method-Override", "DELETE")]),
+        (
+            "GET",
+            "/api/v1/public/{t}/run",
+            &[("x-http-method-override", "PATCH")],
+        ),
+        (
+            "POST",
+            "/api/v1/public/{t}/runs/query",
+            &[("X-HTTP-Method-Override", "DELETE")],
+        ),
         ("GET", "/api/v2/public/{t}/run", &[("X-HTTP-Method", "PUT")]),
-        ("GET", "/api/v1/feedback/tokens/{t}", &[("X-Method-Override", "DELETE")]),
+        (
+            "GET",
+            "/api/v1/feedback/tokens/{t}",
+            &[("X-Method-Override", "DELETE")],
+        ),
         ("GET", "/api/v1/public/{t}/run?_method=DELETE", &[]),
         ("GET", "/api/v1/public/{t}/run?limit=1&_method=PUT", &[]),
         ("GET", "/api/v1/public/{t}/run?_METHOD=DELETE", &[]),
         ("GET", "/api/v1/public/{t}/run?_Method=DELETE", &[]),
         ("POST", "/api/v1/public/{t}/runs/query?_method=DELETE", &[]),
         ("GET", "/public/{t}/r?_method=DELETE", &[]),
-        ("PUT", "/api/v1/runs/{id}/share", &[("X-HTTP-Method-Override", "DELETE")]),
+        (
+            "PUT",
+            "/api/v1/runs/{id}/share",
+            &[("X-HTTP-Method-Override", "DELETE")],
+        ),
     ];
     let mut bad = Vec::new();
     for (method, route, headers) in cases {
@@ -217,10 +269,15 @@ async fn method_overrides_refused_on_share_routes() {
         let reply = request(INSIDE, gw.addr, method, &target, headers, "{}").await;
         let got = up.take();
         if reply.status != StatusCode::BAD_REQUEST || detail(&reply) != OVERRIDE {
-            bad.push(format!("{method} {route} {headers:?}: expected 400, got {}", reply.summary()));
+            bad.push(format!(
+                "{method} {route} {headers:?}: expected 400, got {}",
+                reply.summary()
+            ));
         }
         if !got.is_empty() {
-            bad.push(format!("{method} {route} {headers:?}: reached the upstream"));
+            bad.push(format!(
+                "{method} {route} {headers:?}: reached the upstream"
+            ));
         }
     }
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
@@ -247,7 +304,11 @@ async fn method_override_headers_stripped_on_ordinary_routes() {
     let r = up.only("ordinary route with override headers");
     assert_eq!(r.method, "GET");
     assert_eq!(r.target, "/api/v1/sessions?limit=1");
-    for h in ["x-http-method-override", "x-http-method", "x-method-override"] {
+    for h in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
         assert_eq!(r.header(h), None, "{h} must not reach the upstream");
     }
 }
@@ -263,12 +324,18 @@ async fn outsider_refusal_is_json_for_api_clients_and_html_for_browsers() {
         gw.addr,
         "GET",
         &fill("/api/v1/public/{t}/run"),
-        &[("x-api-key", "lsv2_pt_placeholder"), ("accept", "application/json")],
+        &[
+            ("x-api-key", "lsv2_pt_placeholder"),
+            ("accept", "application/json"),
+        ],
         "",
     )
     .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(reply.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json")
+    );
     assert_eq!(reply.json(), serde_json::json!({ "detail": SHARE_OUTSIDE }));
     up.assert_silent("API read from outside");
 
@@ -288,11 +355,22 @@ async fn outsider_refusal_is_json_for_api_clients_and_html_for_browsers() {
     assert!(page.contains("<html"), "{page}");
     assert!(page.contains(SHARE_OUTSIDE), "{page}");
     assert!(page.contains("403"), "{page}");
-    assert!(!page.contains(TOKEN), "the page must not echo the token: {page}");
+    assert!(
+        !page.contains(TOKEN),
+        "the page must not echo the token: {page}"
+    );
     up.assert_silent("share page from outside");
 
     // The same read from inside gets the upstream's answer.
-    let reply = request(INSIDE, gw.addr, "GET", &fill("/api/v1/public/{t}/run"), &[], "").await;
+    let reply = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &fill("/api/v1/public/{t}/run"),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["target"], fill("/api/v1/public/{t}/run"));
     up.only("API read from inside");
@@ -309,8 +387,16 @@ const MANAGEMENT: &[(&str, &str, &str)] = &[
     ("POST", "/api/v2/threads/{id}/share", ""),
     ("DELETE", "/api/v2/threads/{id}/share", ""),
     ("GET", "/api/v1/workspaces/current/shared", ""),
-    ("DELETE", "/api/v1/workspaces/current/shared", r#"{"share_tokens": ["{t}"]}"#),
-    ("PATCH", "/api/v1/orgs/current/info", r#"{"public_sharing_disabled": false}"#),
+    (
+        "DELETE",
+        "/api/v1/workspaces/current/shared",
+        r#"{"share_tokens": ["{t}"]}"#,
+    ),
+    (
+        "PATCH",
+        "/api/v1/orgs/current/info",
+        r#"{"public_sharing_disabled": false}"#,
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,12 +408,17 @@ async fn management_routes_refused_from_outside() {
         let reply = request(OUTSIDE, gw.addr, method, &fill(route), &[], &fill(body)).await;
         let got = up.take();
         if reply.status != StatusCode::FORBIDDEN {
-            bad.push(format!("{method} {route}: expected 403, got {}", reply.summary()));
+            bad.push(format!(
+                "{method} {route}: expected 403, got {}",
+                reply.summary()
+            ));
         } else if detail(&reply) != MANAGE_OUTSIDE {
             bad.push(format!("{method} {route}: 403 body {}", reply.text()));
         }
         if !got.is_empty() {
-            bad.push(format!("{method} {route}: reached the upstream from outside"));
+            bad.push(format!(
+                "{method} {route}: reached the upstream from outside"
+            ));
         }
     }
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
@@ -347,10 +438,14 @@ async fn management_routes_allowed_from_inside() {
             bad.push(format!("{method} {route}: client got {}", reply.summary()));
         }
         match got.as_slice() {
-            [r] if r.method.as_str() == *method && r.target == target && r.body == body.as_bytes() => {}
+            [r] if r.method.as_str() == *method
+                && r.target == target
+                && r.body == body.as_bytes() => {}
             _ => bad.push(format!(
                 "{method} {route}: upstream saw {:?}",
-                got.iter().map(|r| format!("{} {}", r.method, r.target)).collect::<Vec<_>>()
+                got.iter()
+                    .map(|r| format!("{} {}", r.method, r.target))
+                    .collect::<Vec<_>>()
             )),
         }
     }
@@ -369,7 +464,12 @@ async fn ordinary_routes_follow_default_allow_from_any() {
         ("GET", "/projects/p/default"),
     ] {
         let reply = request(OUTSIDE, gw.addr, method, target, &[], "{}").await;
-        assert_eq!(reply.status, StatusCode::OK, "{method} {target}: {}", reply.summary());
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{method} {target}: {}",
+            reply.summary()
+        );
         let r = up.only(target);
         assert_eq!((r.method.as_str(), r.target.as_str()), (method, target));
     }

@@ -24,15 +24,24 @@ fn ambiguous() -> Vec<(std::net::IpAddr, &'static str, String)> {
         ("PUT", "/api/v1/runs/x/%2E%2E/{id}/share"),
         ("PUT", "/api/v1/runs/x/.%2e/{id}/share"),
         ("PUT", "/api/v1/runs/{id}/%2e/share"),
-        ("GET", "/api/v1/public/{t}/%2e%2e/%2e%2e/workspaces/current/shared"),
+        (
+            "GET",
+            "/api/v1/public/{t}/%2e%2e/%2e%2e/workspaces/current/shared",
+        ),
         // encoded and backward slashes
         ("PUT", "/api/v1/runs%2F{id}%2Fshare"),
         ("PUT", "/api/v1/runs/{id}%2fshare"),
-        ("GET", "/api/v1/public/{t}%2F..%2F..%2Fworkspaces%2Fcurrent%2Fshared"),
+        (
+            "GET",
+            "/api/v1/public/{t}%2F..%2F..%2Fworkspaces%2Fcurrent%2Fshared",
+        ),
         ("PUT", "/api/v1/runs/{id}%5Cshare"),
         ("PUT", "/api/v1/runs/{id}%5cshare"),
         ("PUT", "/api/v1/runs\\{id}\\share"),
-        ("GET", "/api/v1/public/{t}\\..\\..\\workspaces\\current\\shared"),
+        (
+            "GET",
+            "/api/v1/public/{t}\\..\\..\\workspaces\\current\\shared",
+        ),
         // empty segments
         ("PUT", "//api/v1/runs/{id}/share"),
         ("PUT", "/api/v1//runs/{id}/share"),
@@ -48,17 +57,25 @@ fn ambiguous() -> Vec<(std::net::IpAddr, &'static str, String)> {
         ("PUT", "/api/v1/runs/{id}/share%00.json"),
         // double encoding
         ("PUT", "/api/v1/runs/x/%252e%252e/{id}/share"),
-        ("GET", "/api/v1/public/{t}/%252e%252e/%252e%252e/workspaces/current/shared"),
+        (
+            "GET",
+            "/api/v1/public/{t}/%252e%252e/%252e%252e/workspaces/current/shared",
+        ),
         ("PUT", "/api/v1/runs%252F{id}%252Fshare"),
     ];
-    let mut out: Vec<_> = cases
-        .iter()
-        .map(|(m, t)| (OUTSIDE, *m, fill(t)))
-        .collect();
+    let mut out: Vec<_> = cases.iter().map(|(m, t)| (OUTSIDE, *m, fill(t))).collect();
     // From inside, a write smuggled onto a read route by a dot segment.
     out.push((INSIDE, "DELETE", fill("/api/v1/public/{t}/runs/query/..")));
-    out.push((INSIDE, "POST", fill("/api/v1/public/{t}/runs/query/%2e%2e/%2e%2e/delete")));
-    out.push((INSIDE, "POST", fill("/api/v1/public/{t}/runs/query;/../../../runs/{id}")));
+    out.push((
+        INSIDE,
+        "POST",
+        fill("/api/v1/public/{t}/runs/query/%2e%2e/%2e%2e/delete"),
+    ));
+    out.push((
+        INSIDE,
+        "POST",
+        fill("/api/v1/public/{t}/runs/query;/../../../runs/{id}"),
+    ));
     out
 }
 
@@ -71,14 +88,22 @@ async fn ambiguous_paths_refused_before_the_upstream() {
         let reply = request(from, gw.addr, method, &target, &[], "").await;
         let got = up.take();
         if reply.status != StatusCode::BAD_REQUEST {
-            bad.push(format!("{method} {target} from {from}: expected 400, got {}", reply.summary()));
+            bad.push(format!(
+                "{method} {target} from {from}: expected 400, got {}",
+                reply.summary()
+            ));
         } else if detail(&reply) != AMBIGUOUS {
-            bad.push(format!("{method} {target} from {from}: 400 body {}", reply.text()));
+            bad.push(format!(
+                "{method} {target} from {from}: 400 body {}",
+                reply.text()
+            ));
         }
         if !got.is_empty() {
             bad.push(format!(
                 "{method} {target} from {from}: REACHED THE UPSTREAM as {:?}",
-                got.iter().map(|r| format!("{} {}", r.method, r.target)).collect::<Vec<_>>()
+                got.iter()
+                    .map(|r| format!("{} {}", r.method, r.target))
+                    .collect::<Vec<_>>()
             ));
         }
     }
@@ -105,11 +130,19 @@ async fn encoded_letters_never_launder_a_protected_route() {
         let target = fill(route);
         let reply = request(OUTSIDE, gw.addr, method, &target, &[], "").await;
         let got = up.take();
-        if !matches!(reply.status, StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN) {
-            bad.push(format!("{method} {route}: expected 400 or 403, got {}", reply.summary()));
+        if !matches!(
+            reply.status,
+            StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN
+        ) {
+            bad.push(format!(
+                "{method} {route}: expected 400 or 403, got {}",
+                reply.summary()
+            ));
         }
         if !got.is_empty() {
-            bad.push(format!("{method} {route}: REACHED THE UPSTREAM from outside"));
+            bad.push(format!(
+                "{method} {route}: REACHED THE UPSTREAM from outside"
+            ));
         }
     }
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
@@ -134,10 +167,15 @@ async fn case_tricks_are_still_protected_routes() {
         let reply = request(OUTSIDE, gw.addr, method, &target, &[], "{}").await;
         let got = up.take();
         if reply.status != StatusCode::FORBIDDEN || detail(&reply) != expected {
-            bad.push(format!("{method} {route} from outside: expected 403 {expected:?}, got {}", reply.summary()));
+            bad.push(format!(
+                "{method} {route} from outside: expected 403 {expected:?}, got {}",
+                reply.summary()
+            ));
         }
         if !got.is_empty() {
-            bad.push(format!("{method} {route}: REACHED THE UPSTREAM from outside"));
+            bad.push(format!(
+                "{method} {route}: REACHED THE UPSTREAM from outside"
+            ));
         }
         // From inside it is the same route, and allowed (it is a read, or
         // management from the management network).
@@ -152,7 +190,9 @@ async fn case_tricks_are_still_protected_routes() {
                 _ => bad.push(format!(
                     "{method} {route} from inside: got {}, upstream saw {:?}",
                     reply.summary(),
-                    got.iter().map(|r| format!("{} {}", r.method, r.target)).collect::<Vec<_>>()
+                    got.iter()
+                        .map(|r| format!("{} {}", r.method, r.target))
+                        .collect::<Vec<_>>()
                 )),
             }
         }
@@ -173,9 +213,17 @@ async fn the_query_string_is_not_part_of_the_match() {
         fill("/login?redirect=%2Fapi%2Fv1%2Fworkspaces%2Fcurrent%2Fshared"),
     ] {
         let reply = request(OUTSIDE, gw.addr, "GET", &target, &[], "").await;
-        assert_eq!(reply.status, StatusCode::OK, "{target}: {}", reply.summary());
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{target}: {}",
+            reply.summary()
+        );
         let r = up.only(&target);
-        assert_eq!(r.target, target, "the upstream must see the query unchanged");
+        assert_eq!(
+            r.target, target,
+            "the upstream must see the query unchanged"
+        );
     }
 
     // A harmless-looking query does not launder a protected path.
@@ -185,7 +233,12 @@ async fn the_query_string_is_not_part_of_the_match() {
         ("GET", fill("/public/{t}/r?x=/login")),
     ] {
         let reply = request(OUTSIDE, gw.addr, method, &target, &[], "").await;
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {target}: {}", reply.summary());
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{method} {target}: {}",
+            reply.summary()
+        );
         up.assert_silent(&target);
     }
 }

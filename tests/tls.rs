@@ -28,11 +28,9 @@ struct TlsGateway {
 }
 
 async fn start_tls(up: &FakeUpstream) -> TlsGateway {
-    let issued = rcgen::generate_simple_self_signed(vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-    ])
-    .expect("generate a certificate");
+    let issued =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("generate a certificate");
     let dir = tempfile::tempdir().expect("temporary directory");
     let cert = dir.path().join("server.crt");
     let key = dir.path().join("server.key");
@@ -44,9 +42,14 @@ async fn start_tls(up: &FakeUpstream) -> TlsGateway {
     let toml = setup.toml();
     // The listener's rustls config as the gateway builds it from those
     // files: HTTP/2 first, then HTTP/1.1.
-    let files: TlsFiles = config(&toml).tls.expect("[server] names a certificate and key");
+    let files: TlsFiles = config(&toml)
+        .tls
+        .expect("[server] names a certificate and key");
     let server = sharegate::tls::server_config(&files).expect("load the certificate and key");
-    assert_eq!(server.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    assert_eq!(
+        server.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
 
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -87,10 +90,7 @@ async fn tls_connect(
     .expect("TLS handshake with the test certificate")
 }
 
-async fn h2_request(
-    tls: TlsStream<tokio::net::TcpStream>,
-    req: Request<Full<Bytes>>,
-) -> Reply {
+async fn h2_request(tls: TlsStream<tokio::net::TcpStream>, req: Request<Full<Bytes>>) -> Reply {
     let (mut sender, conn) = within(
         "the HTTP/2 handshake",
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)),
@@ -107,10 +107,7 @@ async fn h2_request(
     read_reply(resp).await
 }
 
-async fn h1_request(
-    tls: TlsStream<tokio::net::TcpStream>,
-    req: Request<Full<Bytes>>,
-) -> Reply {
+async fn h1_request(tls: TlsStream<tokio::net::TcpStream>, req: Request<Full<Bytes>>) -> Reply {
     let (mut sender, conn) = within(
         "the HTTP/1.1 handshake",
         hyper::client::conn::http1::handshake(TokioIo::new(tls)),
@@ -147,9 +144,15 @@ async fn alpn_negotiates_h2_and_the_share_read_passes() {
     let reply = h2_request(tls, absolute(addr, "GET", &target, "")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     let r = up.only("share read over h2");
-    assert_eq!((r.method.as_str(), r.target.as_str()), ("GET", target.as_str()));
+    assert_eq!(
+        (r.method.as_str(), r.target.as_str()),
+        ("GET", target.as_str())
+    );
     assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
-    assert_eq!(r.header("x-forwarded-host"), Some(format!("localhost:{}", addr.port())));
+    assert_eq!(
+        r.header("x-forwarded-host"),
+        Some(format!("localhost:{}", addr.port()))
+    );
     assert_eq!(r.header("x-forwarded-for").as_deref(), Some("127.0.0.2"));
     assert_eq!(r.header("host"), Some(up.addr.to_string()));
 }
@@ -170,8 +173,17 @@ async fn h2_post_read_passes_and_write_is_refused() {
     assert_eq!(r.body, body.as_bytes());
 
     let tls = tls_connect(INSIDE, &gw, "localhost", &[b"h2"]).await;
-    let reply = h2_request(tls, absolute(addr, "DELETE", &fill("/api/v1/public/{t}/run"), "")).await;
-    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{}", reply.summary());
+    let reply = h2_request(
+        tls,
+        absolute(addr, "DELETE", &fill("/api/v1/public/{t}/run"), ""),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{}",
+        reply.summary()
+    );
     assert!(reply.header("allow").is_some());
     up.assert_silent("DELETE over h2");
 
@@ -197,7 +209,13 @@ async fn http1_only_clients_still_work() {
         } else {
             assert_eq!(negotiated.as_deref(), Some(&b"http/1.1"[..]));
         }
-        let req = build(addr, "GET", &target, &[("host", &format!("localhost:{}", addr.port()))], "");
+        let req = build(
+            addr,
+            "GET",
+            &target,
+            &[("host", &format!("localhost:{}", addr.port()))],
+            "",
+        );
         let reply = h1_request(tls, req).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
         let r = up.only("share read over HTTP/1.1 and TLS");

@@ -51,10 +51,16 @@ async fn hop_by_hop_request_headers_stay_on_their_hop() {
         assert_eq!(r.header(h), None, "{h} must not reach the upstream");
     }
     for v in r.header_all("connection") {
-        assert!(!v.to_ascii_lowercase().contains("x-secret"), "Connection: {v}");
+        assert!(
+            !v.to_ascii_lowercase().contains("x-secret"),
+            "Connection: {v}"
+        );
     }
     assert_eq!(r.header("x-kept").as_deref(), Some("end to end"));
-    assert_eq!(r.header("authorization").as_deref(), Some("Bearer placeholder"));
+    assert_eq!(
+        r.header("authorization").as_deref(),
+        Some("Bearer placeholder")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +86,12 @@ async fn hop_by_hop_response_headers_stay_on_their_hop() {
     let reply = request(OUTSIDE, gw.addr, "GET", "/api/v1/info", &[], "").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     assert_eq!(reply.text(), r#"{"version": "0.10"}"#);
-    for h in ["x-internal", "keep-alive", "proxy-authenticate", "proxy-connection"] {
+    for h in [
+        "x-internal",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+    ] {
         assert_eq!(reply.header(h), None, "{h} must not reach the client");
     }
     for v in reply.headers.get_all("connection") {
@@ -114,12 +125,24 @@ async fn assert_streams_unbuffered(method: &str, route: &str, accept_sse: bool) 
     let gw = Setup::new(&up).start().await;
 
     let headers: &[(&str, &str)] = if accept_sse {
-        &[("accept", "text/event-stream"), ("content-type", "application/json")]
+        &[
+            ("accept", "text/event-stream"),
+            ("content-type", "application/json"),
+        ]
     } else {
         &[]
     };
-    let body = if method == "POST" { r#"{"limit": 2}"# } else { "" };
-    let resp = send(INSIDE, gw.addr, build(gw.addr, method, &target, headers, body)).await;
+    let body = if method == "POST" {
+        r#"{"limit": 2}"#
+    } else {
+        ""
+    };
+    let resp = send(
+        INSIDE,
+        gw.addr,
+        build(gw.addr, method, &target, headers, body),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK, "{method} {route}");
     assert_eq!(
         resp.headers().get("content-type").map(|v| v.as_bytes()),
@@ -129,13 +152,17 @@ async fn assert_streams_unbuffered(method: &str, route: &str, accept_sse: bool) 
     let mut seen = String::new();
 
     events
-        .send(Bytes::from_static(b"event: run\ndata: {\"id\": \"run-1\"}\n\n"))
+        .send(Bytes::from_static(
+            b"event: run\ndata: {\"id\": \"run-1\"}\n\n",
+        ))
         .expect("release event 1");
     read_until(&mut body, &mut seen, "run-1").await;
     assert!(!seen.contains("run-2"));
 
     events
-        .send(Bytes::from_static(b"event: run\ndata: {\"id\": \"run-2\"}\n\n"))
+        .send(Bytes::from_static(
+            b"event: run\ndata: {\"id\": \"run-2\"}\n\n",
+        ))
         .expect("release event 2");
     read_until(&mut body, &mut seen, "run-2").await;
     drop(events);
@@ -145,7 +172,10 @@ async fn assert_streams_unbuffered(method: &str, route: &str, accept_sse: bool) 
     assert!(rest.to_bytes().is_empty());
 
     let r = up.only(route);
-    assert_eq!((r.method.as_str(), r.target.as_str()), (method, target.as_str()));
+    assert_eq!(
+        (r.method.as_str(), r.target.as_str()),
+        (method, target.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +185,12 @@ async fn v2_runs_query_event_stream_is_not_buffered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_stream_is_not_buffered() {
-    assert_streams_unbuffered("POST", "/api/v1/public/{t}/datasets/runs/delta/stream", false).await;
+    assert_streams_unbuffered(
+        "POST",
+        "/api/v1/public/{t}/datasets/runs/delta/stream",
+        false,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +242,10 @@ async fn websocket_upgrade_passes_on_an_ordinary_route() {
     assert!(r
         .header("connection")
         .is_some_and(|c| c.to_ascii_lowercase().contains("upgrade")));
-    assert_eq!(r.header("sec-websocket-key").as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+    assert_eq!(
+        r.header("sec-websocket-key").as_deref(),
+        Some("dGhlIHNhbXBsZSBub25jZQ==")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +283,10 @@ async fn redirects_pass_through_unfollowed() {
     let gw = Setup::new(&up).start().await;
     let reply = request(OUTSIDE, gw.addr, "GET", "/login", &[], "").await;
     assert_eq!(reply.status, StatusCode::FOUND);
-    assert_eq!(reply.header("location").as_deref(), Some("/oauth/authorize?next=%2F"));
+    assert_eq!(
+        reply.header("location").as_deref(),
+        Some("/oauth/authorize?next=%2F")
+    );
     let r = up.only("redirecting route");
     assert_eq!(r.target, "/login");
 }
@@ -261,9 +302,17 @@ async fn closed_upstream_port_is_502_without_detail() {
     let gw = Setup::with_url(format!("http://{dead}")).start().await;
     let reply = request(INSIDE, gw.addr, "GET", &fill("/public/{t}/r"), &[], "").await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.summary());
-    assert_eq!(reply.json(), serde_json::json!({ "detail": "Bad gateway." }));
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({ "detail": "Bad gateway." })
+    );
     let text = reply.text();
-    for leak in [dead.port().to_string().as_str(), "127.0.0.1", "refused", "connect"] {
+    for leak in [
+        dead.port().to_string().as_str(),
+        "127.0.0.1",
+        "refused",
+        "connect",
+    ] {
         assert!(!text.contains(leak), "the body leaks {leak:?}: {text}");
     }
 }
@@ -275,11 +324,32 @@ async fn silent_upstream_is_504_without_detail() {
     let mut setup = Setup::new(&up);
     setup.response_timeout = "300ms";
     let gw = setup.start().await;
-    let reply = request(INSIDE, gw.addr, "GET", &fill("/api/v1/public/{t}/run"), &[], "").await;
-    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.summary());
-    assert_eq!(reply.json(), serde_json::json!({ "detail": "Gateway timeout." }));
+    let reply = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &fill("/api/v1/public/{t}/run"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.summary()
+    );
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({ "detail": "Gateway timeout." })
+    );
     let text = reply.text();
-    for leak in [up.addr.port().to_string().as_str(), "127.0.0.1", "300ms", "upstream"] {
+    for leak in [
+        up.addr.port().to_string().as_str(),
+        "127.0.0.1",
+        "300ms",
+        "upstream",
+    ] {
         assert!(!text.contains(leak), "the body leaks {leak:?}: {text}");
     }
     // It was forwarded; the upstream just never answered.
@@ -298,11 +368,15 @@ async fn shutdown_lets_an_open_stream_finish_then_stops_accepting() {
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
     let mut seen = String::new();
-    events.send(Bytes::from_static(b"data: one\n\n")).expect("event 1");
+    events
+        .send(Bytes::from_static(b"data: one\n\n"))
+        .expect("event 1");
     read_until(&mut body, &mut seen, "one").await;
 
     gw.begin_shutdown();
-    events.send(Bytes::from_static(b"data: two\n\n")).expect("event 2");
+    events
+        .send(Bytes::from_static(b"data: two\n\n"))
+        .expect("event 2");
     read_until(&mut body, &mut seen, "two").await;
     drop(events);
     within("the stream to end", body.collect())

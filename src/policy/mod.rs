@@ -224,45 +224,123 @@ pub fn authorize(
     client: IpAddr,
     identity: &IdentityOutcome,
 ) -> Result<Grant, Denial> {
-    if route.class != RouteClass::Other
-        && (route.method_param
-            || METHOD_OVERRIDE_HEADERS
-                .iter()
-                .any(|h| headers.contains_key(*h)))
-    {
+    authorize_traced(policy, route, method, headers, client, identity, None)
+}
+
+/// One check `authorize` made, for `sharegate explain`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub check: &'static str,
+    /// "pass", "fail" or "skip".
+    pub outcome: &'static str,
+    pub detail: String,
+}
+
+fn note(
+    trace: &mut Option<&mut Vec<Check>>,
+    check: &'static str,
+    outcome: &'static str,
+    detail: impl FnOnce() -> String,
+) {
+    if let Some(t) = trace.as_deref_mut() {
+        t.push(Check {
+            check,
+            outcome,
+            detail: detail(),
+        });
+    }
+}
+
+/// [`authorize`], recording every check in order when `trace` is given
+/// (the server passes `None`: no string is built on the hot path).
+pub fn authorize_traced(
+    policy: &Policy,
+    route: &Route,
+    method: &Method,
+    headers: &HeaderMap,
+    client: IpAddr,
+    identity: &IdentityOutcome,
+    mut trace: Option<&mut Vec<Check>>,
+) -> Result<Grant, Denial> {
+    let t = &mut trace;
+    let override_used = route.method_param
+        || METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|h| headers.contains_key(*h));
+    if route.class != RouteClass::Other && override_used {
+        note(t, "method_override", "fail", || {
+            "X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override / ?_method on a share route".to_owned()
+        });
         return Err(Denial {
             kind: DenialKind::MethodOverride,
             rule: "method overrides are refused on share routes".to_owned(),
         });
     }
+    note(t, "method_override", "pass", || {
+        if override_used {
+            "present on an ordinary route: stripped before the upstream".to_owned()
+        } else {
+            "none".to_owned()
+        }
+    });
     let (access, require, access_rule) = policy.access(route.class);
     let network_ok = access.admits(client);
+    if require != Require::Identity {
+        note(t, "network", if network_ok { "pass" } else { "fail" }, || {
+            format!(
+                "{client} {} {access_rule} = {}",
+                if network_ok { "is in" } else { "is not in" },
+                access.describe()
+            )
+        });
+    } else {
+        note(t, "network", "skip", || format!("require = {:?}", require.as_str()));
+    }
     let network_denial = || Denial {
         kind: DenialKind::Network { client },
         rule: access_rule.clone(),
     };
     let identity_rule = || format!("{access_rule} + require = {:?}", require.as_str());
-    let check_identity = || match identity {
-        IdentityOutcome::Verified(_) => Ok(()),
-        IdentityOutcome::Absent => Err(Denial {
-            kind: DenialKind::Unauthenticated {
-                reason: "missing_credentials",
-            },
-            rule: identity_rule(),
-        }),
-        IdentityOutcome::Invalid { reason } => Err(Denial {
-            kind: DenialKind::Unauthenticated { reason },
-            rule: identity_rule(),
-        }),
-        IdentityOutcome::Rejected { claim, .. } => Err(Denial {
-            kind: DenialKind::Identity {
-                claim: claim.clone(),
-            },
-            rule: "identity.claims".to_owned(),
-        }),
+    let check_identity = |t: &mut Option<&mut Vec<Check>>| {
+        let result = match identity {
+            IdentityOutcome::Verified(_) => Ok(()),
+            IdentityOutcome::Absent => Err(Denial {
+                kind: DenialKind::Unauthenticated {
+                    reason: "missing_credentials",
+                },
+                rule: identity_rule(),
+            }),
+            IdentityOutcome::Invalid { reason } => Err(Denial {
+                kind: DenialKind::Unauthenticated { reason },
+                rule: identity_rule(),
+            }),
+            IdentityOutcome::Rejected { claim, .. } => Err(Denial {
+                kind: DenialKind::Identity {
+                    claim: claim.clone(),
+                },
+                rule: "identity.claims".to_owned(),
+            }),
+        };
+        note(t, "identity", if result.is_ok() { "pass" } else { "fail" }, || {
+            match identity {
+                IdentityOutcome::Verified(id) => format!(
+                    "{} verified: sub {:?}, iss {:?}",
+                    id.source,
+                    id.subject.as_deref().unwrap_or("-"),
+                    id.issuer.as_deref().unwrap_or("-")
+                ),
+                IdentityOutcome::Absent => "no credential presented".to_owned(),
+                IdentityOutcome::Invalid { reason } => format!("credential refused: {reason}"),
+                IdentityOutcome::Rejected { claim, .. } => {
+                    format!("verified, but claim {claim:?} does not meet identity.claims")
+                }
+            }
+        });
+        result
     };
     let decided_by = match require {
         Require::Network if network_ok => {
+            note(t, "identity", "skip", || "require = \"network\"".to_owned());
             if *access == Access::Any {
                 "open"
             } else {
@@ -271,33 +349,55 @@ pub fn authorize(
         }
         Require::Network => return Err(network_denial()),
         Require::Identity => {
-            check_identity()?;
+            check_identity(t)?;
             "identity"
         }
         Require::NetworkAndIdentity => {
             if !network_ok {
                 return Err(network_denial());
             }
-            check_identity()?;
+            check_identity(t)?;
             "network+identity"
         }
-        Require::NetworkOrIdentity if network_ok => "network",
+        Require::NetworkOrIdentity if network_ok => {
+            note(t, "identity", "skip", || "the network already admits the client".to_owned());
+            "network"
+        }
         Require::NetworkOrIdentity => {
-            check_identity()?;
+            check_identity(t)?;
             "identity"
         }
     };
-    if route
+    let revoked = route
         .tokens
         .iter()
-        .any(|t| policy.revoked_tokens.contains(t.as_str()))
-    {
+        .any(|tok| policy.revoked_tokens.contains(tok.as_str()));
+    note(t, "revoked_tokens", if revoked { "fail" } else { "pass" }, || {
+        if route.tokens.is_empty() {
+            "no share token".to_owned()
+        } else if revoked {
+            "the share token is in share.revoked_tokens".to_owned()
+        } else {
+            "not revoked".to_owned()
+        }
+    });
+    if revoked {
         return Err(Denial {
             kind: DenialKind::Revoked,
             rule: "share.revoked_tokens".to_owned(),
         });
     }
-    if !policy.sharing_enabled && creates_share(route, method) {
+    let blocked = !policy.sharing_enabled && creates_share(route, method);
+    note(t, "sharing", if blocked { "fail" } else { "pass" }, || {
+        if blocked {
+            "creating a share while share.sharing = \"disabled\"".to_owned()
+        } else if policy.sharing_enabled {
+            "sharing enabled".to_owned()
+        } else {
+            "sharing disabled, but this request does not create a share".to_owned()
+        }
+    });
+    if blocked {
         return Err(Denial {
             kind: DenialKind::SharingDisabled,
             rule: "share.sharing = \"disabled\"".to_owned(),
@@ -305,12 +405,23 @@ pub fn authorize(
     }
     let (methods, method_rule) = policy.methods(route.class, route.post);
     if let Some(allow) = methods {
-        if !allow.contains(method) {
+        let ok = allow.contains(method);
+        note(t, "method", if ok { "pass" } else { "fail" }, || {
+            let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+            format!(
+                "{method} {} {} ({method_rule})",
+                if ok { "is one of" } else { "is not one of" },
+                list.join(" ")
+            )
+        });
+        if !ok {
             return Err(Denial {
                 kind: DenialKind::Method { allow },
                 rule: method_rule,
             });
         }
+    } else {
+        note(t, "method", "pass", || format!("{method}: every method passes on this class"));
     }
     let rule = if require == Require::Network {
         access_rule

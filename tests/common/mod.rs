@@ -232,7 +232,8 @@ async fn upstream_answer(
         .get(&path)
         .cloned()
         .unwrap_or(Behaviour::Echo);
-    let on_upgrade = matches!(behaviour, Behaviour::UpgradeEcho).then(|| hyper::upgrade::on(&mut req));
+    let on_upgrade =
+        matches!(behaviour, Behaviour::UpgradeEcho).then(|| hyper::upgrade::on(&mut req));
 
     let (parts, body) = req.into_parts();
     let body = body
@@ -307,10 +308,8 @@ async fn upstream_answer(
             let mut r = Response::new(full(body));
             *r.status_mut() = status;
             for (k, v) in headers {
-                r.headers_mut().append(
-                    HeaderName::from_static(k),
-                    HeaderValue::from_static(v),
-                );
+                r.headers_mut()
+                    .append(HeaderName::from_static(k), HeaderValue::from_static(v));
             }
             r
         }
@@ -336,8 +335,10 @@ async fn upstream_answer(
             }
             let mut r = Response::new(full(""));
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
             r.headers_mut()
                 .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
             r
@@ -629,9 +630,12 @@ pub async fn raw_request(from: IpAddr, gw: SocketAddr, raw: &str) -> String {
         .await
         .expect("write the raw request");
     let mut out = Vec::new();
-    within("the gateway to answer and close", stream.read_to_end(&mut out))
-        .await
-        .expect("read the raw answer");
+    within(
+        "the gateway to answer and close",
+        stream.read_to_end(&mut out),
+    )
+    .await
+    .expect("read the raw answer");
     String::from_utf8_lossy(&out).into_owned()
 }
 
