@@ -66,6 +66,9 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "REQUEST")]
         request: Vec<String>,
     },
+    /// Create a development CA, a server certificate and mTLS client
+    /// certificates (for trials and tests; use your PKI in production).
+    Certs(crate::certs::CertsArgs),
     /// Run a built-in stand-in LangSmith and the gateway in front of it, and
     /// print a tour of curl commands. Runs until Ctrl-C.
     Demo {
@@ -86,6 +89,25 @@ pub fn main() -> ExitCode {
             format,
             request,
         } => explain(&config, batch, &format, request),
+        Command::Certs(args) => match crate::certs::run(&args) {
+            Ok(files) => {
+                let mut text = String::new();
+                for f in files {
+                    let _ = writeln!(text, "wrote {}", f.display());
+                }
+                text.push_str(&crate::certs::next_steps(&args));
+                emit(&text);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sharegate certs: {e}");
+                let usage = !matches!(
+                    e,
+                    crate::certs::CertsError::CreateDir { .. } | crate::certs::CertsError::Write { .. }
+                );
+                ExitCode::from(if usage { EXIT_CONFIG } else { EXIT_UNAVAILABLE })
+            }
+        },
         Command::Demo { listen } => runtime().map_or_else(
             |code| code,
             |rt| match rt.block_on(demo::run(listen)) {
@@ -100,8 +122,16 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    runtime_with(0)
+}
+
+/// A multi-threaded runtime with `workers` threads (0: one per core).
+fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        b.worker_threads(workers);
+    }
+    b.enable_all()
         .build()
         .map_err(|e| {
             eprintln!("sharegate: cannot start the runtime: {e}");
@@ -163,7 +193,7 @@ fn run(path: &std::path::Path, log_format: Option<&str>) -> ExitCode {
         };
     }
     telemetry::init(&cfg.log);
-    let rt = match runtime() {
+    let rt = match runtime_with(cfg.workers) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -22,10 +22,16 @@
 //! - [`policy`]: networks, client IP, and the decision with its reason.
 //! - [`proxy`]: the pipeline above. [`server`]: sockets and connections.
 //! - [`tls`]: certificate loading. [`telemetry`]: logs. [`error`]: responses.
-//! - [`cli`]: `run`, `check`, `demo`. [`demo`]: the stand-in upstream.
+//! - [`state`]: the config snapshot in force and hot reload. [`admin`]:
+//!   `/healthz`, `/readyz`, `/metrics`. [`rewrite`]: private share URLs.
+//! - [`identity`]: JWT and client certificates. [`explain`]: the policy,
+//!   offline. [`certs`]: development certificates.
+//! - [`cli`]: `run`, `check`, `explain`, `certs`, `demo`. [`demo`]: the
+//!   stand-in upstream.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod demo;

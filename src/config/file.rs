@@ -130,6 +130,7 @@ pub(crate) struct ServerSection {
     pub proxy_protocol_optional: bool,
     pub redirect_listen: StringList,
     pub shutdown_grace: String,
+    pub workers: usize,
 }
 
 impl Default for ServerSection {
@@ -144,6 +145,7 @@ impl Default for ServerSection {
             proxy_protocol_optional: false,
             redirect_listen: StringList::default(),
             shutdown_grace: "30s".to_owned(),
+            workers: 0,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Config {
     /// Plain-HTTP listeners that only redirect to HTTPS.
     pub redirect_listen: Vec<SocketAddr>,
     pub shutdown_grace: Duration,
+    /// Runtime worker threads; 0 means one per CPU core.
+    pub workers: usize,
     /// The admin listener (health, readiness, metrics); `None` when off.
     pub admin_listen: Option<SocketAddr>,
     pub limits: Limits,

@@ -364,6 +364,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         },
         redirect_listen,
         shutdown_grace: shutdown_grace?,
+        workers: raw.server.workers,
         admin_listen,
         limits: limits?,
         audit_file,
