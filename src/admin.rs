@@ -19,7 +19,10 @@ use crate::state::State;
 /// How long `/readyz` waits for the upstream's TCP handshake.
 const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"));
     }
@@ -34,7 +37,10 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Respons
             );
             r
         }
-        _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz or /metrics\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz, /readyz or /metrics\n",
+        ),
     };
     Ok(resp)
 }
@@ -42,10 +48,16 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Respons
 async fn readyz(state: &State) -> Response<Body> {
     let gw = state.gateway();
     if !gw.identity_ready() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: JWT keys not loaded\n");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: JWT keys not loaded\n",
+        );
     }
     let url = &gw.config.upstream.url;
-    let host = url.host().unwrap_or("").trim_matches(|c| c == '[' || c == ']');
+    let host = url
+        .host()
+        .unwrap_or("")
+        .trim_matches(|c| c == '[' || c == ']');
     let port = url
         .port_u16()
         .unwrap_or(if gw.config.upstream.https { 443 } else { 80 });

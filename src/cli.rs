@@ -63,7 +63,11 @@ pub enum Command {
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
         format: String,
         /// [--from IP] [--peer IP] [--header 'K: V']... [--cookie N=V]... [--expect STATUS] METHOD URL
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "REQUEST")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "REQUEST"
+        )]
         request: Vec<String>,
     },
     /// Create a development CA, a server certificate and mTLS client
@@ -103,7 +107,8 @@ pub fn main() -> ExitCode {
                 eprintln!("sharegate certs: {e}");
                 let usage = !matches!(
                     e,
-                    crate::certs::CertsError::CreateDir { .. } | crate::certs::CertsError::Write { .. }
+                    crate::certs::CertsError::CreateDir { .. }
+                        | crate::certs::CertsError::Write { .. }
                 );
                 ExitCode::from(if usage { EXIT_CONFIG } else { EXIT_UNAVAILABLE })
             }
@@ -131,15 +136,18 @@ fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
     if workers > 0 {
         b.worker_threads(workers);
     }
-    b.enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("sharegate: cannot start the runtime: {e}");
-            ExitCode::from(EXIT_UNAVAILABLE)
-        })
+    b.enable_all().build().map_err(|e| {
+        eprintln!("sharegate: cannot start the runtime: {e}");
+        ExitCode::from(EXIT_UNAVAILABLE)
+    })
 }
 
-fn explain(config: &std::path::Path, batch: Option<PathBuf>, format: &str, request: Vec<String>) -> ExitCode {
+fn explain(
+    config: &std::path::Path,
+    batch: Option<PathBuf>,
+    format: &str,
+    request: Vec<String>,
+) -> ExitCode {
     let request = if request.is_empty() {
         None
     } else {
@@ -155,7 +163,12 @@ fn explain(config: &std::path::Path, batch: Option<PathBuf>, format: &str, reque
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(crate::explain::run(config, request, batch, format == "json")) {
+    match rt.block_on(crate::explain::run(
+        config,
+        request,
+        batch,
+        format == "json",
+    )) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -298,7 +311,12 @@ pub fn policy_table(cfg: &Config) -> String {
     let trusted = if p.trusted_proxies.is_empty() {
         "the TCP peer (no trusted proxies)".to_owned()
     } else {
-        let nets: Vec<String> = p.trusted_proxies.nets().iter().map(|n| n.to_string()).collect();
+        let nets: Vec<String> = p
+            .trusted_proxies
+            .nets()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         format!(
             "rightmost untrusted X-Forwarded-For/Forwarded entry when the peer is in {}",
             nets.join(", ")
@@ -307,7 +325,7 @@ pub fn policy_table(cfg: &Config) -> String {
     let _ = writeln!(out, "client ip   {trusted}");
     let _ = writeln!(
         out,
-        "overrides   X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, ?_method: refused (400) on share routes, stripped elsewhere"
+        "overrides   X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override and ?_method: refused (400) on share routes; elsewhere the headers are stripped (every method passes there anyway)"
     );
     let _ = writeln!(out);
     let _ = writeln!(
@@ -339,6 +357,11 @@ pub fn policy_table(cfg: &Config) -> String {
         };
         row(&mut out, &pattern, class, methods);
     }
-    row(&mut out, "(every other path)", RouteClass::Other, "any".to_owned());
+    row(
+        &mut out,
+        "(every other path)",
+        RouteClass::Other,
+        "any".to_owned(),
+    );
     out
 }

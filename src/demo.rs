@@ -212,7 +212,10 @@ async fn upstream(req: Request<Incoming>) -> Result<Response<Body>, Infallible> 
             StatusCode::OK,
             serde_json::json!({"detail": format!("the upstream accepted a {m}: this is the write sharegate must stop")}),
         ),
-        _ => json(StatusCode::OK, serde_json::json!({"detail": "stand-in LangSmith", "path": path})),
+        _ => json(
+            StatusCode::OK,
+            serde_json::json!({"detail": "stand-in LangSmith", "path": path}),
+        ),
     };
     Ok(resp)
 }
@@ -229,7 +232,11 @@ fn sse_stream() -> Response<Body> {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"event: end\ndata: {}\n\n")))).await;
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(
+                b"event: end\ndata: {}\n\n",
+            ))))
+            .await;
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -88,7 +90,9 @@ impl RequestError {
     fn detail(&self) -> &'static str {
         match self {
             RequestError::Path(_) => "Bad request: the path is ambiguous.",
-            RequestError::Forwarded(_) => "Bad request: the client address could not be determined.",
+            RequestError::Forwarded(_) => {
+                "Bad request: the client address could not be determined."
+            }
             RequestError::Malformed(_) | RequestError::BodyRead(_) => "Bad request.",
             RequestError::RateLimited { .. } => "Too many requests: slow down and retry shortly.",
             RequestError::PayloadTooLarge => "Request body too large for a shared link.",
@@ -189,8 +193,7 @@ impl RequestError {
 /// an open redirect by a crafted link.
 pub fn login_redirect(login: &http::Uri, param: &str, return_to: &str) -> Response<Body> {
     let target = safe_return_path(return_to);
-    let encoded =
-        percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC);
+    let encoded = percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC);
     let sep = if login.query().is_some() { '&' } else { '?' };
     let location = format!("{login}{sep}{param}={encoded}");
     let mut resp = Response::new(full(Bytes::new()));

@@ -102,14 +102,16 @@ pub async fn explain(gw: &Gateway, args: &RequestArgs) -> Result<Explanation, Ex
             .ok_or_else(|| ExplainError::Args(format!("header {h:?} is not \"Name: value\"")))?;
         let name = HeaderName::from_bytes(k.trim().as_bytes())
             .map_err(|_| ExplainError::Args(format!("{k:?} is not a header name")))?;
-        let value = HeaderValue::from_str(v.trim())
-            .map_err(|_| ExplainError::Args(format!("the value of {k:?} is not a valid header value")))?;
+        let value = HeaderValue::from_str(v.trim()).map_err(|_| {
+            ExplainError::Args(format!("the value of {k:?} is not a valid header value"))
+        })?;
         headers.append(name, value);
     }
     if !args.cookies.is_empty() {
         let joined = args.cookies.join("; ");
-        let v = HeaderValue::from_str(&joined)
-            .map_err(|_| ExplainError::Args(format!("cookies {joined:?} are not a valid header value")))?;
+        let v = HeaderValue::from_str(&joined).map_err(|_| {
+            ExplainError::Args(format!("cookies {joined:?} are not a valid header value"))
+        })?;
         headers.insert(http::header::COOKIE, v);
     }
     if let Some(a) = &authority {
@@ -153,7 +155,16 @@ pub async fn explain(gw: &Gateway, args: &RequestArgs) -> Result<Explanation, Ex
         expectation_met: None,
     };
     let browser = wants_html(&headers);
-    let result = evaluate(gw, &conn, &method, &target, &headers, authority.as_deref(), &mut ex).await;
+    let result = evaluate(
+        gw,
+        &conn,
+        &method,
+        &target,
+        &headers,
+        authority.as_deref(),
+        &mut ex,
+    )
+    .await;
     match result {
         Ok(()) => {
             ex.decision = "allowed";
@@ -214,11 +225,7 @@ async fn evaluate(
         detail: "unambiguous".to_owned(),
     });
     ex.route_class = Some(match route.class {
-        RouteClass::Custom(i) => cfg
-            .policy
-            .routes
-            .get(i)
-            .map_or("custom", |_| "custom"),
+        RouteClass::Custom(i) => cfg.policy.routes.get(i).map_or("custom", |_| "custom"),
         c => c.name(),
     });
     ex.route_rule = Some(if route.rule.is_empty() {
@@ -233,9 +240,15 @@ async fn evaluate(
     let client = network::client_ip(conn.peer.ip(), headers, &cfg.policy.trusted_proxies)?;
     ex.client_ip = Some(client);
     ex.client_ip_source = if trusted {
-        format!("the peer {} is a trusted proxy: its forwarding headers are walked right to left", conn.peer.ip())
+        format!(
+            "the peer {} is a trusted proxy: its forwarding headers are walked right to left",
+            conn.peer.ip()
+        )
     } else if headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded") {
-        format!("the TCP peer; forwarding headers ignored ({} is not in client_ip.trusted_proxies)", conn.peer.ip())
+        format!(
+            "the TCP peer; forwarding headers ignored ({} is not in client_ip.trusted_proxies)",
+            conn.peer.ip()
+        )
     } else {
         "the TCP peer".to_owned()
     };
@@ -279,7 +292,15 @@ async fn evaluate(
         IdentityOutcome::Verified(id) => Some(id),
         _ => None,
     };
-    let out = proxy::upstream_headers(gw, conn, client, headers.clone(), authority, false, verified);
+    let out = proxy::upstream_headers(
+        gw,
+        conn,
+        client,
+        headers.clone(),
+        authority,
+        false,
+        verified,
+    );
     let removed: Vec<String> = headers
         .keys()
         .filter(|k| !out.contains_key(*k))
@@ -288,7 +309,12 @@ async fn evaluate(
     let set: Vec<(String, String)> = out
         .iter()
         .filter(|(k, v)| !headers.get_all(*k).iter().any(|old| old == *v))
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("(binary)").to_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or("(binary)").to_owned(),
+            )
+        })
         .collect();
     ex.upstream = Some(UpstreamPreview {
         method: method.to_string(),
@@ -310,9 +336,16 @@ fn split_url(url: &str) -> Result<(bool, Option<String>, String), ExplainError> 
     let tls = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => return Err(ExplainError::Args(format!("{url:?}: use an http(s) URL or a path starting with /"))),
+        _ => {
+            return Err(ExplainError::Args(format!(
+                "{url:?}: use an http(s) URL or a path starting with /"
+            )))
+        }
     };
-    let target = uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+    let target = uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
     Ok((tls, uri.authority().map(|a| a.as_str().to_owned()), target))
 }
 
@@ -320,19 +353,47 @@ fn split_url(url: &str) -> Result<(bool, Option<String>, String), ExplainError> 
 pub fn render(ex: &Explanation) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "request     {} {}", ex.method, ex.url);
-    let client = ex.client_ip.map_or("(undetermined)".to_owned(), |c| c.to_string());
-    let _ = writeln!(o, "client ip   {client}  ({})", if ex.client_ip_source.is_empty() { "-" } else { &ex.client_ip_source });
-    if let (Some(class), Some(rule), Some(path)) = (ex.route_class, &ex.route_rule, &ex.canonical_path) {
+    let client = ex
+        .client_ip
+        .map_or("(undetermined)".to_owned(), |c| c.to_string());
+    let _ = writeln!(
+        o,
+        "client ip   {client}  ({})",
+        if ex.client_ip_source.is_empty() {
+            "-"
+        } else {
+            &ex.client_ip_source
+        }
+    );
+    if let (Some(class), Some(rule), Some(path)) =
+        (ex.route_class, &ex.route_rule, &ex.canonical_path)
+    {
         let _ = writeln!(o, "route       {class}  matched {rule}");
         let _ = writeln!(o, "canonical   {path}");
     }
     if !ex.share_tokens.is_empty() {
-        let hashes: Vec<String> = ex.share_tokens.iter().map(|t| crate::telemetry::token_hash(t)).collect();
-        let _ = writeln!(o, "share token {} (logged as {})", ex.share_tokens.join(", "), hashes.join(", "));
+        let hashes: Vec<String> = ex
+            .share_tokens
+            .iter()
+            .map(|t| crate::telemetry::token_hash(t))
+            .collect();
+        let _ = writeln!(
+            o,
+            "share token {} (logged as {})",
+            ex.share_tokens.join(", "),
+            hashes.join(", ")
+        );
     }
     let _ = writeln!(o, "checks");
     for (i, c) in ex.checks.iter().enumerate() {
-        let _ = writeln!(o, "  {}. {:<16} {:<5} {}", i + 1, c.check, c.outcome, c.detail);
+        let _ = writeln!(
+            o,
+            "  {}. {:<16} {:<5} {}",
+            i + 1,
+            c.check,
+            c.outcome,
+            c.detail
+        );
     }
     let _ = writeln!(o, "decision    {}  {}", ex.decision, ex.rule);
     if ex.decision == "allowed" {
@@ -369,7 +430,11 @@ pub fn render_table(rows: &[Explanation]) -> String {
         "METHOD", "URL", "CLIENT", "CLASS", "STATUS", "DECISION", "EXPECT"
     );
     for ex in rows {
-        let status = if ex.decision == "allowed" { "fwd".to_owned() } else { ex.status.to_string() };
+        let status = if ex.decision == "allowed" {
+            "fwd".to_owned()
+        } else {
+            ex.status.to_string()
+        };
         let expect = match (ex.expect, ex.expectation_met) {
             (Some(e), Some(true)) => format!("{e} ok"),
             (Some(e), _) => format!("{e} FAIL"),
@@ -385,7 +450,11 @@ pub fn render_table(rows: &[Explanation]) -> String {
             status,
             ex.decision,
             expect,
-            if ex.rule.is_empty() { &ex.reason } else { &ex.rule }
+            if ex.rule.is_empty() {
+                &ex.reason
+            } else {
+                &ex.rule
+            }
         );
     }
     o
@@ -402,8 +471,13 @@ pub fn parse_batch(text: &str) -> Result<Vec<RequestArgs>, ExplainError> {
         }
         let words = shlex::split(line)
             .ok_or_else(|| ExplainError::Args(format!("line {}: unbalanced quotes", n + 1)))?;
-        let args = RequestArgs::try_parse_from(words)
-            .map_err(|e| ExplainError::Args(format!("line {}: {}", n + 1, e.to_string().lines().next().unwrap_or(""))))?;
+        let args = RequestArgs::try_parse_from(words).map_err(|e| {
+            ExplainError::Args(format!(
+                "line {}: {}",
+                n + 1,
+                e.to_string().lines().next().unwrap_or("")
+            ))
+        })?;
         out.push(args);
     }
     Ok(out)

@@ -21,18 +21,18 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::Config;
-use crate::identity::{JwtVerifier, RefreshHandle};
-use crate::policy::rate::RateLimits;
-use crate::state::State;
-use crate::telemetry::audit::AuditSink;
-use crate::telemetry::metrics::Metrics;
-use crate::tls::{self, TlsError};
 use crate::error::{wants_html, Body, BoxError, RequestError};
 use crate::identity::{Identity, IdentityOutcome};
+use crate::identity::{JwtVerifier, RefreshHandle};
+use crate::policy::rate::RateLimits;
 use crate::policy::{self, network, Grant, METHOD_OVERRIDE_HEADERS};
 use crate::route::{PostRule, Route, RouteClass};
+use crate::state::State;
+use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::ClassLabels;
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, AccessEvent, Decision};
+use crate::tls::{self, TlsError};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -122,21 +122,19 @@ impl Gateway {
             }
             None => (None, None),
         };
-        let audit = AuditSink::open(config.audit_file.as_deref()).map_err(|source| {
-            BuildError::Audit {
+        let audit =
+            AuditSink::open(config.audit_file.as_deref()).map_err(|source| BuildError::Audit {
                 path: config
                     .audit_file
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 source,
-            }
-        })?;
+            })?;
         let client = upstream_client(&config)?;
         let up = &config.upstream;
         let authority = up.url.authority().cloned().ok_or(BuildError::NoHost)?;
-        let host =
-            HeaderValue::from_str(authority.as_str()).map_err(|_| BuildError::NoHost)?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| BuildError::NoHost)?;
         Ok(Gateway {
             upstream_scheme: up.url.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
             upstream_authority: authority,
@@ -170,9 +168,13 @@ impl Gateway {
             _ => None,
         };
         let client = upstream_client(&config)?;
-        let authority = config.upstream.url.authority().cloned().ok_or(BuildError::NoHost)?;
-        let host =
-            HeaderValue::from_str(authority.as_str()).map_err(|_| BuildError::NoHost)?;
+        let authority = config
+            .upstream
+            .url
+            .authority()
+            .cloned()
+            .ok_or(BuildError::NoHost)?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| BuildError::NoHost)?;
         Ok(Gateway {
             upstream_scheme: config
                 .upstream
@@ -284,11 +286,13 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
                 _ => Decision::Refused,
             };
             let resp = match &gw.config.identity.login_url {
-                Some(login) if navigation && e.is_unauthenticated() => crate::error::login_redirect(
-                    login,
-                    &gw.config.identity.login_return_param,
-                    &return_to,
-                ),
+                Some(login) if navigation && e.is_unauthenticated() => {
+                    crate::error::login_redirect(
+                        login,
+                        &gw.config.identity.login_return_param,
+                        &return_to,
+                    )
+                }
                 _ => e.to_response(browser),
             };
             (resp, decision, Some(e))
@@ -333,7 +337,11 @@ async fn pipeline(
     let route = cfg.routes.classify(req.method(), target)?;
     facts.class = Some(route.class);
     facts.path = Some(telemetry::mask_tokens(&route.path, &route.tokens));
-    facts.token_hashes = route.tokens.iter().map(|t| telemetry::token_hash(t)).collect();
+    facts.token_hashes = route
+        .tokens
+        .iter()
+        .map(|t| telemetry::token_hash(t))
+        .collect();
     facts.rule.clone_from(&route.rule);
 
     // authorize
@@ -352,28 +360,36 @@ async fn pipeline(
         IdentityOutcome::Absent
     };
     facts.identity = identity.identity().cloned();
-    let grant = policy::authorize(&cfg.policy, &route, req.method(), req.headers(), client, &identity)
-        .map_err(|denial| {
-            facts.rule.clone_from(&denial.rule);
-            RequestError::Denied {
-                denial,
-                class: route.class,
-            }
-        })?;
+    let grant = policy::authorize(
+        &cfg.policy,
+        &route,
+        req.method(),
+        req.headers(),
+        client,
+        &identity,
+    )
+    .map_err(|denial| {
+        facts.rule.clone_from(&denial.rule);
+        RequestError::Denied {
+            denial,
+            class: route.class,
+        }
+    })?;
     facts.rule = grant_rule(&route, &grant);
     facts.decided_by = grant.decided_by;
     if route.class.is_public() {
-        let generate_query =
-            route.post == PostRule::GenerateQuery && req.method() == Method::POST;
-        gw.limits.check(client, generate_query).map_err(|retry_after| {
-            gw.metrics
-                .rate_limited
-                .get_or_create(&ClassLabels {
-                    class: route.class.name(),
-                })
-                .inc();
-            RequestError::RateLimited { retry_after }
-        })?;
+        let generate_query = route.post == PostRule::GenerateQuery && req.method() == Method::POST;
+        gw.limits
+            .check(client, generate_query)
+            .map_err(|retry_after| {
+                gw.metrics
+                    .rate_limited
+                    .get_or_create(&ClassLabels {
+                        class: route.class.name(),
+                    })
+                    .inc();
+                RequestError::RateLimited { retry_after }
+            })?;
     }
 
     // prepare → forward → respond

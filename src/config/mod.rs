@@ -19,7 +19,6 @@ use std::time::Duration;
 use crate::policy::Policy;
 use crate::route::RouteTable;
 
-
 /// The environment prefix: `SHAREGATE__UPSTREAM__URL` overrides `upstream.url`.
 pub const ENV_PREFIX: &str = "SHAREGATE";
 
@@ -255,7 +254,10 @@ impl Config {
             h.update(f.display().to_string().as_bytes());
             h.update(std::fs::read(f).unwrap_or_default());
         }
-        h.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+        h.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Parses a config from TOML text (for `demo` and tests); relative paths

@@ -53,7 +53,9 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             Ok(sa) => listen.push(sa),
             Err(_) => r.add(
                 "server.listen",
-                format!("{a:?} is not an address with a port; write \"0.0.0.0:8443\" or \"[::]:8443\""),
+                format!(
+                    "{a:?} is not an address with a port; write \"0.0.0.0:8443\" or \"[::]:8443\""
+                ),
             ),
         }
     }
@@ -91,14 +93,27 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
                     ClientCertMode::Off
                 }
                 (other, _) => {
-                    r.add("server.client_cert", format!("{other:?} is not a mode; use \"off\", \"optional\" or \"required\""));
+                    r.add(
+                        "server.client_cert",
+                        format!(
+                            "{other:?} is not a mode; use \"off\", \"optional\" or \"required\""
+                        ),
+                    );
                     ClientCertMode::Off
                 }
             };
-            if client_ca.is_some() && client_cert == ClientCertMode::Off && raw.server.client_cert == "off" {
+            if client_ca.is_some()
+                && client_cert == ClientCertMode::Off
+                && raw.server.client_cert == "off"
+            {
                 r.add("server.client_cert", "is \"off\" while server.client_ca is set; set \"optional\" or \"required\", or remove client_ca");
             }
-            Some(TlsFiles { cert, key, client_ca, client_cert })
+            Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+                client_cert,
+            })
         }
         (Some(_), None) => {
             r.add(
@@ -117,7 +132,10 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
     };
 
     if tls.is_none() && (raw.server.client_ca.is_some() || raw.server.client_cert != "off") {
-        r.add("server.client_ca", "client certificates need TLS on the listener; set server.tls_cert and server.tls_key");
+        r.add(
+            "server.client_ca",
+            "client certificates need TLS on the listener; set server.tls_cert and server.tls_key",
+        );
     }
 
     // [upstream]
@@ -128,7 +146,10 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
     for (name, cidrs) in &raw.networks {
         let key = format!("networks.{name}");
         if name.eq_ignore_ascii_case("any") {
-            r.add(key.clone(), "\"any\" is reserved (it means every address); pick another name");
+            r.add(
+                key.clone(),
+                "\"any\" is reserved (it means every address); pick another name",
+            );
         }
         if cidrs.0.is_empty() {
             r.add(key.clone(), "is empty; list CIDRs such as \"10.0.0.0/8\"");
@@ -176,7 +197,9 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
 
     // [identity]
     let identity = identity_settings(&raw, &mut r);
-    let identity_sources = tls.as_ref().is_some_and(|t| t.client_cert != ClientCertMode::Off)
+    let identity_sources = tls
+        .as_ref()
+        .is_some_and(|t| t.client_cert != ClientCertMode::Off)
         || identity.jwt.is_some();
 
     // [share]
@@ -191,12 +214,45 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             Profile::Empty
         }
     };
-    let share_allow = net_list("share.allow_from", &raw.share.allow_from, &networks, &mut r, true);
-    let manage_allow = net_list("share.manage_from", &raw.share.manage_from, &networks, &mut r, true);
-    let default_allow = net_list("default.allow_from", &raw.default.allow_from, &networks, &mut r, true);
-    let share_require = require("share.require", &raw.share.require, identity_sources, &mut r);
-    let manage_require = require("share.manage_require", &raw.share.manage_require, identity_sources, &mut r);
-    let default_require = require("default.require", &raw.default.require, identity_sources, &mut r);
+    let share_allow = net_list(
+        "share.allow_from",
+        &raw.share.allow_from,
+        &networks,
+        &mut r,
+        true,
+    );
+    let manage_allow = net_list(
+        "share.manage_from",
+        &raw.share.manage_from,
+        &networks,
+        &mut r,
+        true,
+    );
+    let default_allow = net_list(
+        "default.allow_from",
+        &raw.default.allow_from,
+        &networks,
+        &mut r,
+        true,
+    );
+    let share_require = require(
+        "share.require",
+        &raw.share.require,
+        identity_sources,
+        &mut r,
+    );
+    let manage_require = require(
+        "share.manage_require",
+        &raw.share.manage_require,
+        identity_sources,
+        &mut r,
+    );
+    let default_require = require(
+        "default.require",
+        &raw.default.require,
+        identity_sources,
+        &mut r,
+    );
 
     // [[routes]]
     let mut routes = Vec::new();
@@ -208,24 +264,48 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             format!("routes.{}", route.name)
         };
         if route.name.is_empty() {
-            r.add(format!("{key}.name"), "is missing; name every route (it appears in logs)");
+            r.add(
+                format!("{key}.name"),
+                "is missing; name every route (it appears in logs)",
+            );
         } else if raw.routes[..i].iter().any(|o| o.name == route.name) {
-            r.add(format!("{key}.name"), format!("{:?} is used by two routes; names must be unique", route.name));
+            r.add(
+                format!("{key}.name"),
+                format!(
+                    "{:?} is used by two routes; names must be unique",
+                    route.name
+                ),
+            );
         }
         if route.paths.0.is_empty() {
-            r.add(format!("{key}.paths"), "is empty; give at least one pattern such as \"/public/{token}/**\"");
+            r.add(
+                format!("{key}.paths"),
+                "is empty; give at least one pattern such as \"/public/{token}/**\"",
+            );
         }
         let mut methods = Vec::new();
         if route.methods.0.is_empty() {
-            r.add(format!("{key}.methods"), "is empty; list the methods that are reads, such as [\"GET\", \"HEAD\"]");
+            r.add(
+                format!("{key}.methods"),
+                "is empty; list the methods that are reads, such as [\"GET\", \"HEAD\"]",
+            );
         }
         for m in &route.methods.0 {
             match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 Ok(mm) => methods.push(mm),
-                Err(_) => r.add(format!("{key}.methods"), format!("{m:?} is not an HTTP method")),
+                Err(_) => r.add(
+                    format!("{key}.methods"),
+                    format!("{m:?} is not an HTTP method"),
+                ),
             }
         }
-        let allow = net_list(&format!("{key}.allow_from"), &route.allow_from, &networks, &mut r, true);
+        let allow = net_list(
+            &format!("{key}.allow_from"),
+            &route.allow_from,
+            &networks,
+            &mut r,
+            true,
+        );
         let route_require = match &route.require {
             Some(v) => require(&format!("{key}.require"), v, identity_sources, &mut r),
             None => share_require,
@@ -261,7 +341,10 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         "enabled" => true,
         "disabled" => false,
         other => {
-            r.add("share.sharing", format!("{other:?} is not a switch value; use \"enabled\" or \"disabled\""));
+            r.add(
+                "share.sharing",
+                format!("{other:?} is not a switch value; use \"enabled\" or \"disabled\""),
+            );
             true
         }
     };
@@ -271,27 +354,35 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
     for a in &raw.server.redirect_listen.0 {
         match a.parse::<SocketAddr>() {
             Ok(sa) => redirect_listen.push(sa),
-            Err(_) => r.add("server.redirect_listen", format!("{a:?} is not an address with a port; write \"0.0.0.0:8080\"")),
+            Err(_) => r.add(
+                "server.redirect_listen",
+                format!("{a:?} is not an address with a port; write \"0.0.0.0:8080\""),
+            ),
         }
     }
     if !redirect_listen.is_empty() && tls.is_none() {
-        r.add("server.redirect_listen", "redirects to HTTPS need TLS on server.listen; set server.tls_cert and server.tls_key");
+        r.add(
+            "server.redirect_listen",
+            "redirects to HTTPS need TLS on server.listen; set server.tls_cert and server.tls_key",
+        );
     }
     let shutdown_grace = duration("server.shutdown_grace", &raw.server.shutdown_grace, &mut r);
     let admin_listen = match raw.admin.listen.trim() {
         "" | "off" => None,
-        a => match a.parse::<SocketAddr>() {
-            Ok(sa) => {
-                if listen.contains(&sa) || redirect_listen.contains(&sa) {
-                    r.add("admin.listen", format!("{a:?} is also a traffic listener; give the admin endpoint its own address"));
+        a => {
+            match a.parse::<SocketAddr>() {
+                Ok(sa) => {
+                    if listen.contains(&sa) || redirect_listen.contains(&sa) {
+                        r.add("admin.listen", format!("{a:?} is also a traffic listener; give the admin endpoint its own address"));
+                    }
+                    Some(sa)
                 }
-                Some(sa)
+                Err(_) => {
+                    r.add("admin.listen", format!("{a:?} is not an address with a port; write \"127.0.0.1:9090\", or \"off\""));
+                    None
+                }
             }
-            Err(_) => {
-                r.add("admin.listen", format!("{a:?} is not an address with a port; write \"127.0.0.1:9090\", or \"off\""));
-                None
-            }
-        },
+        }
     };
     let limits = limits(&raw, &mut r);
     let audit_file = raw
@@ -304,7 +395,10 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         match f.parent() {
             Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => r.add(
                 "audit.file",
-                format!("the folder of {} does not exist; create it or pick another path", f.display()),
+                format!(
+                    "the folder of {} does not exist; create it or pick another path",
+                    f.display()
+                ),
             ),
             _ => {}
         }
@@ -327,7 +421,10 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         other => {
-            r.add("log.format", format!("{other:?} is not a log format; use \"text\" or \"json\""));
+            r.add(
+                "log.format",
+                format!("{other:?} is not a log format; use \"text\" or \"json\""),
+            );
             LogFormat::Text
         }
     };
@@ -380,21 +477,37 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
 
 fn upstream(raw: &File, base_dir: &Path, r: &mut Report<'_>) -> Option<Upstream> {
     let connect_timeout = duration("upstream.connect_timeout", &raw.upstream.connect_timeout, r);
-    let response_timeout = duration("upstream.response_timeout", &raw.upstream.response_timeout, r);
+    let response_timeout = duration(
+        "upstream.response_timeout",
+        &raw.upstream.response_timeout,
+        r,
+    );
     let ca_file = raw.upstream.ca_file.as_ref().map(|f| base_dir.join(f));
     if let Some(f) = &ca_file {
         if !f.is_file() {
-            r.add("upstream.ca_file", format!("{} does not exist or is not a file; give a PEM bundle of CA certificates", f.display()));
+            r.add(
+                "upstream.ca_file",
+                format!(
+                    "{} does not exist or is not a file; give a PEM bundle of CA certificates",
+                    f.display()
+                ),
+            );
         }
     }
     let Some(url) = &raw.upstream.url else {
-        r.add("upstream.url", "is missing; give the app's address, such as \"http://langsmith-frontend:80\"");
+        r.add(
+            "upstream.url",
+            "is missing; give the app's address, such as \"http://langsmith-frontend:80\"",
+        );
         return None;
     };
     let uri: http::Uri = match url.parse() {
         Ok(u) => u,
         Err(_) => {
-            r.add("upstream.url", format!("{url:?} is not a URL; write \"http://host:port\" or \"https://host\""));
+            r.add(
+                "upstream.url",
+                format!("{url:?} is not a URL; write \"http://host:port\" or \"https://host\""),
+            );
             return None;
         }
     };
@@ -402,12 +515,18 @@ fn upstream(raw: &File, base_dir: &Path, r: &mut Report<'_>) -> Option<Upstream>
         Some("http") => false,
         Some("https") => true,
         _ => {
-            r.add("upstream.url", format!("{url:?} must start with http:// or https://"));
+            r.add(
+                "upstream.url",
+                format!("{url:?} must start with http:// or https://"),
+            );
             return None;
         }
     };
     if uri.authority().is_none() {
-        r.add("upstream.url", format!("{url:?} has no host; write \"http://host:port\""));
+        r.add(
+            "upstream.url",
+            format!("{url:?} has no host; write \"http://host:port\""),
+        );
         return None;
     }
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
@@ -429,7 +548,10 @@ fn upstream(raw: &File, base_dir: &Path, r: &mut Report<'_>) -> Option<Upstream>
 fn duration(key: &str, value: &str, r: &mut Report<'_>) -> Option<Duration> {
     match parse_duration(value) {
         Ok(d) if d.is_zero() => {
-            r.add(key, format!("{value:?} is zero; give a positive duration such as \"5s\""));
+            r.add(
+                key,
+                format!("{value:?} is zero; give a positive duration such as \"5s\""),
+            );
             None
         }
         Ok(d) => Some(d),
@@ -465,9 +587,15 @@ fn net_list(
 ) -> Access {
     if list.0.iter().any(|e| e == "any") {
         if !allow_any {
-            r.add(key, "\"any\" is not allowed here; list the proxies' addresses or network names");
+            r.add(
+                key,
+                "\"any\" is not allowed here; list the proxies' addresses or network names",
+            );
         } else if list.0.len() > 1 {
-            r.add(key, "\"any\" already admits everyone; write it alone, or list networks instead");
+            r.add(
+                key,
+                "\"any\" already admits everyone; write it alone, or list networks instead",
+            );
         }
         return Access::Any;
     }
@@ -556,7 +684,10 @@ fn identity_settings(raw: &File, r: &mut Report<'_>) -> IdentitySettings {
         jwt: id.jwt.clone(),
         claims: crate::identity::ClaimRules::new(&id.claims),
         login_url,
-        login_return_param: id.login_return_param.clone().unwrap_or_else(|| "rd".to_owned()),
+        login_return_param: id
+            .login_return_param
+            .clone()
+            .unwrap_or_else(|| "rd".to_owned()),
         forward_claims,
     }
 }
@@ -566,16 +697,28 @@ fn limits(raw: &File, r: &mut Report<'_>) -> Option<Limits> {
     let handshake = duration("limits.handshake_timeout", &l.handshake_timeout, r);
     let header = duration("limits.header_timeout", &l.header_timeout, r);
     if l.max_connections == 0 {
-        r.add("limits.max_connections", "is 0; give a positive number such as 10000");
+        r.add(
+            "limits.max_connections",
+            "is 0; give a positive number such as 10000",
+        );
     }
     if l.max_header_bytes < 8192 {
-        r.add("limits.max_header_bytes", format!("{} is below the minimum of 8192", l.max_header_bytes));
+        r.add(
+            "limits.max_header_bytes",
+            format!("{} is below the minimum of 8192", l.max_header_bytes),
+        );
     }
     if l.max_headers == 0 {
-        r.add("limits.max_headers", "is 0; give a positive number such as 100");
+        r.add(
+            "limits.max_headers",
+            "is 0; give a positive number such as 100",
+        );
     }
     if l.http2_max_concurrent_streams == 0 {
-        r.add("limits.http2_max_concurrent_streams", "is 0; give a positive number such as 100");
+        r.add(
+            "limits.http2_max_concurrent_streams",
+            "is 0; give a positive number such as 100",
+        );
     }
     let share_rate = rate("limits.share_rate", &l.share_rate, r);
     let generate_query_rate = rate("limits.generate_query_rate", &l.generate_query_rate, r);

@@ -36,10 +36,7 @@ pub fn identity(der: &[u8]) -> Option<Identity> {
     }
     claims.insert("subject".to_owned(), Value::String(subject.to_string()));
     claims.insert("san".to_owned(), Value::Array(san));
-    claims.insert(
-        "iss".to_owned(),
-        Value::String(cert.issuer().to_string()),
-    );
+    claims.insert("iss".to_owned(), Value::String(cert.issuer().to_string()));
     Some(Identity {
         subject: cn,
         issuer: Some(cert.issuer().to_string()),

@@ -75,8 +75,11 @@ pub struct CustomPolicy {
 
 /// Headers some frameworks read to replace the request method. A proxy that
 /// checks the method and forwards one of these lets a write pass as a read.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] =
-    ["x-http-method-override", "x-http-method", "x-method-override"];
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Permission to forward, with the rule that gave it and which check
 /// decided ("network", "identity", or "open" for `any`).
@@ -175,7 +178,10 @@ impl Policy {
                 (Some(m), "share.feedback_tokens".to_owned())
             }
             RouteClass::Custom(i) => match self.routes.get(i) {
-                Some(r) => (Some(r.methods.clone()), format!("routes.{}.methods", r.name)),
+                Some(r) => (
+                    Some(r.methods.clone()),
+                    format!("routes.{}.methods", r.name),
+                ),
                 None => (Some(Vec::new()), format!("routes[{i}]")),
             },
             _ => {
@@ -269,7 +275,8 @@ pub fn authorize_traced(
             .any(|h| headers.contains_key(*h));
     if route.class != RouteClass::Other && override_used {
         note(t, "method_override", "fail", || {
-            "X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override / ?_method on a share route".to_owned()
+            "X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override / ?_method on a share route"
+                .to_owned()
         });
         return Err(Denial {
             kind: DenialKind::MethodOverride,
@@ -286,15 +293,22 @@ pub fn authorize_traced(
     let (access, require, access_rule) = policy.access(route.class);
     let network_ok = access.admits(client);
     if require != Require::Identity {
-        note(t, "network", if network_ok { "pass" } else { "fail" }, || {
-            format!(
-                "{client} {} {access_rule} = {}",
-                if network_ok { "is in" } else { "is not in" },
-                access.describe()
-            )
-        });
+        note(
+            t,
+            "network",
+            if network_ok { "pass" } else { "fail" },
+            || {
+                format!(
+                    "{client} {} {access_rule} = {}",
+                    if network_ok { "is in" } else { "is not in" },
+                    access.describe()
+                )
+            },
+        );
     } else {
-        note(t, "network", "skip", || format!("require = {:?}", require.as_str()));
+        note(t, "network", "skip", || {
+            format!("require = {:?}", require.as_str())
+        });
     }
     let network_denial = || Denial {
         kind: DenialKind::Network { client },
@@ -321,8 +335,11 @@ pub fn authorize_traced(
                 rule: "identity.claims".to_owned(),
             }),
         };
-        note(t, "identity", if result.is_ok() { "pass" } else { "fail" }, || {
-            match identity {
+        note(
+            t,
+            "identity",
+            if result.is_ok() { "pass" } else { "fail" },
+            || match identity {
                 IdentityOutcome::Verified(id) => format!(
                     "{} verified: sub {:?}, iss {:?}",
                     id.source,
@@ -334,8 +351,8 @@ pub fn authorize_traced(
                 IdentityOutcome::Rejected { claim, .. } => {
                     format!("verified, but claim {claim:?} does not meet identity.claims")
                 }
-            }
-        });
+            },
+        );
         result
     };
     let decided_by = match require {
@@ -360,7 +377,9 @@ pub fn authorize_traced(
             "network+identity"
         }
         Require::NetworkOrIdentity if network_ok => {
-            note(t, "identity", "skip", || "the network already admits the client".to_owned());
+            note(t, "identity", "skip", || {
+                "the network already admits the client".to_owned()
+            });
             "network"
         }
         Require::NetworkOrIdentity => {
@@ -372,15 +391,20 @@ pub fn authorize_traced(
         .tokens
         .iter()
         .any(|tok| policy.revoked_tokens.contains(tok.as_str()));
-    note(t, "revoked_tokens", if revoked { "fail" } else { "pass" }, || {
-        if route.tokens.is_empty() {
-            "no share token".to_owned()
-        } else if revoked {
-            "the share token is in share.revoked_tokens".to_owned()
-        } else {
-            "not revoked".to_owned()
-        }
-    });
+    note(
+        t,
+        "revoked_tokens",
+        if revoked { "fail" } else { "pass" },
+        || {
+            if route.tokens.is_empty() {
+                "no share token".to_owned()
+            } else if revoked {
+                "the share token is in share.revoked_tokens".to_owned()
+            } else {
+                "not revoked".to_owned()
+            }
+        },
+    );
     if revoked {
         return Err(Denial {
             kind: DenialKind::Revoked,
@@ -421,7 +445,9 @@ pub fn authorize_traced(
             });
         }
     } else {
-        note(t, "method", "pass", || format!("{method}: every method passes on this class"));
+        note(t, "method", "pass", || {
+            format!("{method}: every method passes on this class")
+        });
     }
     let rule = if require == Require::Network {
         access_rule

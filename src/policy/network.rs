@@ -125,7 +125,11 @@ pub fn client_ip(
             .collect();
         (fwd, "Forwarded")
     };
-    if headers.get_all("x-forwarded-for").iter().any(|v| v.to_str().is_err()) {
+    if headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .any(|v| v.to_str().is_err())
+    {
         return Err(ForwardedError {
             header: "X-Forwarded-For",
         });

@@ -100,9 +100,7 @@ pub(crate) fn accepts(accept_encoding: Option<&http::HeaderValue>, coding: Conte
         let q_ok = params
             .filter_map(|p| p.split_once('='))
             .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-            .map_or(true, |(_, q)| {
-                q.trim().parse::<f32>().is_ok_and(|q| q > 0.0)
-            });
+            .is_none_or(|(_, q)| q.trim().parse::<f32>().is_ok_and(|q| q > 0.0));
         let named = ContentCoding::from_token(name);
         if named == Some(coding) {
             return q_ok;

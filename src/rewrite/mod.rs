@@ -446,7 +446,7 @@ impl Rules {
                     continue;
                 };
                 let end = start + p.lower.len();
-                let longer = best.map_or(true, |(_, e, _)| end > e);
+                let longer = best.is_none_or(|(_, e, _)| end > e);
                 if longer && end <= hay.len() && hay[start..end].eq_ignore_ascii_case(&p.lower) {
                     best = Some((start, end, id));
                 }

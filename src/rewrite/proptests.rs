@@ -77,7 +77,7 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
         let right_ok = match input.get(e) {
             None => true,
             Some(&c) if host(c) || c == b':' || c == b'@' => false,
-            Some(b'.') => input.get(e + 1).map_or(true, |&c| !host(c)),
+            Some(b'.') => input.get(e + 1).is_none_or(|&c| !host(c)),
             Some(b'%') => match input.get(e + 1..e + 3) {
                 Some(esc) => !["3a", "40", "2e"]
                     .iter()

@@ -58,10 +58,12 @@ pub async fn bind(cfg: &Config) -> Result<Listeners, (SocketAddr, std::io::Error
         admin: None,
     };
     for a in &cfg.listen {
-        l.traffic.push(TcpListener::bind(a).await.map_err(|e| (*a, e))?);
+        l.traffic
+            .push(TcpListener::bind(a).await.map_err(|e| (*a, e))?);
     }
     for a in &cfg.redirect_listen {
-        l.redirect.push(TcpListener::bind(a).await.map_err(|e| (*a, e))?);
+        l.redirect
+            .push(TcpListener::bind(a).await.map_err(|e| (*a, e))?);
     }
     if let Some(a) = cfg.admin_listen {
         l.admin = Some(TcpListener::bind(a).await.map_err(|e| (a, e))?);
@@ -119,8 +121,14 @@ pub async fn run(
     let grace = state.gateway().config.shutdown_grace;
     // The accept loops held the only other references.
     if let Ok(graceful) = Arc::try_unwrap(graceful) {
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-            tracing::warn!(?grace, "grace period over; closing the remaining connections");
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "grace period over; closing the remaining connections"
+            );
             let _ = hard_tx.send(true);
         }
     }
@@ -236,7 +244,9 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let state = ctx.state.clone();
             let service = service_fn(move |req| crate::admin::handle(state.clone(), req));
             let builder = http_builder(&limits);
-            let c = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let c = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             tokio::select! {
                 _ = watcher.watch(c) => {}
                 _ = hard.wait_for(|s| *s) => {}
@@ -248,7 +258,9 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port)))
             });
             let builder = http_builder(&limits);
-            let c = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let c = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             tokio::select! {
                 _ = watcher.watch(c) => {}
                 _ = hard.wait_for(|s| *s) => {}
@@ -256,7 +268,12 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
         }
         Kind::Traffic => {
             // PROXY header and TLS handshake run under one deadline.
-            let start = accept(stream, tcp_peer, &gateway, gateway.tls.clone().map(TlsAcceptor::from));
+            let start = accept(
+                stream,
+                tcp_peer,
+                &gateway,
+                gateway.tls.clone().map(TlsAcceptor::from),
+            );
             let accepted = match tokio::time::timeout(limits.handshake_timeout, start).await {
                 Ok(Ok(a)) => a,
                 Ok(Err(reason)) => {

@@ -78,14 +78,12 @@ pub async fn read_header<S: AsyncRead + Unpin>(
             };
             let found = match (header.command, header.addresses) {
                 (ppp::v2::Command::Local, _) => ProxyHeader::Local,
-                (_, ppp::v2::Addresses::IPv4(a)) => ProxyHeader::Proxied(SocketAddr::from((
-                    a.source_address,
-                    a.source_port,
-                ))),
-                (_, ppp::v2::Addresses::IPv6(a)) => ProxyHeader::Proxied(SocketAddr::from((
-                    a.source_address,
-                    a.source_port,
-                ))),
+                (_, ppp::v2::Addresses::IPv4(a)) => {
+                    ProxyHeader::Proxied(SocketAddr::from((a.source_address, a.source_port)))
+                }
+                (_, ppp::v2::Addresses::IPv6(a)) => {
+                    ProxyHeader::Proxied(SocketAddr::from((a.source_address, a.source_port)))
+                }
                 _ => ProxyHeader::Local,
             };
             return Ok((found, Prefixed::new(rest, stream)));
@@ -101,14 +99,12 @@ pub async fn read_header<S: AsyncRead + Unpin>(
                     Err(_) => return Err(ProxyHeaderError::Malformed),
                 };
                 let found = match header.addresses {
-                    ppp::v1::Addresses::Tcp4(a) => ProxyHeader::Proxied(SocketAddr::from((
-                        a.source_address,
-                        a.source_port,
-                    ))),
-                    ppp::v1::Addresses::Tcp6(a) => ProxyHeader::Proxied(SocketAddr::from((
-                        a.source_address,
-                        a.source_port,
-                    ))),
+                    ppp::v1::Addresses::Tcp4(a) => {
+                        ProxyHeader::Proxied(SocketAddr::from((a.source_address, a.source_port)))
+                    }
+                    ppp::v1::Addresses::Tcp6(a) => {
+                        ProxyHeader::Proxied(SocketAddr::from((a.source_address, a.source_port)))
+                    }
                     ppp::v1::Addresses::Unknown => ProxyHeader::Local,
                 };
                 return Ok((found, Prefixed::new(rest, stream)));
@@ -230,7 +226,10 @@ mod tests {
         let (h, _) = parse(b"PROXY TCP6 2001:db8::1 2001:db8::2 5555 443\r\n")
             .await
             .unwrap();
-        assert_eq!(h, ProxyHeader::Proxied("[2001:db8::1]:5555".parse().unwrap()));
+        assert_eq!(
+            h,
+            ProxyHeader::Proxied("[2001:db8::1]:5555".parse().unwrap())
+        );
         let (h, _) = parse(b"PROXY UNKNOWN\r\n").await.unwrap();
         assert_eq!(h, ProxyHeader::Local);
     }
@@ -288,6 +287,9 @@ mod tests {
         assert!(matches!(parse(&long).await, Err(ProxyHeaderError::TooLong)));
         let mut bad_v2 = V2_SIGNATURE.to_vec();
         bad_v2.extend_from_slice(&[0x99, 0x11, 0x00, 0x04, 1, 2, 3, 4]);
-        assert!(matches!(parse(&bad_v2).await, Err(ProxyHeaderError::Malformed)));
+        assert!(matches!(
+            parse(&bad_v2).await,
+            Err(ProxyHeaderError::Malformed)
+        ));
     }
 }
