@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use http::Method;
 
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::proxy::Gateway;
@@ -328,40 +329,56 @@ pub fn policy_table(cfg: &Config) -> String {
         "overrides   X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override and ?_method: refused (400) on share routes; elsewhere the headers are stripped (every method passes there anyway)"
     );
     let _ = writeln!(out);
+    let class_name = |class: RouteClass| match class {
+        RouteClass::Custom(i) => p
+            .routes
+            .get(i)
+            .map_or("custom".to_owned(), |r| format!("custom:{}", r.name)),
+        c => c.name().to_owned(),
+    };
+    let entries = cfg.routes.entries();
+    let rows: Vec<(String, RouteClass, String)> = entries
+        .into_iter()
+        .map(|(pattern, class, post)| {
+            let methods = match p.methods(class, post).0 {
+                // The org switch is management only for writes; its GET is an
+                // ordinary route (every page load reads it).
+                None if pattern.ends_with("/orgs/current/info") => {
+                    "any but GET HEAD OPTIONS".to_owned()
+                }
+                None => "any".to_owned(),
+                Some(m) => m.iter().map(Method::as_str).collect::<Vec<_>>().join(" "),
+            };
+            (pattern, class, methods)
+        })
+        .chain(std::iter::once((
+            "(every other path)".to_owned(),
+            RouteClass::Other,
+            "any".to_owned(),
+        )))
+        .collect();
+    let w_route = rows.iter().map(|r| r.0.len()).max().unwrap_or(5).max(5);
+    let w_class = rows
+        .iter()
+        .map(|r| class_name(r.1).len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let w_methods = rows.iter().map(|r| r.2.len()).max().unwrap_or(7).max(7);
     let _ = writeln!(
         out,
-        "{:<58} {:<17} {:<26} {:<22} ALLOW FROM",
+        "{:<w_route$}  {:<w_class$}  {:<w_methods$}  {:<20}  ALLOW FROM",
         "ROUTE", "CLASS", "METHODS", "REQUIRE"
     );
-    let row = |out: &mut String, pattern: &str, class: RouteClass, methods: String| {
-        let (access, require, _) = p.access(class);
-        let class_name = match class {
-            RouteClass::Custom(i) => p
-                .routes
-                .get(i)
-                .map_or("custom".to_owned(), |r| format!("custom:{}", r.name)),
-            c => c.name().to_owned(),
-        };
+    for (pattern, class, methods) in &rows {
+        let (access, require, _) = p.access(*class);
         let _ = writeln!(
             out,
-            "{pattern:<58} {class_name:<17} {methods:<26} {:<22} {}",
+            "{pattern:<w_route$}  {:<w_class$}  {methods:<w_methods$}  {:<20}  {}",
+            class_name(*class),
             require.as_str(),
             access.describe()
         );
-    };
-    for (pattern, class, post) in cfg.routes.entries() {
-        let (methods, _) = p.methods(class, post);
-        let methods = match methods {
-            None => "any".to_owned(),
-            Some(m) => m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" "),
-        };
-        row(&mut out, &pattern, class, methods);
     }
-    row(
-        &mut out,
-        "(every other path)",
-        RouteClass::Other,
-        "any".to_owned(),
-    );
     out
 }

@@ -812,3 +812,83 @@ fn rewrite_settings(raw: &File, r: &mut Report<'_>) -> Option<super::RewriteSett
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::from_toml(text, std::path::Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_key_value_and_fix() {
+        let got = problems(
+            r#"
+[server]
+listen = ["nope"]
+shutdown_grace = "soon"
+client_cert = "required"
+[upstream]
+url = "ftp://x"
+[networks]
+corp = ["10.0.0.0/33"]
+[share]
+allow_from = ["crop"]
+require = "magic"
+[limits]
+share_rate = "lots"
+[rewrite]
+from = ["https://a.example/path"]
+to = "https://b.example"
+"#,
+        );
+        let want = [
+            "server.listen: \"nope\" is not an address with a port; write \"0.0.0.0:8443\" or \"[::]:8443\"",
+            "server.client_ca: client certificates need TLS on the listener; set server.tls_cert and server.tls_key",
+            "upstream.url: \"ftp://x\" must start with http:// or https://",
+            "networks.corp: \"10.0.0.0/33\" is not a CIDR; write an IPv4 or IPv6 range such as \"10.0.0.0/8\" or \"fd00::/8\"",
+            "share.allow_from: \"crop\" is neither a network name from [networks] (known: corp) nor a CIDR such as \"10.1.0.0/16\"",
+            "share.require: \"magic\" is not an access expression; use \"network\", \"identity\", \"network_and_identity\" or \"network_or_identity\"",
+            "limits.share_rate: \"lots\" is not a rate; write requests per period such as \"600/min\", \"10/s\" or \"100/h\", or \"off\"",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
+        }
+        assert!(got
+            .iter()
+            .any(|g| g.starts_with("server.shutdown_grace: \"soon\" is not a duration")));
+        assert!(got
+            .iter()
+            .any(|g| g.starts_with("rewrite.from: origin \"https://a.example/path\" has a path")));
+    }
+
+    #[test]
+    fn identity_expressions_need_an_identity_source() {
+        let got = problems("[upstream]\nurl = \"http://x:1\"\n[share]\nrequire = \"identity\"\n");
+        assert_eq!(
+            got,
+            ["share.require: \"identity\" needs an identity source; configure [identity.jwt] or server.client_ca with server.client_cert"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_all_listed() {
+        let got = problems("[upstream]\nurl = \"http://x:1\"\nurll = 1\n[sahre]\na = 1\n");
+        assert!(got.contains(&"upstream.urll: unknown key; see the README's configuration reference for valid keys".to_owned()), "{got:?}");
+        assert!(got.iter().any(|g| g.starts_with("sahre")), "{got:?}");
+    }
+
+    #[test]
+    fn listener_and_admin_must_differ() {
+        let got =
+            problems("[server]\nlisten = [\"127.0.0.1:9090\"]\n[upstream]\nurl = \"http://x:1\"\n");
+        assert_eq!(
+            got,
+            ["admin.listen: \"127.0.0.1:9090\" is also a traffic listener; give the admin endpoint its own address"]
+        );
+    }
+}

@@ -456,3 +456,214 @@ pub fn authorize_traced(
     };
     Ok(Grant { rule, decided_by })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::identity::Identity;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            r#"
+[upstream]
+url = "http://127.0.0.1:1"
+[networks]
+corp = ["10.0.0.0/8"]
+[share]
+allow_from = ["corp"]
+manage_from = ["corp"]
+revoked_tokens = ["dead"]
+{extra}
+"#
+        );
+        match Config::from_toml(&text, std::path::Path::new(".")) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn decide(
+        cfg: &Config,
+        method: &str,
+        path: &str,
+        client: &str,
+        identity: &IdentityOutcome,
+    ) -> Result<Grant, Denial> {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let route = cfg.routes.classify(&method, path).unwrap();
+        authorize(
+            &cfg.policy,
+            &route,
+            &method,
+            &HeaderMap::new(),
+            client.parse().unwrap(),
+            identity,
+        )
+    }
+
+    fn verified() -> IdentityOutcome {
+        IdentityOutcome::Verified(Identity {
+            subject: Some("alice".into()),
+            issuer: Some("idp".into()),
+            source: "bearer".into(),
+            claims: serde_json::Map::new(),
+        })
+    }
+
+    const INSIDE: &str = "10.1.2.3";
+    const OUTSIDE: &str = "192.0.2.1";
+
+    #[test]
+    fn network_view_only_and_methods() {
+        let cfg = config("");
+        let none = IdentityOutcome::Absent;
+        assert!(decide(&cfg, "GET", "/public/t/r", INSIDE, &none).is_ok());
+        let d = decide(&cfg, "GET", "/public/t/r", OUTSIDE, &none).unwrap_err();
+        assert_eq!(d.kind.reason(), "network");
+        assert_eq!(d.rule, "share.allow_from");
+        let d = decide(&cfg, "DELETE", "/api/v1/public/t/runs", INSIDE, &none).unwrap_err();
+        assert!(matches!(d.kind, DenialKind::Method { .. }));
+        // POST reads pass; generate-query only when allowed.
+        assert!(decide(&cfg, "POST", "/api/v1/public/t/runs/query", INSIDE, &none).is_ok());
+        let gq = "/api/v1/public/t/datasets/runs/generate-query";
+        assert!(decide(&cfg, "POST", gq, INSIDE, &none).is_err());
+        let cfg2 = config("allow_generate_query = true");
+        assert!(decide(&cfg2, "POST", gq, INSIDE, &none).is_ok());
+        // Outsiders learn nothing about methods: network is checked first.
+        let d = decide(&cfg, "DELETE", "/api/v1/public/t/runs", OUTSIDE, &none).unwrap_err();
+        assert_eq!(d.kind.reason(), "network");
+    }
+
+    #[test]
+    fn access_expressions() {
+        let none = IdentityOutcome::Absent;
+        let bad = IdentityOutcome::Invalid { reason: "expired" };
+        let ok = verified();
+        let cases = [
+            // (require, client, identity, expected reason or "ok")
+            ("network_and_identity", INSIDE, &ok, "ok"),
+            ("network_and_identity", INSIDE, &none, "unauthenticated"),
+            ("network_and_identity", OUTSIDE, &ok, "network"),
+            ("network_or_identity", OUTSIDE, &ok, "ok"),
+            ("network_or_identity", INSIDE, &none, "ok"),
+            ("network_or_identity", OUTSIDE, &none, "unauthenticated"),
+            ("network_or_identity", OUTSIDE, &bad, "unauthenticated"),
+            ("identity", OUTSIDE, &ok, "ok"),
+            ("identity", INSIDE, &none, "unauthenticated"),
+        ];
+        for (require, client, identity, want) in cases {
+            // Identity needs a source to validate; a client CA stands in.
+            let mut cfg = config("");
+            cfg.policy.share_require = match require {
+                "identity" => Require::Identity,
+                "network_and_identity" => Require::NetworkAndIdentity,
+                _ => Require::NetworkOrIdentity,
+            };
+            let got = decide(&cfg, "GET", "/public/t/r", client, identity);
+            let got = got.map_or_else(|d| d.kind.reason(), |_| "ok");
+            assert_eq!(got, want, "{require} {client} {identity:?}");
+        }
+        let mut cfg = config("");
+        cfg.policy.share_require = Require::Identity;
+        let rejected = IdentityOutcome::Rejected {
+            identity: match verified() {
+                IdentityOutcome::Verified(i) => i,
+                _ => unreachable!(),
+            },
+            claim: "email".into(),
+        };
+        let d = decide(&cfg, "GET", "/public/t/r", OUTSIDE, &rejected).unwrap_err();
+        assert_eq!(
+            d.kind,
+            DenialKind::Identity {
+                claim: "email".into()
+            }
+        );
+    }
+
+    #[test]
+    fn revoked_and_sharing_switch() {
+        let none = IdentityOutcome::Absent;
+        let cfg = config("sharing = \"disabled\"");
+        let d = decide(&cfg, "GET", "/public/dead/r", INSIDE, &none).unwrap_err();
+        assert_eq!(d.kind, DenialKind::Revoked);
+        for (m, p) in [
+            ("PUT", "/api/v1/runs/1/share"),
+            ("POST", "/api/v2/runs/1/share"),
+        ] {
+            let d = decide(&cfg, m, p, INSIDE, &none).unwrap_err();
+            assert_eq!(d.kind, DenialKind::SharingDisabled, "{m} {p}");
+        }
+        for (m, p) in [
+            ("GET", "/api/v1/runs/1/share"),
+            ("DELETE", "/api/v1/runs/1/share"),
+            ("GET", "/api/v1/workspaces/current/shared"),
+            ("DELETE", "/api/v1/workspaces/current/shared"),
+            ("PATCH", "/api/v1/orgs/current/info"),
+        ] {
+            assert!(decide(&cfg, m, p, INSIDE, &none).is_ok(), "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn method_override_refused_on_share_routes_only() {
+        let cfg = config("");
+        let route = cfg
+            .routes
+            .classify(&Method::POST, "/api/v1/public/t/runs/query")
+            .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-http-method-override", "DELETE".parse().unwrap());
+        let client = INSIDE.parse().unwrap();
+        let d = authorize(
+            &cfg.policy,
+            &route,
+            &Method::POST,
+            &h,
+            client,
+            &IdentityOutcome::Absent,
+        )
+        .unwrap_err();
+        assert_eq!(d.kind, DenialKind::MethodOverride);
+        let other = cfg.routes.classify(&Method::POST, "/api/v1/runs").unwrap();
+        assert!(authorize(
+            &cfg.policy,
+            &other,
+            &Method::POST,
+            &h,
+            client,
+            &IdentityOutcome::Absent
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn trace_records_every_check_in_order() {
+        let cfg = config("");
+        let route = cfg.routes.classify(&Method::GET, "/public/t/r").unwrap();
+        let mut trace = Vec::new();
+        let r = authorize_traced(
+            &cfg.policy,
+            &route,
+            &Method::GET,
+            &HeaderMap::new(),
+            INSIDE.parse().unwrap(),
+            &IdentityOutcome::Absent,
+            Some(&mut trace),
+        );
+        assert!(r.is_ok());
+        let names: Vec<&str> = trace.iter().map(|c| c.check).collect();
+        assert_eq!(
+            names,
+            [
+                "method_override",
+                "network",
+                "identity",
+                "revoked_tokens",
+                "sharing",
+                "method"
+            ]
+        );
+    }
+}
