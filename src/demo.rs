@@ -80,7 +80,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
     let up = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|source| DemoError::Bind {
-            addr: "127.0.0.1:0".parse().unwrap_or(listen),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             source,
         })?;
     let up_addr = up.local_addr().map_err(|source| DemoError::Bind {
@@ -95,6 +95,12 @@ pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
             addr: listen,
             source,
         })?;
+    // With `--listen 127.0.0.1:0` the OS picks the port; the tour and the
+    // rewrite target name the address actually bound.
+    let listen = gw_listener.local_addr().map_err(|source| DemoError::Bind {
+        addr: listen,
+        source,
+    })?;
     let text = DEMO_CONFIG
         .replace("{upstream}", &up_addr.to_string())
         .replace("{listen}", &listen.to_string());

@@ -117,6 +117,58 @@ pub enum Behaviour {
     },
     /// `101 Switching Protocols`, then echoes every byte it reads.
     UpgradeEcho,
+    /// Whatever the test's handler answers (it sees the recorded request).
+    Custom(Handler),
+}
+
+/// A response body the fake upstream can send.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A test-written upstream answer for [`Behaviour::Custom`].
+pub type Handler = Arc<
+    dyn Fn(Recorded) -> std::pin::Pin<Box<dyn Future<Output = Response<UpstreamBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Wraps an async closure as a [`Behaviour::Custom`].
+pub fn custom<F, Fut>(f: F) -> Behaviour
+where
+    F: Fn(Recorded) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<UpstreamBody>> + Send + 'static,
+{
+    Behaviour::Custom(Arc::new(move |r| Box::pin(f(r))))
+}
+
+/// A whole upstream body.
+pub fn upstream_full(body: impl Into<Bytes>) -> UpstreamBody {
+    full(body)
+}
+
+/// An upstream body sent as one chunk per stream item.
+pub fn upstream_stream<S>(chunks: S) -> UpstreamBody
+where
+    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    StreamBody::new(chunks.map(|c| Ok::<_, Infallible>(Frame::data(c)))).boxed_unsync()
+}
+
+/// A response with `status`, `headers` (appended in order) and `body`.
+pub fn upstream_response(
+    status: StatusCode,
+    headers: &[(&str, &str)],
+    body: UpstreamBody,
+) -> Response<UpstreamBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    for (k, v) in headers {
+        r.headers_mut().append(
+            HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            HeaderValue::from_str(v).expect("header value"),
+        );
+    }
+    r
 }
 
 type UpBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -254,6 +306,7 @@ async fn upstream_answer(
     state.recorded.lock().unwrap().push(record.clone());
 
     let resp = match behaviour {
+        Behaviour::Custom(handler) => handler(record.clone()).await,
         Behaviour::Echo => {
             let mut headers = serde_json::Map::new();
             for (k, v) in &record.headers {
@@ -369,6 +422,10 @@ pub struct Setup {
     pub allow_generate_query: bool,
     /// Extra lines for the `[server]` table (e.g. `tls_cert = ...`).
     pub server_extra: String,
+    /// Extra lines for the `[share]` table (e.g. `require = "identity"`).
+    pub share_extra: String,
+    /// Whole tables appended at the end (e.g. `[identity.jwt]`, `[limits]`).
+    pub extra: String,
 }
 
 impl Setup {
@@ -383,6 +440,8 @@ impl Setup {
             response_timeout: "20s",
             allow_generate_query: false,
             server_extra: String::new(),
+            share_extra: String::new(),
+            extra: String::new(),
         }
     }
 
@@ -410,15 +469,20 @@ profile = "langsmith"
 allow_from = ["inside"]
 manage_from = ["inside"]
 allow_generate_query = {generate}
+{share_extra}
 
 [default]
 allow_from = "any"
+
+{extra}
 "#,
             url = self.upstream,
             response_timeout = self.response_timeout,
             inside = inside.join(", "),
             generate = self.allow_generate_query,
             server_extra = self.server_extra,
+            share_extra = self.share_extra,
+            extra = self.extra,
         )
     }
 
@@ -665,3 +729,178 @@ pub fn detail(reply: &Reply) -> String {
 
 /// The IPv6 loopback, for tests that need a native IPv6 client.
 pub const V6_LOOPBACK: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+// ---------------------------------------------------------------------------
+// Gateways built from a config file, polling, TLS clients, raw bytes
+
+impl TestGateway {
+    /// Serves `listeners` (traffic first; admin and redirect when given)
+    /// with a state the test built, e.g. with [`state_from_file`], so that
+    /// it can reload it and read its metrics.
+    pub fn serve(listeners: sharegate::server::Listeners, state: Arc<State>) -> TestGateway {
+        let local = listeners
+            .traffic
+            .first()
+            .expect("a traffic listener")
+            .local_addr()
+            .expect("gateway address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(sharegate::server::run(listeners, state, async move {
+            let _ = stopped.await;
+        }));
+        TestGateway {
+            addr: local,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+/// The gateway state `sharegate run --config path` builds: loaded from the
+/// file, so [`State::reload`] reads the file again.
+pub async fn state_from_file(path: &Path) -> Arc<State> {
+    let cfg = Config::load(path).unwrap_or_else(|e| panic!("the test config is invalid: {e}"));
+    let metrics = Arc::new(Metrics::new());
+    let gateway = within("the gateway to build", Gateway::build(cfg, metrics.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("build the gateway: {e}"));
+    Arc::new(State::new(gateway, metrics, Some(path.to_path_buf())))
+}
+
+/// Replaces a file in one step (written aside, then renamed over it), so a
+/// reader never sees half of it.
+pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) {
+    let aside = path.with_extension("partial");
+    std::fs::write(&aside, contents).expect("write the replacement file");
+    std::fs::rename(&aside, path).expect("move the replacement file into place");
+}
+
+/// Polls `check` until it yields a value, failing the test after [`WAIT`].
+/// For conditions that become true eventually (a reload, a file written by
+/// another thread), never for readiness.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {WAIT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every certificate in a PEM file.
+pub fn pem_certs(path: &Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let pem = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM certificates")
+}
+
+/// The private key in a PEM file.
+pub fn pem_key(path: &Path) -> rustls::pki_types::PrivateKeyDer<'static> {
+    let pem = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .expect("PEM private key")
+        .expect("a private key in the file")
+}
+
+/// A client TLS config trusting `roots`, presenting `client` (chain, key)
+/// when given, offering HTTP/1.1.
+pub fn tls_client_config(
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+    client: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store.add(c.clone()).expect("trust the test certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(store);
+    let mut cfg = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// A TLS connection from `from` to `to`; the handshake's error is returned,
+/// not a panic, for tests where it is meant to fail.
+pub async fn tls_connect_from(
+    from: IpAddr,
+    to: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = connect(from, to).await;
+    let name =
+        rustls::pki_types::ServerName::try_from(server_name.to_owned()).expect("server name");
+    within(
+        "the TLS handshake",
+        tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
+    )
+    .await
+}
+
+/// One HTTP/1.1 request on `io`, body read to the end; any failure (the
+/// peer closing, a TLS alert) is returned as text.
+pub async fn exchange_on<IO>(io: IO, req: Request<Full<Bytes>>) -> Result<Reply, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = within(
+        "the HTTP/1.1 handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(io)),
+    )
+    .await
+    .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = within("the gateway's response headers", sender.send_request(req))
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = within("the response body", body.collect())
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// Writes `bytes` on a fresh connection from `from` and returns everything
+/// read until the gateway closed it (a reset counts as closed). Write
+/// errors are ignored: a gateway that hangs up early is what some tests
+/// expect.
+pub async fn raw_exchange(from: IpAddr, gw: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = connect(from, gw).await;
+    let _ = within("writing raw bytes", stream.write_all(bytes)).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match within("the gateway to answer or close", stream.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
