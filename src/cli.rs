@@ -237,6 +237,7 @@ pub enum StartError {
 /// Binds every configured address, builds the gateway, and serves until
 /// SIGINT or SIGTERM, reloading on SIGHUP and on file changes.
 pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError> {
+    let shutdown = shutdown_signal();
     let listeners = server::bind(&cfg)
         .await
         .map_err(|(addr, source)| StartError::Bind { addr, source })?;
@@ -258,30 +259,45 @@ pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError>
     let gateway = Gateway::build(cfg, metrics.clone()).await?;
     let state = Arc::new(State::new(gateway, metrics, path));
     let watcher = tokio::spawn(state::watch(state.clone()));
-    server::run(listeners, state, shutdown_signal()).await;
+    server::run(listeners, state, shutdown).await;
     watcher.abort();
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed
+/// when this is called, not when the future is first polled, so a signal
+/// that arrives while the gateway is still starting (binding, fetching JWT
+/// keys) is not lost and still means a clean exit. Call it inside the
+/// runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (int, term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(int) => {},
+                _ = wait(term) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -321,12 +322,15 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
     telemetry::log_on_completion(resp, event)
 }
 
-async fn pipeline(
+/// Classify and authorize: everything decided before a byte is sent
+/// upstream. Returns the route, the client IP and what the credentials
+/// amounted to.
+async fn decide(
     gw: &Gateway,
     conn: &Conn,
-    req: Request<Incoming>,
+    req: &Request<Incoming>,
     facts: &mut Facts,
-) -> Result<Response<Body>, RequestError> {
+) -> Result<(Route, IpAddr, IdentityOutcome), RequestError> {
     let cfg = &gw.config;
     // classify
     let target = req
@@ -391,6 +395,43 @@ async fn pipeline(
                 RequestError::RateLimited { retry_after }
             })?;
     }
+    Ok((route, client, identity))
+}
+
+/// How long a refused request's small body may take to arrive before the
+/// refusal is sent anyway.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and discards the body of a refused request when it is small and
+/// declared, so the refusal ends the exchange cleanly: over HTTP/2 an unread
+/// body makes the server reset the stream after the response (RFC 9113
+/// §8.1), which some clients report as an error instead of showing the
+/// refusal. Nothing read here goes anywhere.
+async fn drain(req: Request<Incoming>, max: u64) {
+    let body = req.into_body();
+    if body.is_end_stream() {
+        return;
+    }
+    let small = body.size_hint().upper().is_some_and(|n| n <= max);
+    if small {
+        let _ = tokio::time::timeout(DRAIN_DEADLINE, body.collect()).await;
+    }
+}
+
+async fn pipeline(
+    gw: &Gateway,
+    conn: &Conn,
+    req: Request<Incoming>,
+    facts: &mut Facts,
+) -> Result<Response<Body>, RequestError> {
+    let cfg = &gw.config;
+    let (route, client, identity) = match decide(gw, conn, &req, facts).await {
+        Ok(decided) => decided,
+        Err(e) => {
+            drain(req, cfg.limits.max_public_body_bytes).await;
+            return Err(e);
+        }
+    };
 
     // prepare → forward → respond
     let upgrade = route.class == RouteClass::Other && is_upgrade(req.headers());

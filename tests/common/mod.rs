@@ -424,6 +424,8 @@ pub struct Setup {
     pub server_extra: String,
     /// Extra lines for the `[share]` table (e.g. `require = "identity"`).
     pub share_extra: String,
+    /// Extra lines for the `[default]` table (e.g. `require = "identity"`).
+    pub default_extra: String,
     /// Whole tables appended at the end (e.g. `[identity.jwt]`, `[limits]`).
     pub extra: String,
 }
@@ -441,6 +443,7 @@ impl Setup {
             allow_generate_query: false,
             server_extra: String::new(),
             share_extra: String::new(),
+            default_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -473,6 +476,7 @@ allow_generate_query = {generate}
 
 [default]
 allow_from = "any"
+{default_extra}
 
 {extra}
 "#,
@@ -482,6 +486,7 @@ allow_from = "any"
             generate = self.allow_generate_query,
             server_extra = self.server_extra,
             share_extra = self.share_extra,
+            default_extra = self.default_extra,
             extra = self.extra,
         )
     }

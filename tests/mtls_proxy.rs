@@ -1,0 +1,369 @@
+//! Who the client is, told by the transport: mTLS client certificates
+//! (made with `sharegate certs` logic) as identities, and PROXY protocol v1
+//! and v2 headers from a trusted load balancer as the client address.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use http::StatusCode;
+use sharegate::certs::{generate, CertsArgs};
+
+// ---------------------------------------------------------------------------
+// mTLS
+
+/// A development PKI in a temporary folder: CA, server certificate for
+/// `localhost`/`127.0.0.1`, client certificates for `alice@corp.example`
+/// and `bob`; plus a second CA's certificate for `alice@corp.example`.
+struct Pki {
+    dir: tempfile::TempDir,
+    other: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let other = tempfile::tempdir().expect("temporary directory");
+        for (d, clients) in [
+            (dir.path(), vec!["alice@corp.example", "bob"]),
+            (other.path(), vec!["alice@corp.example"]),
+        ] {
+            generate(&CertsArgs {
+                dir: d.to_path_buf(),
+                names: vec!["localhost".into(), "127.0.0.1".into()],
+                clients: clients.into_iter().map(str::to_owned).collect(),
+                force: false,
+                days: 30,
+            })
+            .expect("generate the development PKI");
+        }
+        Pki { dir, other }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn server_extra(&self, mode: &str) -> String {
+        format!(
+            "tls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\nclient_cert = {mode:?}\n",
+            self.path("server.crt"),
+            self.path("server.key"),
+            self.path("ca.crt"),
+        )
+    }
+
+    fn client(
+        &self,
+        dir: &Path,
+        name: &str,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        (
+            pem_certs(&dir.join(format!("client-{name}.crt"))),
+            pem_key(&dir.join(format!("client-{name}.key"))),
+        )
+    }
+
+    /// A client config presenting `who`: `Some((from_other_ca, name))`.
+    fn client_config(&self, who: Option<(bool, &str)>) -> std::sync::Arc<rustls::ClientConfig> {
+        let roots = pem_certs(&self.path("ca.crt"));
+        let identity = who.map(|(other, name)| {
+            self.client(
+                if other {
+                    self.other.path()
+                } else {
+                    self.dir.path()
+                },
+                name,
+            )
+        });
+        tls_client_config(&roots, identity)
+    }
+}
+
+/// A request over a fresh TLS connection from `from`; `Err` when the
+/// handshake or the exchange fails (TLS 1.3 reports a refused client
+/// certificate on the first read, after the client's handshake is done).
+async fn tls_get(
+    pki: &Pki,
+    who: Option<(bool, &str)>,
+    from: IpAddr,
+    gw: SocketAddr,
+    path: &str,
+) -> Result<Reply, String> {
+    let tls = tls_connect_from(from, gw, pki.client_config(who), "localhost")
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    exchange_on(tls, build(gw, "GET", path, &[], "")).await
+}
+
+async fn mtls_gateway(pki: &Pki, mode: &str, tables: &str) -> (TestGateway, FakeUpstream) {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.server_extra = pki.server_extra(mode);
+    setup.share_extra = "require = \"identity\"\n".to_owned();
+    setup.extra = format!("[identity.forward_claims]\nsub = \"X-Client-Subject\"\n{tables}");
+    (setup.start().await, up)
+}
+
+const ALICE: Option<(bool, &str)> = Some((false, "alice@corp.example"));
+const BOB: Option<(bool, &str)> = Some((false, "bob"));
+const ALICE_OTHER_CA: Option<(bool, &str)> = Some((true, "alice@corp.example"));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificates_admit_only_the_configured_ca() {
+    let pki = Pki::new();
+    let (gw, up) = mtls_gateway(&pki, "required", "").await;
+    let share = fill("/public/{t}/r");
+
+    for (what, who) in [
+        ("no client certificate", None),
+        ("a certificate from another CA", ALICE_OTHER_CA),
+    ] {
+        let got = tls_get(&pki, who, OUTSIDE, gw.addr, &share).await;
+        assert!(got.is_err(), "{what}: must not be served, got {got:?}");
+        let got = tls_get(&pki, who, OUTSIDE, gw.addr, "/api/v1/info").await;
+        assert!(got.is_err(), "{what} on an ordinary route: got {got:?}");
+        up.assert_silent(what);
+    }
+
+    // A good certificate is an identity: `require = "identity"` passes even
+    // from outside the network, and the upstream is told who it is.
+    for (who, cn) in [(ALICE, "alice@corp.example"), (BOB, "bob")] {
+        let r = tls_get(&pki, who, OUTSIDE, gw.addr, &share)
+            .await
+            .unwrap_or_else(|e| panic!("{cn}: {e}"));
+        assert_eq!(r.status, StatusCode::OK, "{cn}: {}", r.summary());
+        let seen = up.only(cn);
+        assert_eq!(seen.target, share);
+        assert_eq!(seen.header_all("x-client-subject"), vec![cn.to_owned()]);
+        assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_client_certificates_serve_everyone_but_identity_routes_need_one() {
+    let pki = Pki::new();
+    let (gw, up) = mtls_gateway(
+        &pki,
+        "optional",
+        "[[identity.claims]]\nclaim = \"sub\"\nequals = \"alice@corp.example\"\n",
+    )
+    .await;
+    let share = fill("/public/{t}/r");
+
+    // No certificate: served, but a share route that needs an identity is 401.
+    let r = tls_get(&pki, None, OUTSIDE, gw.addr, "/api/v1/info")
+        .await
+        .expect("served without a certificate");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert!(up
+        .only("an ordinary route")
+        .header("x-client-subject")
+        .is_none());
+    let r = tls_get(&pki, None, INSIDE, gw.addr, &share)
+        .await
+        .expect("served without a certificate");
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some("Bearer realm=\"sharegate\"")
+    );
+    up.assert_silent("a share route without a certificate");
+
+    // The claim rule on `sub` (the certificate's CN).
+    let r = tls_get(&pki, ALICE, OUTSIDE, gw.addr, &share)
+        .await
+        .expect("alice is served");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(
+        up.only("alice").header_all("x-client-subject"),
+        vec!["alice@corp.example".to_owned()]
+    );
+    let r = tls_get(&pki, BOB, OUTSIDE, gw.addr, &share)
+        .await
+        .expect("bob's handshake succeeds");
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.summary());
+    up.assert_silent("bob fails the claim rule");
+
+    // A certificate that does not chain to client_ca is refused outright.
+    let got = tls_get(&pki, ALICE_OTHER_CA, OUTSIDE, gw.addr, &share).await;
+    assert!(got.is_err(), "another CA's certificate: got {got:?}");
+    up.assert_silent("another CA's certificate");
+}
+
+// ---------------------------------------------------------------------------
+// PROXY protocol
+
+const LB: IpAddr = PROXY;
+
+async fn pp_gateway(optional: bool) -> (TestGateway, FakeUpstream) {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.inside = vec!["127.0.0.2/32", "10.0.0.0/8"];
+    setup.server_extra =
+        format!("proxy_protocol_from = [\"127.0.0.4/32\"]\nproxy_protocol_optional = {optional}\n");
+    (setup.start().await, up)
+}
+
+fn get_bytes(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: gateway.corp.example\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+fn v1(src: &str) -> Vec<u8> {
+    let family = if src.contains(':') { "TCP6" } else { "TCP4" };
+    let dst = if src.contains(':') {
+        "::1"
+    } else {
+        "127.0.0.1"
+    };
+    format!("PROXY {family} {src} {dst} 40000 443\r\n").into_bytes()
+}
+
+fn v2(src: &str) -> Vec<u8> {
+    let ip: IpAddr = src.parse().expect("address");
+    let dst: IpAddr = if ip.is_ipv4() {
+        "127.0.0.1".parse().expect("address")
+    } else {
+        "::1".parse().expect("address")
+    };
+    ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (SocketAddr::new(ip, 40000), SocketAddr::new(dst, 443)),
+    )
+    .build()
+    .expect("PROXY v2 header")
+}
+
+async fn through(from: IpAddr, gw: SocketAddr, header: &[u8], path: &str) -> String {
+    let mut bytes = header.to_vec();
+    bytes.extend_from_slice(&get_bytes(path));
+    String::from_utf8_lossy(&raw_exchange(from, gw, &bytes).await).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_load_balancer_tells_the_policy_the_client_address() {
+    let (gw, up) = pp_gateway(false).await;
+    let share = fill("/public/{t}/r");
+    let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
+        (
+            "v1 inside loopback",
+            v1("127.0.0.2"),
+            200,
+            Some("127.0.0.2"),
+        ),
+        ("v1 inside 10/8", v1("10.1.2.3"), 200, Some("10.1.2.3")),
+        ("v2 inside 10/8", v2("10.9.8.7"), 200, Some("10.9.8.7")),
+        (
+            "v2 inside loopback",
+            v2("127.0.0.2"),
+            200,
+            Some("127.0.0.2"),
+        ),
+        ("v1 outside", v1("127.0.0.3"), 403, None),
+        ("v1 outside, public", v1("203.0.113.9"), 403, None),
+        ("v2 outside", v2("192.0.2.10"), 403, None),
+        ("v2 outside IPv6", v2("2001:db8::1"), 403, None),
+        ("v1 outside IPv6", v1("2001:db8::2"), 403, None),
+        // UNKNOWN / LOCAL: the balancer speaks for itself, and it is not inside.
+        ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n".to_vec(), 403, None),
+    ];
+    for (what, header, want, client) in cases {
+        let answer = through(LB, gw.addr, &header, &share).await;
+        assert_eq!(raw_status(&answer), want, "{what}: {answer}");
+        match client {
+            Some(ip) => {
+                let seen = up.only(what);
+                assert_eq!(seen.target, share, "{what}");
+                assert_eq!(seen.header("x-real-ip").as_deref(), Some(ip), "{what}");
+                assert_eq!(
+                    seen.header("x-forwarded-for").as_deref(),
+                    Some(ip),
+                    "{what}"
+                );
+            }
+            None => {
+                assert!(answer.contains(SHARE_OUTSIDE), "{what}: {answer}");
+                up.assert_silent(what);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_from_anyone_else_or_malformed_close_the_connection() {
+    let (gw, up) = pp_gateway(false).await;
+    let share = fill("/public/{t}/r");
+    let mut bad_v2 = v2("10.1.2.3");
+    bad_v2[12] = 0x99; // version 9, command 9
+    let cases: Vec<(&str, IpAddr, Vec<u8>)> = vec![
+        ("v1 from an untrusted peer", OUTSIDE, v1("127.0.0.2")),
+        ("v2 from an untrusted peer", OUTSIDE, v2("10.1.2.3")),
+        (
+            "v1 from an inside but untrusted peer",
+            INSIDE,
+            v1("10.1.2.3"),
+        ),
+        (
+            "malformed v1",
+            LB,
+            b"PROXY TCP4 not-an-ip 127.0.0.1 1 2\r\n".to_vec(),
+        ),
+        (
+            "v1 without CRLF",
+            LB,
+            b"PROXY TCP4 10.1.2.3 127.0.0.1 1 2 GET / HTTP/1.1".to_vec(),
+        ),
+        ("malformed v2", LB, bad_v2),
+        ("no header from the trusted peer", LB, Vec::new()),
+    ];
+    for (what, from, header) in cases {
+        let answer = through(from, gw.addr, &header, &share).await;
+        assert!(
+            answer.is_empty(),
+            "{what}: the connection must close without an answer, got {answer:?}"
+        );
+        up.assert_silent(what);
+    }
+    // The gateway still serves afterwards.
+    let answer = through(LB, gw.addr, &v1("10.1.2.3"), &share).await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    up.only("a good header after the bad ones");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_optional_lets_the_trusted_peer_skip_the_header() {
+    let (gw, up) = pp_gateway(true).await;
+    let share = fill("/public/{t}/r");
+
+    // Without a header the balancer itself is the client: served on an
+    // ordinary route, refused on a share route (it is not inside).
+    let answer = through(LB, gw.addr, &[], "/api/v1/info").await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    up.only("an ordinary route without a header");
+    let answer = through(LB, gw.addr, &[], &share).await;
+    assert_eq!(raw_status(&answer), 403, "{answer}");
+    up.assert_silent("a share route without a header");
+
+    // A header is still believed.
+    let answer = through(LB, gw.addr, &v2("10.4.4.4"), &share).await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    assert_eq!(
+        up.only("a share route with a header")
+            .header("x-real-ip")
+            .as_deref(),
+        Some("10.4.4.4")
+    );
+
+    // Still only from the trusted peer.
+    let answer = through(OUTSIDE, gw.addr, &v1("10.4.4.4"), &share).await;
+    assert!(answer.is_empty(), "{answer:?}");
+    up.assert_silent("a header from an untrusted peer");
+}

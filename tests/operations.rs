@@ -1,0 +1,996 @@
+//! Production behaviour: hot reload (file watch and direct), refused
+//! reloads, certificate rotation, the admin listener and its metrics, the
+//! audit file, header and body limits, slowloris, rate limits, graceful
+//! shutdown (in-process and the real binary under SIGTERM), edge
+//! revocation, the sharing switch, and the HTTP→HTTPS redirect listener.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use sharegate::server::Listeners;
+use sharegate::state::{ReloadError, State};
+use sharegate::telemetry::metrics::ResultLabels;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, Notify};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// A second inside host, for "another client is still served".
+const INSIDE_2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+const REVOKED: &str = "This shared link has been revoked.";
+const SHARING_OFF: &str = "Creating new shared links is disabled on this gateway.";
+
+/// A gateway started from a config file, as `sharegate run` starts it.
+struct Ops {
+    gw: TestGateway,
+    state: Arc<State>,
+    path: PathBuf,
+    admin: Option<SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+async fn from_file(toml: &str, with_admin: bool) -> Ops {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    from_file_in(dir, toml, with_admin).await
+}
+
+async fn from_file_in(dir: tempfile::TempDir, toml: &str, with_admin: bool) -> Ops {
+    let path = dir.path().join("sharegate.toml");
+    std::fs::write(&path, toml).expect("write the config file");
+    let state = state_from_file(&path).await;
+    let traffic = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin = match with_admin {
+        true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin")),
+        false => None,
+    };
+    let admin_addr = admin
+        .as_ref()
+        .map(|l| l.local_addr().expect("admin address"));
+    let gw = TestGateway::serve(
+        Listeners {
+            traffic: vec![traffic],
+            redirect: Vec::new(),
+            admin,
+        },
+        state.clone(),
+    );
+    Ops {
+        gw,
+        state,
+        path,
+        admin: admin_addr,
+        _dir: dir,
+    }
+}
+
+fn reloads(state: &State, result: &'static str) -> u64 {
+    state
+        .metrics
+        .reloads
+        .get_or_create(&ResultLabels { result })
+        .get()
+}
+
+async fn share_get(from: IpAddr, gw: SocketAddr, token: &str) -> Reply {
+    let path = format!("/public/{token}/r");
+    request(from, gw, "GET", &path, &[], "").await
+}
+
+// ---------------------------------------------------------------------------
+// Reload
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_switches_once_and_never_back() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.extra = "[reload]\ninterval = \"50ms\"\n".to_owned();
+    let allowing = setup.toml();
+    setup.inside = vec!["10.9.9.9/32"];
+    let refusing = setup.toml();
+    let ops = from_file(&allowing, false).await;
+    let watcher = tokio::spawn(sharegate::state::watch(ops.state.clone()));
+
+    // Handshake with the watcher: touch the file until it has reloaded
+    // once, so that the switch below cannot race the watcher's start.
+    let mut n = 0;
+    eventually("the file watcher to reload a touched config", || {
+        n += 1;
+        replace_file(
+            &ops.path,
+            format!("{allowing}\n# touched {n:0>width$}\n", width = n),
+        );
+        let done = reloads(&ops.state, "success") >= 1;
+        async move { done.then_some(()) }
+    })
+    .await;
+
+    const N: usize = 400;
+    let start = tokio::time::Instant::now();
+    let (mut allowed, mut refused) = (0usize, 0usize);
+    let mut i = 0usize;
+    loop {
+        if i == 40 {
+            replace_file(&ops.path, &refusing);
+        }
+        let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
+        match r.status {
+            StatusCode::OK => {
+                assert_eq!(
+                    refused, 0,
+                    "request {i} was allowed after the refusing config was seen"
+                );
+                allowed += 1;
+            }
+            StatusCode::FORBIDDEN => {
+                assert_eq!(detail(&r), SHARE_OUTSIDE, "request {i}");
+                refused += 1;
+            }
+            other => panic!(
+                "request {i}: neither allowed nor refused: {other} {}",
+                r.summary()
+            ),
+        }
+        i += 1;
+        if i >= N && refused >= 20 {
+            break;
+        }
+        assert!(
+            refused > 0 || start.elapsed() < WAIT,
+            "the refusing config was not picked up within {WAIT:?}"
+        );
+    }
+    assert!(
+        allowed >= 40,
+        "the first 40 requests ran under the old config"
+    );
+    assert_eq!(
+        up.take().len(),
+        allowed,
+        "the upstream saw exactly the allowed requests"
+    );
+    assert_eq!(reloads(&ops.state, "failure"), 0);
+    watcher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_keeps_the_old_policy_and_is_counted() {
+    let up = FakeUpstream::start().await;
+    let setup = Setup::new(&up);
+    let good = setup.toml();
+    let ops = from_file(&good, true).await;
+    let admin = ops.admin.expect("admin listener");
+
+    let cases = [
+        ("not TOML", "[server\nlisten = ".to_owned()),
+        (
+            "an invalid value",
+            good.replace("profile = \"langsmith\"", "profile = \"nope\""),
+        ),
+        (
+            "an unknown key",
+            format!("{good}\n[limits]\nmax_conections = 3\n"),
+        ),
+    ];
+    for (k, (what, text)) in cases.iter().enumerate() {
+        replace_file(&ops.path, text);
+        let got = ops.state.reload().await;
+        assert!(
+            matches!(got, Err(ReloadError::Config(_))),
+            "{what}: {got:?}"
+        );
+        let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
+        assert_eq!(r.status, StatusCode::OK, "{what}: the old policy serves");
+        up.only(what);
+        let r = share_get(OUTSIDE, ops.gw.addr, TOKEN).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{what}: the old policy refuses"
+        );
+        up.assert_silent(what);
+        let metrics = request(LOCAL, admin, "GET", "/metrics", &[], "").await;
+        let want = (k + 1) as f64;
+        assert_eq!(
+            metric(
+                &metrics.text(),
+                "sharegate_config_reloads_total",
+                &[("result", "failure")]
+            ),
+            Some(want),
+            "{what}"
+        );
+    }
+
+    // Listener addresses are bound once: a changed one is refused.
+    replace_file(
+        &ops.path,
+        good.replace("listen = [\"127.0.0.1:0\"]", "listen = [\"127.0.0.1:1\"]"),
+    );
+    match ops.state.reload().await {
+        Err(e @ ReloadError::Listeners(_)) => {
+            assert!(e.to_string().contains("server.listen"), "{e}")
+        }
+        other => panic!("a changed listen address must be refused, got {other:?}"),
+    }
+    assert_eq!(reloads(&ops.state, "failure"), 4);
+
+    // A good file reloads again.
+    replace_file(&ops.path, &good);
+    ops.state.reload().await.expect("the good config reloads");
+    assert_eq!(reloads(&ops.state, "success"), 1);
+    let metrics = request(LOCAL, admin, "GET", "/metrics", &[], "").await;
+    assert_eq!(
+        metric(
+            &metrics.text(),
+            "sharegate_config_reloads_total",
+            &[("result", "success")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rotates_the_listener_certificate() {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let cert = dir.path().join("server.crt");
+    let key = dir.path().join("server.key");
+    let names = vec!["localhost".to_owned()];
+    let first = rcgen::generate_simple_self_signed(names.clone()).expect("certificate");
+    let second = rcgen::generate_simple_self_signed(names).expect("certificate");
+    std::fs::write(&cert, first.cert.pem()).expect("write");
+    std::fs::write(&key, first.signing_key.serialize_pem()).expect("write");
+    let mut setup = Setup::new(&up);
+    setup.server_extra = format!("tls_cert = {cert:?}\ntls_key = {key:?}\n");
+    let ops = from_file_in(dir, &setup.toml(), false).await;
+    let client = tls_client_config(&[first.cert.der().clone(), second.cert.der().clone()], None);
+    let presented = || async {
+        let tls = tls_connect_from(INSIDE, ops.gw.addr, client.clone(), "localhost")
+            .await
+            .expect("TLS handshake");
+        let der = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .expect("a server certificate")
+            .to_vec();
+        let r = exchange_on(
+            tls,
+            build(ops.gw.addr, "GET", &fill("/public/{t}/r"), &[], ""),
+        )
+        .await
+        .expect("a request over TLS");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+        der
+    };
+    assert_eq!(presented().await, first.cert.der().to_vec());
+    up.only("before the rotation");
+
+    replace_file(&key, second.signing_key.serialize_pem());
+    replace_file(&cert, second.cert.pem());
+    ops.state
+        .reload()
+        .await
+        .expect("reload with the new certificate");
+    assert_eq!(
+        presented().await,
+        second.cert.der().to_vec(),
+        "a new connection after the reload presents the new certificate"
+    );
+    up.only("after the rotation");
+}
+
+// ---------------------------------------------------------------------------
+// Admin and metrics
+
+/// Every sample of the Prometheus text: (name, labels, value).
+fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("a sample line");
+        let value: f64 = value.parse().expect("a sample value");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut map = BTreeMap::new();
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').expect("label=value");
+            map.insert(k.to_owned(), v.trim_matches('"').to_owned());
+        }
+        out.push((name.to_owned(), map, value));
+    }
+    out
+}
+
+/// The value of the one sample of `name` whose labels include `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(text)
+        .into_iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_reports_health_readiness_and_request_counters() {
+    let up = FakeUpstream::start().await;
+    let ops = from_file(&Setup::new(&up).toml(), true).await;
+    let admin = ops.admin.expect("admin listener");
+
+    let r = request(LOCAL, admin, "GET", "/healthz", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    let r = request(LOCAL, admin, "GET", "/readyz", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    let r = request(LOCAL, admin, "GET", &fill("/public/{t}/r"), &[], "").await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "the admin port serves no shares"
+    );
+    up.assert_silent("health checks and the admin port");
+
+    let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK);
+    up.only("the allowed request");
+    let r = share_get(OUTSIDE, ops.gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    up.assert_silent("the refused request");
+
+    let allowed = [
+        ("class", "share_page"),
+        ("decision", "allowed"),
+        ("reason", ""),
+        ("status", "200"),
+    ];
+    let refused = [
+        ("class", "share_page"),
+        ("decision", "refused"),
+        ("reason", "network"),
+        ("status", "403"),
+    ];
+    // The access event is counted when the response body is done, which
+    // can trail the client's read by a moment.
+    let text = eventually("both requests to be counted", || async {
+        let text = request(LOCAL, admin, "GET", "/metrics", &[], "")
+            .await
+            .text();
+        let a = metric(&text, "sharegate_requests_total", &allowed);
+        let r = metric(&text, "sharegate_requests_total", &refused);
+        (a == Some(1.0) && r == Some(1.0)).then_some(text)
+    })
+    .await;
+    for (name, labels, _) in samples(&text) {
+        for (k, v) in &labels {
+            let what = format!("{name}{{{k}={v:?}}}");
+            assert!(!v.contains('/'), "{what}: a label value holds a path");
+            assert!(!v.contains(TOKEN), "{what}: a label value holds a token");
+            assert!(
+                v.parse::<IpAddr>().is_err(),
+                "{what}: a label value is an IP"
+            );
+            assert!(!v.contains("127.0.0."), "{what}: a label value holds an IP");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_the_upstream_is_down() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let ops = from_file(
+        &Setup::with_url(format!("http://127.0.0.1:{port}")).toml(),
+        true,
+    )
+    .await;
+    let admin = ops.admin.expect("admin listener");
+    let r = request(LOCAL, admin, "GET", "/readyz", &[], "").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.summary());
+    let r = request(LOCAL, admin, "GET", "/healthz", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "alive even when not ready");
+    let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.summary());
+}
+
+// ---------------------------------------------------------------------------
+// Audit
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_file_records_share_requests_without_tokens() {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("audit.jsonl");
+    let mut setup = Setup::new(&up);
+    setup.extra = format!("[audit]\nfile = {file:?}\n");
+    let gw = setup.start().await;
+
+    let r = request(INSIDE, gw.addr, "GET", "/api/v1/info", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    up.only("an ordinary route");
+    let r = share_get(INSIDE, gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK);
+    up.only("the allowed share");
+    let r = share_get(OUTSIDE, gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    up.assert_silent("the refused share");
+
+    let text = eventually("two audit lines", || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        async move { (text.lines().count() >= 2).then_some(text) }
+    })
+    .await;
+    assert!(
+        !text.contains(TOKEN),
+        "a clear token in the audit file: {text}"
+    );
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(events.len(), 2, "only share requests are audited: {text}");
+    let hash = sharegate::telemetry::token_hash(TOKEN);
+    for e in &events {
+        for field in [
+            "v",
+            "time",
+            "event",
+            "class",
+            "token_hashes",
+            "client_ip",
+            "method",
+            "path",
+            "identity",
+            "decision",
+            "rule",
+            "reason",
+            "status",
+        ] {
+            assert!(e.get(field).is_some(), "audit event without {field}: {e}");
+        }
+        assert_eq!(e["v"], 1);
+        assert_eq!(e["class"], "share_page");
+        assert_eq!(e["method"], "GET");
+        assert_eq!(e["token_hashes"], serde_json::json!([hash]));
+        let path = e["path"].as_str().expect("path");
+        assert!(path.starts_with("/public/{tok:"), "{path}");
+    }
+    let find = |decision: &str| {
+        events
+            .iter()
+            .find(|e| e["decision"] == decision)
+            .unwrap_or_else(|| panic!("no {decision} event in {text}"))
+    };
+    let a = find("allowed");
+    assert_eq!(a["status"], 200);
+    assert_eq!(a["client_ip"], "127.0.0.2");
+    assert_eq!(a["reason"], "");
+    let r = find("refused");
+    assert_eq!(r["status"], 403);
+    assert_eq!(r["client_ip"], "127.0.0.3");
+    assert_eq!(r["reason"], "network");
+}
+
+// ---------------------------------------------------------------------------
+// Limits
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_header_is_cut_off_while_others_are_served() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nheader_timeout = \"1s\"\n".to_owned();
+    let gw = setup.start().await;
+    let share = fill("/public/{t}/r");
+    let head = format!(
+        "GET {share} HTTP/1.1\r\nHost: gateway.corp.example\r\nX-Padding: {}\r\n\r\n",
+        "a".repeat(200)
+    );
+    let (mut rd, mut wr) = connect(INSIDE, gw.addr).await.into_split();
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let _ = rd.read_to_end(&mut out).await;
+        out
+    });
+    let start = tokio::time::Instant::now();
+    let mut sent = 0;
+    let mut served = 0;
+    for byte in head.as_bytes() {
+        if reader.is_finished() || wr.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        // Meanwhile an ordinary client is served.
+        let r = request(INSIDE, gw.addr, "GET", &share, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+        served += 1;
+        assert!(
+            start.elapsed() < WAIT,
+            "the slow client was not cut off within {WAIT:?}"
+        );
+        // Pacing the attacker, not waiting for readiness.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answer = within("the slow connection to close", reader)
+        .await
+        .expect("reader task");
+    assert!(
+        sent < head.len(),
+        "the whole slow header was accepted ({sent} bytes)"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || raw_status(&answer) == 408,
+        "the slow client gets nothing or a 408: {answer:?}"
+    );
+    assert!(served > 0);
+    let seen = up.take();
+    assert_eq!(seen.len(), served, "only the ordinary requests arrived");
+    assert!(seen.iter().all(|r| r.header("x-padding").is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_or_too_large_headers_are_431() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nmax_headers = 10\nmax_header_bytes = 8192\n".to_owned();
+    let gw = setup.start().await;
+    let share = fill("/public/{t}/r");
+    let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "b".repeat(20_000));
+    for (what, headers) in [("30 headers", many), ("a 20 kB header", big)] {
+        let raw = format!(
+            "GET {share} HTTP/1.1\r\nHost: gateway.corp.example\r\n{headers}Connection: close\r\n\r\n"
+        );
+        let answer = raw_request(INSIDE, gw.addr, &raw).await;
+        assert_eq!(raw_status(&answer), 431, "{what}: {answer}");
+        up.assert_silent(what);
+    }
+    let r = request(INSIDE, gw.addr, "GET", &share, &[("x-one", "1")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "a normal request still passes");
+    up.only("a normal request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_on_a_share_read_is_413_before_the_upstream() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nmax_public_body_bytes = 1024\n".to_owned();
+    let gw = setup.start().await;
+    let query = fill("/api/v1/public/{t}/runs/query");
+    let json = ("content-type", "application/json");
+
+    let small = format!("{{\"filter\": \"{}\"}}", "s".repeat(500));
+    let r = request(INSIDE, gw.addr, "POST", &query, &[json], &small).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(up.only("a small query").body, small.as_bytes());
+
+    let big = format!("{{\"filter\": \"{}\"}}", "x".repeat(4096));
+    let r = request(INSIDE, gw.addr, "POST", &query, &[json], &big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.summary());
+    assert_eq!(detail(&r), "Request body too large for a shared link.");
+    up.assert_silent("a body over the limit, with Content-Length");
+
+    let chunk = "y".repeat(1000);
+    let chunks: String = (0..4)
+        .map(|_| format!("{:x}\r\n{chunk}\r\n", chunk.len()))
+        .collect();
+    let raw = format!(
+        "POST {query} HTTP/1.1\r\nHost: gateway.corp.example\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunks}0\r\n\r\n"
+    );
+    let answer = raw_request(INSIDE, gw.addr, &raw).await;
+    assert_eq!(raw_status(&answer), 413, "{answer}");
+    up.assert_silent("a body over the limit, chunked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_share_rate_limit_is_per_client_and_follows_reloads() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.inside = vec!["127.0.0.2/32", "127.0.0.6/32"];
+    setup.extra = "[limits]\nshare_rate = \"3/min\"\n".to_owned();
+    let ops = from_file(&setup.toml(), false).await;
+
+    for i in 0..3 {
+        let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.summary());
+    }
+    assert_eq!(up.take().len(), 3);
+    let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.summary());
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(retry >= 1, "Retry-After {retry}");
+    up.assert_silent("the fourth request");
+
+    let r = share_get(INSIDE_2, ops.gw.addr, TOKEN).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "another client has its own budget"
+    );
+    up.only("another client");
+
+    // A new limit after a reload serves the throttled client again.
+    setup.extra = "[limits]\nshare_rate = \"60/min\"\n".to_owned();
+    replace_file(&ops.path, setup.toml());
+    ops.state.reload().await.expect("reload with a new rate");
+    let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("after the reload");
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown
+
+/// Tries to open a connection; `true` once the gateway refuses it.
+async fn refused(to: SocketAddr) -> bool {
+    let socket = TcpSocket::new_v4().expect("socket");
+    match tokio::time::timeout(WAIT, socket.connect(to)).await {
+        Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests_and_refuses_new_connections() {
+    let up = FakeUpstream::start().await;
+    let release = Arc::new(Notify::new());
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<()>();
+    let gate = release.clone();
+    up.on(
+        "/api/v1/slow",
+        custom(move |_| {
+            let gate = gate.clone();
+            let arrived = arrived_tx.clone();
+            async move {
+                let _ = arrived.send(());
+                gate.notified().await;
+                upstream_response(StatusCode::OK, &[], upstream_full("finally"))
+            }
+        }),
+    );
+    let mut gw = Setup::new(&up).start().await;
+    let addr = gw.addr;
+    let slow =
+        tokio::spawn(async move { request(INSIDE, addr, "GET", "/api/v1/slow", &[], "").await });
+    within("the slow request to reach the upstream", arrived.recv())
+        .await
+        .expect("arrived");
+
+    gw.begin_shutdown();
+    eventually("new connections to be refused", || {
+        refused(addr).then_some_async()
+    })
+    .await;
+
+    release.notify_one();
+    let r = within("the in-flight request", slow)
+        .await
+        .expect("client task");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "finally");
+    assert_eq!(
+        up.take().len(),
+        1,
+        "only the in-flight request reached the upstream"
+    );
+    gw.stopped().await;
+}
+
+/// `Option` from a `bool` future, for [`eventually`].
+trait ThenSomeAsync {
+    fn then_some_async(
+        self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<()>> + Send>>;
+}
+
+impl<F: std::future::Future<Output = bool> + Send + 'static> ThenSomeAsync for F {
+    fn then_some_async(
+        self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<()>> + Send>> {
+        Box::pin(async move { self.await.then_some(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_ends_a_never_ending_stream() {
+    let up = FakeUpstream::start().await;
+    let events = up.sse("/api/v1/events");
+    let mut setup = Setup::new(&up);
+    setup.server_extra = "shutdown_grace = \"500ms\"\n".to_owned();
+    let mut gw = setup.start().await;
+    let resp = send(
+        INSIDE,
+        gw.addr,
+        build(
+            gw.addr,
+            "GET",
+            "/api/v1/events",
+            &[("accept", "text/event-stream")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    events
+        .send(Bytes::from_static(b"data: one\n\n"))
+        .expect("send");
+    let first = within("the first event", body.frame())
+        .await
+        .expect("a frame")
+        .expect("a data frame");
+    assert_eq!(
+        first.into_data().ok(),
+        Some(Bytes::from_static(b"data: one\n\n"))
+    );
+
+    gw.begin_shutdown();
+    // The stream never ends on its own (`events` stays open); the gateway
+    // closes it when the grace period is over.
+    loop {
+        match within("the gateway to close the stream", body.frame()).await {
+            None | Some(Err(_)) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    gw.stopped().await;
+    assert_eq!(up.take().len(), 1);
+    drop(events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_0_on_sigterm() {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("sharegate.toml");
+    let mut setup = Setup::new(&up);
+    setup.extra =
+        "[admin]\nlisten = \"off\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n".to_owned();
+    std::fs::write(&path, setup.toml()).expect("write the config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sharegate"))
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sharegate run");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // Kill the child if anything below fails, so no process outlives us.
+    struct Reap(Option<u32>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+    let mut reap = Reap(Some(pid));
+
+    let addr: SocketAddr = loop {
+        let line = within("the gateway to log its address", lines.recv())
+            .await
+            .expect("the gateway exited before listening");
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if event["message"] == "listening" {
+            break event["address"]
+                .as_str()
+                .expect("address field")
+                .parse()
+                .expect("a socket address");
+        }
+    };
+    // Serving a request shows the server loop (and its signal handler) runs.
+    let r = request(LOCAL, addr, "GET", "/api/v1/info", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("a request through the binary");
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+    let exit = within(
+        "the gateway to exit",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .expect("wait task")
+    .expect("wait for the child");
+    reap.0 = None;
+    assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
+    assert!(refused(addr).await, "nothing listens after the exit");
+}
+
+// ---------------------------------------------------------------------------
+// Edge controls
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_404_and_a_reload_revokes_at_once() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.share_extra = format!("revoked_tokens = [{TOKEN:?}]\n");
+    let ops = from_file(&setup.toml(), false).await;
+
+    for path in [
+        fill("/public/{t}/r"),
+        fill("/api/v1/public/{t}/runs/{id}"),
+        fill("/api/v2/public/{t}/runs/query"),
+    ] {
+        let method = if path.ends_with("query") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let r = request(INSIDE, ops.gw.addr, method, &path, &[], "{}").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.summary());
+        assert_eq!(r.json(), serde_json::json!({ "detail": REVOKED }), "{path}");
+        up.assert_silent(&path);
+    }
+    let r = share_get(INSIDE, ops.gw.addr, TOKEN_B).await;
+    assert_eq!(r.status, StatusCode::OK, "another token still opens");
+    up.only("another token");
+
+    setup.share_extra = format!("revoked_tokens = [{TOKEN:?}, {TOKEN_B:?}]\n");
+    replace_file(&ops.path, setup.toml());
+    ops.state
+        .reload()
+        .await
+        .expect("reload with a new revocation");
+    let r = share_get(INSIDE, ops.gw.addr, TOKEN_B).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.summary());
+    assert_eq!(detail(&r), REVOKED);
+    up.assert_silent("the newly revoked token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_disabled_refuses_new_shares_only() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.share_extra = "sharing = \"disabled\"\n".to_owned();
+    let gw = setup.start().await;
+    for (method, path) in [
+        ("PUT", "/api/v1/runs/{id}/share"),
+        ("POST", "/api/v2/runs/{id}/share"),
+        ("PUT", "/api/v1/datasets/{id}/share"),
+        ("POST", "/api/v2/threads/{id}/share"),
+    ] {
+        let path = fill(path);
+        let r = request(INSIDE, gw.addr, method, &path, &[], "{}").await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{method} {path}: {}",
+            r.summary()
+        );
+        assert_eq!(detail(&r), SHARING_OFF, "{method} {path}");
+        up.assert_silent(&format!("{method} {path}"));
+    }
+    for (method, path, body) in [
+        ("GET", "/api/v1/runs/{id}/share", ""),
+        ("DELETE", "/api/v1/runs/{id}/share", ""),
+        ("GET", "/api/v2/runs/{id}/share", ""),
+        ("GET", "/api/v1/workspaces/current/shared", ""),
+        (
+            "DELETE",
+            "/api/v1/workspaces/current/shared",
+            "{\"share_tokens\": [\"6f1d2c3b-5a4e-4f8b-9c2d-1e0f3a4b5c6d\"]}",
+        ),
+    ] {
+        let path = fill(path);
+        let r = request(INSIDE, gw.addr, method, &path, &[], body).await;
+        assert_eq!(r.status, StatusCode::OK, "{method} {path}: {}", r.summary());
+        let seen = up.only(&format!("{method} {path}"));
+        assert_eq!(
+            (seen.method.as_str(), seen.target.as_str()),
+            (method, path.as_str())
+        );
+        assert_eq!(seen.body, body.as_bytes());
+    }
+    // The share pages themselves still open.
+    let r = share_get(INSIDE, gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK);
+    up.only("reading a share");
+}
+
+// ---------------------------------------------------------------------------
+// HTTP → HTTPS
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redirect_listener_sends_308_to_https_and_forwards_nothing() {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let issued =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert = dir.path().join("server.crt");
+    let key = dir.path().join("server.key");
+    std::fs::write(&cert, issued.cert.pem()).expect("write");
+    std::fs::write(&key, issued.signing_key.serialize_pem()).expect("write");
+    let traffic = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let redirect = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let https = traffic.local_addr().expect("address");
+    let plain = redirect.local_addr().expect("address");
+    let mut setup = Setup::new(&up);
+    setup.server_extra =
+        format!("tls_cert = {cert:?}\ntls_key = {key:?}\nredirect_listen = [\"{plain}\"]\n");
+    // The config names the addresses the test bound.
+    let toml = setup.toml().replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"{https}\"]"),
+    );
+    let path = dir.path().join("sharegate.toml");
+    std::fs::write(&path, toml).expect("write the config");
+    let state = state_from_file(&path).await;
+    let _gw = TestGateway::serve(
+        Listeners {
+            traffic: vec![traffic],
+            redirect: vec![redirect],
+            admin: None,
+        },
+        state,
+    );
+
+    let target = fill("/public/{t}/r?x=1");
+    for method in ["GET", "POST"] {
+        let r = request(
+            INSIDE,
+            plain,
+            method,
+            &target,
+            &[("host", &format!("gateway.corp.example:{}", plain.port()))],
+            "",
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::PERMANENT_REDIRECT,
+            "{method}: {}",
+            r.summary()
+        );
+        assert_eq!(
+            r.header("location").as_deref(),
+            Some(format!("https://gateway.corp.example:{}{target}", https.port()).as_str()),
+            "{method}"
+        );
+        up.assert_silent(method);
+    }
+}

@@ -1,0 +1,608 @@
+//! Private share URLs through the real gateway: the public origin
+//! `https://smith.example.com` becomes `https://langsmith.corp.example` in
+//! bodies (plain, JSON-escaped, percent-encoded; JSON, HTML, event streams;
+//! gzip, deflate, br, zstd; URLs split across chunks) and headers
+//! (`Location`, `Set-Cookie`), and back in request `Origin`/`Referer`;
+//! signed URLs, other hosts, look-alikes and unknown codings stay as they
+//! are.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+const PUBLIC: &str = "https://smith.example.com";
+const PRIVATE: &str = "https://langsmith.corp.example";
+
+async fn rewriting_gateway(up: &FakeUpstream) -> TestGateway {
+    let mut setup = Setup::new(up);
+    setup.extra = format!("[rewrite]\nfrom = [{PUBLIC:?}]\nto = {PRIVATE:?}\n");
+    setup.start().await
+}
+
+/// The body the client should get for an upstream body `text`: every
+/// occurrence of the public origin, in each of its spellings, replaced.
+fn private(text: &str) -> String {
+    text.replace(PUBLIC, PRIVATE)
+        .replace(&PUBLIC.replace('/', "\\/"), &PRIVATE.replace('/', "\\/"))
+        .replace(
+            "https%3A%2F%2Fsmith.example.com",
+            "https%3A%2F%2Flangsmith.corp.example",
+        )
+}
+
+/// The upstream answers `path` with `status`, `headers` and `body`.
+fn fixed(status: StatusCode, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Behaviour {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let body: Bytes = body.into();
+    custom(move |_| {
+        let headers = headers.clone();
+        let body = body.clone();
+        async move {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            upstream_response(status, &h, upstream_full(body))
+        }
+    })
+}
+
+/// The upstream answers `path` with `chunks`, each its own HTTP chunk.
+fn chunked(content_type: &str, chunks: Vec<Bytes>) -> Behaviour {
+    let content_type = content_type.to_owned();
+    custom(move |_| {
+        let chunks = chunks.clone();
+        let content_type = content_type.clone();
+        async move {
+            upstream_response(
+                StatusCode::OK,
+                &[("content-type", content_type.as_str())],
+                upstream_stream(futures_util::stream::iter(chunks)),
+            )
+        }
+    })
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_urls_are_rewritten_in_every_spelling() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let body = fill(
+        r#"{"share_url":"https://smith.example.com/public/{t}/r","escaped":"https:\/\/smith.example.com\/public\/{t}\/r","encoded":"https://smith.example.com/login?next=https%3A%2F%2Fsmith.example.com%2Fpublic%2F{t}%2Fr","root":"https://smith.example.com"}"#,
+    );
+    let route = fill("/api/v1/public/{t}/runs/{id}");
+    up.on(&route, fixed(StatusCode::OK, &[JSON], body.clone()));
+    let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    let want = fill(
+        r#"{"share_url":"https://langsmith.corp.example/public/{t}/r","escaped":"https:\/\/langsmith.corp.example\/public\/{t}\/r","encoded":"https://langsmith.corp.example/login?next=https%3A%2F%2Flangsmith.corp.example%2Fpublic%2F{t}%2Fr","root":"https://langsmith.corp.example"}"#,
+    );
+    assert_eq!(r.text(), want);
+    assert_eq!(want, private(&body));
+    assert!(r
+        .header("content-length")
+        .is_none_or(|l| l == want.len().to_string()));
+    up.only("the JSON read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_links_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let page = fill(
+        r#"<!doctype html><a href="https://smith.example.com/public/{t}/r">run</a><script>window.base="https://smith.example.com";</script>"#,
+    );
+    let route = fill("/public/{t}/r");
+    up.on(
+        &route,
+        fixed(
+            StatusCode::OK,
+            &[("content-type", "text/html; charset=utf-8")],
+            page.clone(),
+        ),
+    );
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &route,
+        &[("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), private(&page));
+    assert!(r
+        .text()
+        .contains("href=\"https://langsmith.corp.example/public/"));
+    up.only("the share page");
+}
+
+/// Reads `body` until `seen` holds `want` (frames may split it).
+async fn read_until(body: &mut hyper::body::Incoming, seen: &mut String, want: &str) {
+    while !seen.contains(want) {
+        let frame = within("the next event-stream frame", body.frame())
+            .await
+            .unwrap_or_else(|| panic!("the stream ended before {want:?}; got {seen:?}"))
+            .expect("a frame");
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_rewritten_event_by_event() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/api/v2/public/{t}/runs/query");
+    let events = up.sse(&route);
+    let resp = send(
+        INSIDE,
+        gw.addr,
+        build(
+            gw.addr,
+            "POST",
+            &route,
+            &[("accept", "text/event-stream"), JSON],
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let one = "event: run\ndata: {\"url\":\"https://smith.example.com/o/1/r/1\"}\n\n";
+    let two = "event: run\ndata: {\"url\":\"https:\\/\\/smith.example.com\\/o\\/1\\/r\\/2\"}\n\n";
+    events.send(Bytes::from(one)).expect("send event 1");
+    let mut seen = String::new();
+    // Event 2 is released only once the rewritten event 1 has arrived: the
+    // rewriter holds nothing back that it does not have to.
+    read_until(&mut body, &mut seen, &private(one)).await;
+    assert_eq!(seen, private(one));
+    events.send(Bytes::from(two)).expect("send event 2");
+    read_until(&mut body, &mut seen, &private(two)).await;
+    drop(events);
+    while let Some(frame) = within("the end of the stream", body.frame()).await {
+        if let Ok(data) = frame.expect("a frame").into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert_eq!(seen, format!("{}{}", private(one), private(two)));
+    assert!(!seen.contains("smith.example.com/"));
+    up.only("the event stream");
+}
+
+fn compress(coding: &str, plain: &[u8]) -> Vec<u8> {
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(plain).expect("gzip");
+            e.finish().expect("gzip")
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(plain).expect("deflate");
+            e.finish().expect("deflate")
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                e.write_all(plain).expect("br");
+            }
+            out
+        }
+        "zstd" => zstd::encode_all(plain, 3).expect("zstd"),
+        other => panic!("no encoder for {other}"),
+    }
+}
+
+fn decompress(coding: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => {
+            flate2::read::MultiGzDecoder::new(data)
+                .read_to_end(&mut out)
+                .expect("gunzip");
+        }
+        "deflate" => {
+            flate2::read::ZlibDecoder::new(data)
+                .read_to_end(&mut out)
+                .expect("inflate");
+        }
+        "br" => {
+            brotli::Decompressor::new(data, 4096)
+                .read_to_end(&mut out)
+                .expect("unbrotli");
+        }
+        "zstd" => out = zstd::decode_all(data).expect("unzstd"),
+        other => panic!("no decoder for {other}"),
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_bodies_are_rewritten_for_clients_that_accept_them_and_not() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let mut plain = String::from("[");
+    for i in 0..200 {
+        plain.push_str(&format!(
+            "{{\"id\":{i},\"share_url\":\"https://smith.example.com/public/{TOKEN}/r\",\"escaped\":\"https:\\/\\/smith.example.com\\/o\\/{i}\"}},"
+        ));
+    }
+    plain.push_str("{}]");
+    let want = private(&plain);
+    for coding in ["gzip", "deflate", "br", "zstd"] {
+        let route = format!("/api/v1/runs/{coding}");
+        up.on(
+            &route,
+            fixed(
+                StatusCode::OK,
+                &[JSON, ("content-encoding", coding)],
+                compress(coding, plain.as_bytes()),
+            ),
+        );
+        // A client that accepts the coding gets it, rewritten inside.
+        let r = request(
+            INSIDE,
+            gw.addr,
+            "GET",
+            &route,
+            &[("accept-encoding", &format!("{coding}, identity;q=0.5"))],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{coding}");
+        assert_eq!(r.header("content-encoding").as_deref(), Some(coding));
+        let vary = r.header("vary").unwrap_or_default().to_ascii_lowercase();
+        assert!(vary.contains("accept-encoding"), "{coding}: Vary {vary:?}");
+        let got = String::from_utf8(decompress(coding, &r.body)).expect("UTF-8");
+        assert_eq!(got, want, "{coding}, accepted");
+        up.only(coding);
+
+        // A client that does not accept it is served identity.
+        let r = request(
+            INSIDE,
+            gw.addr,
+            "GET",
+            &route,
+            &[("accept-encoding", "identity")],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{coding}");
+        assert!(
+            r.header("content-encoding").is_none_or(|c| c == "identity"),
+            "{coding}: {:?}",
+            r.header("content-encoding")
+        );
+        assert_eq!(r.text(), want, "{coding}, not accepted");
+        up.only(coding);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_split_across_upstream_chunks_is_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let body = r#"{"a":"https://smith.example.com/x","b":"https:\/\/smith.example.com\/y","c":"https%3A%2F%2Fsmith.example.com%2Fz","d":"https://smith.example.com.evil.example/"}"#;
+    let want = private(body).replace(
+        "https://langsmith.corp.example.evil.example/",
+        "https://smith.example.com.evil.example/",
+    );
+    assert!(want.contains("https://smith.example.com.evil.example/"));
+    // Every split point of the body into two chunks, and a body of
+    // one-byte chunks.
+    let mut splits: Vec<Vec<Bytes>> = (1..body.len())
+        .map(|at| {
+            vec![
+                Bytes::copy_from_slice(&body.as_bytes()[..at]),
+                Bytes::copy_from_slice(&body.as_bytes()[at..]),
+            ]
+        })
+        .collect();
+    splits.push(body.bytes().map(|b| Bytes::from(vec![b])).collect());
+    for (i, chunks) in splits.into_iter().enumerate() {
+        let route = format!("/api/v1/split/{i}");
+        up.on(&route, chunked("application/json", chunks));
+        let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.text(), want, "split {i}");
+        up.only(&route);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn location_and_set_cookie_headers_are_mapped_other_hosts_untouched() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let cases = [
+        (
+            "https://smith.example.com/public/abc/r?x=1",
+            "https://langsmith.corp.example/public/abc/r?x=1",
+        ),
+        (
+            "https://other.example/public/abc/r",
+            "https://other.example/public/abc/r",
+        ),
+        (
+            "https://smith.example.com.evil.example/x",
+            "https://smith.example.com.evil.example/x",
+        ),
+        (
+            "https://smith.example.community/x",
+            "https://smith.example.community/x",
+        ),
+        ("/relative/path", "/relative/path"),
+    ];
+    for (i, (location, want)) in cases.iter().enumerate() {
+        let route = format!("/api/v1/redirect/{i}");
+        up.on(
+            &route,
+            fixed(StatusCode::FOUND, &[("location", location)], ""),
+        );
+        let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+        assert_eq!(r.status, StatusCode::FOUND, "{location}");
+        assert_eq!(r.header("location").as_deref(), Some(*want), "{location}");
+        up.only(location);
+    }
+
+    up.on(
+        "/api/v1/login",
+        fixed(
+            StatusCode::OK,
+            &[
+                (
+                    "set-cookie",
+                    "sid=1; Domain=smith.example.com; Path=/; Secure; HttpOnly",
+                ),
+                ("set-cookie", "pref=2; Domain=.smith.example.com; Path=/"),
+                ("set-cookie", "other=3; Domain=other.example; Path=/"),
+                ("set-cookie", "host=4; Path=/"),
+            ],
+            "",
+        ),
+    );
+    let r = request(INSIDE, gw.addr, "GET", "/api/v1/login", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookies: Vec<String> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    assert_eq!(
+        cookies,
+        vec![
+            "sid=1; Domain=langsmith.corp.example; Path=/; Secure; HttpOnly".to_owned(),
+            "pref=2; Domain=.langsmith.corp.example; Path=/".to_owned(),
+            "other=3; Domain=other.example; Path=/".to_owned(),
+            "host=4; Path=/".to_owned(),
+        ]
+    );
+    up.only("the cookies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_urls_other_hosts_lookalikes_and_unknown_codings_pass_untouched() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let untouched = r#"{"signed":"https://smith.example.com/blob/x?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc123","gcs":"https://smith.example.com/o?X-Goog-Signature=ff","other":"https://other.example/public/x/r","look1":"https://smith.example.com.evil.example/x","look2":"https://smith.example.community/x","http":"http://smith.example.com/x","port":"https://smith.example.com:8443/x"}"#;
+    up.on(
+        "/api/v1/untouched",
+        fixed(StatusCode::OK, &[JSON], untouched),
+    );
+    let r = request(INSIDE, gw.addr, "GET", "/api/v1/untouched", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), untouched);
+    up.only("untouched URLs");
+
+    // An unknown coding: the bytes cannot be read, so they pass as they are.
+    let opaque = "https://smith.example.com/public/x/r";
+    up.on(
+        "/api/v1/opaque",
+        fixed(
+            StatusCode::OK,
+            &[JSON, ("content-encoding", "x-custom")],
+            opaque,
+        ),
+    );
+    let r = request(INSIDE, gw.addr, "GET", "/api/v1/opaque", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-encoding").as_deref(), Some("x-custom"));
+    assert_eq!(r.text(), opaque);
+    up.only("an unknown coding");
+
+    // A type that is not rewritten (an image) passes untouched.
+    up.on(
+        "/api/v1/image",
+        fixed(StatusCode::OK, &[("content-type", "image/png")], opaque),
+    );
+    let r = request(INSIDE, gw.addr, "GET", "/api/v1/image", &[], "").await;
+    assert_eq!(r.text(), opaque);
+    up.only("an image");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_and_referer_reach_the_upstream_as_the_public_origin() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/api/v1/public/{t}/runs/query");
+    let referer = fill("https://langsmith.corp.example/public/{t}/r?tab=1");
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "POST",
+        &route,
+        &[("origin", PRIVATE), ("referer", &referer), JSON],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    let seen = up.only("a POST read from the private origin");
+    assert_eq!(seen.header("origin").as_deref(), Some(PUBLIC));
+    assert_eq!(
+        seen.header("referer"),
+        Some(fill("https://smith.example.com/public/{t}/r?tab=1"))
+    );
+
+    // A foreign origin is passed on as it is.
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "POST",
+        &route,
+        &[("origin", "https://evil.example"), JSON],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        up.only("a foreign origin").header("origin").as_deref(),
+        Some("https://evil.example")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_responses_keep_their_entity_headers() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    up.on(
+        "/api/v1/doc",
+        custom(|req| async move {
+            assert_eq!(req.method, Method::HEAD);
+            upstream_response(
+                StatusCode::OK,
+                &[
+                    ("content-type", "application/json"),
+                    ("content-length", "2048"),
+                    ("etag", "\"v1\""),
+                    ("content-location", "https://smith.example.com/api/v1/doc"),
+                ],
+                upstream_stream(futures_util::stream::empty()),
+            )
+        }),
+    );
+    let r = request(INSIDE, gw.addr, "HEAD", "/api/v1/doc", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("content-length").as_deref(), Some("2048"));
+    assert_eq!(r.header("etag").as_deref(), Some("\"v1\""));
+    assert_eq!(
+        r.header("content-location").as_deref(),
+        Some("https://langsmith.corp.example/api/v1/doc")
+    );
+    assert_eq!(up.only("the HEAD").method, Method::HEAD);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_streamed_body_is_rewritten_in_full() {
+    const TOTAL: usize = 256 * 1024 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let unit = "{\"u\":\"https://smith.example.com/public/x/r\",\"pad\":\"abcdefghij\"},\n";
+    let units = TOTAL.div_ceil(unit.len());
+    let total = units * unit.len();
+    // The body is the unit repeated, cut into chunks whose size is not a
+    // multiple of it, so URLs straddle chunk boundaries.
+    let window: Bytes = Bytes::from(unit.repeat(CHUNK / unit.len() + 2));
+    up.on(
+        "/api/v1/large",
+        custom(move |_| {
+            let window = window.clone();
+            let unit_len = unit.len();
+            let chunks = futures_util::stream::unfold(0usize, move |sent| {
+                let window = window.clone();
+                async move {
+                    if sent >= total {
+                        return None;
+                    }
+                    let n = CHUNK.min(total - sent);
+                    let at = sent % unit_len;
+                    Some((window.slice(at..at + n), sent + n))
+                }
+            });
+            async move {
+                upstream_response(
+                    StatusCode::OK,
+                    &[("content-type", "application/json")],
+                    upstream_stream(chunks),
+                )
+            }
+        }),
+    );
+    let resp = send(
+        INSIDE,
+        gw.addr,
+        build(
+            gw.addr,
+            "GET",
+            "/api/v1/large",
+            &[("accept-encoding", "identity")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut rewritten = Counter::new(b"https://langsmith.corp.example/public/x/r");
+    let mut stale = Counter::new(b"\"https://smith.example.com");
+    let mut bytes = 0usize;
+    // Each frame under its own deadline: the whole body takes a while.
+    while let Some(frame) = within("the next frame of the large body", body.frame()).await {
+        let Ok(data) = frame.expect("a frame").into_data() else {
+            continue;
+        };
+        bytes += data.len();
+        rewritten.feed(&data);
+        stale.feed(&data);
+    }
+    let (found, left) = (rewritten.found, stale.found);
+    assert_eq!(found, units, "every URL was rewritten");
+    assert_eq!(left, 0, "no public URL is left");
+    assert_eq!(bytes, total + units * (PRIVATE.len() - PUBLIC.len()));
+    up.only("the large body");
+}
+
+/// Counts a needle in a stream fed chunk by chunk, matches across chunk
+/// boundaries included.
+struct Counter {
+    needle: &'static [u8],
+    carry: Vec<u8>,
+    found: usize,
+}
+
+impl Counter {
+    fn new(needle: &'static [u8]) -> Counter {
+        Counter {
+            needle,
+            carry: Vec::new(),
+            found: 0,
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.carry.extend_from_slice(data);
+        let needle = self.needle;
+        self.found += self
+            .carry
+            .windows(needle.len())
+            .filter(|w| *w == needle)
+            .count();
+        // Keep a tail too short to hold a whole match: none is counted twice.
+        let cut = self.carry.len().saturating_sub(needle.len() - 1);
+        self.carry.drain(..cut);
+    }
+}
