@@ -51,7 +51,10 @@ async fn demo_tour_works() {
         .and_then(|rest| rest.split_whitespace().next())
         .expect("the tour names the gateway address");
     let gw: std::net::SocketAddr = gw.parse().expect("an address");
-    assert!(tour.contains("share_page"), "the tour shows the policy table");
+    assert!(
+        tour.contains("share_page"),
+        "the tour shows the policy table"
+    );
     let token = sharegate::demo::DEMO_TOKEN;
 
     let inside = "127.0.0.1".parse().unwrap();
