@@ -333,11 +333,18 @@ async fn decide(
 ) -> Result<(Route, IpAddr, IdentityOutcome), RequestError> {
     let cfg = &gw.config;
     // classify
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    // A reverse proxy takes origin-form and absolute-form targets only.
+    // CONNECT (and its authority-form target, RFC 9112 §3.2.3) would open
+    // a tunnel the policy cannot see into (RFC 9110 §9.3.6); an
+    // absolute-form target with an empty path is "/" (RFC 9112 §3.2.2).
+    if req.method() == Method::CONNECT {
+        return Err(RequestError::Malformed("CONNECT"));
+    }
+    let target = match (req.uri().scheme(), req.uri().path_and_query()) {
+        (_, Some(pq)) => pq.as_str(),
+        (Some(_), None) => "/",
+        (None, None) => return Err(RequestError::Malformed("request target")),
+    };
     let route = cfg.routes.classify(req.method(), target)?;
     facts.class = Some(route.class);
     facts.path = Some(telemetry::mask_tokens(&route.path, &route.tokens));
@@ -749,13 +756,30 @@ async fn forward(gw: &Gateway, req: Request<Body>) -> Result<Response<Incoming>,
     match tokio::time::timeout(limit, gw.client.request(req)).await {
         Err(_) => Err(RequestError::UpstreamTimeout(limit)),
         Ok(Err(e)) if e.is_connect() => Err(RequestError::UpstreamConnect(Box::new(e))),
+        Ok(Err(e)) if client_body_failed(&e) => Err(RequestError::BodyRead(Box::new(e))),
         Ok(Err(e)) => Err(RequestError::Upstream(Box::new(e))),
         Ok(Ok(resp)) => Ok(resp),
     }
 }
 
-/// Cleans the upstream's response for the client; a `101` hands both
-/// connections over to a byte pipe.
+/// True when forwarding failed because the client's own request body did
+/// (a malformed chunk, a connection cut mid-body): hyper reports the body
+/// stream's error as a user error. That is the client's fault (400), not
+/// the upstream's (502).
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 /// How the response is to be rewritten: the rules, the client's
 /// `Accept-Encoding`, and whether the request was a `HEAD` (no body).
 struct Rewrite<'a> {
@@ -764,6 +788,8 @@ struct Rewrite<'a> {
     head: bool,
 }
 
+/// Cleans the upstream's response for the client (and rewrites it when
+/// configured); a `101` hands both connections over to a byte pipe.
 fn respond(
     mut resp: Response<Incoming>,
     client_upgrade: OnUpgrade,
