@@ -23,11 +23,13 @@
 //!   also compute the worst-case "loose" readings: decode until stable, undo
 //!   overlong UTF-8 and full-width look-alikes, read `\` as `/`, drop `;params`,
 //!   trim whitespace, NUL and trailing dots, collapse `//`, resolve dot segments,
-//!   and cut at a decoded `?`/`#`/NUL before or after dot resolution. If the strict
-//!   path or any loose reading hits a route, the request is refused; if all of them
-//!   are [`RouteClass::Other`] the strict path is forwarded unchanged, so odd asset
-//!   URLs of the rest of the app keep working. Escapes nested deeper than the
-//!   decoding bound are refused outright.
+//!   and cut at a decoded `?`/`#`/NUL before or after dot resolution; each also
+//!   with `//` kept until dots are resolved and with segments read exactly, as an
+//!   RFC 3986 resolver does (`/a//../b` and `/a/b/..%20/..` are `/a/b` there). If
+//!   the strict path or any loose reading hits a route, the request is refused; if
+//!   all of them are [`RouteClass::Other`] the strict path is forwarded unchanged, so
+//!   odd asset URLs of the rest of the app keep working. Escapes nested deeper than
+//!   the decoding bound are refused outright.
 //! - Matching is ASCII-case-insensitive; [`Route::path`] keeps the client's case.
 //!
 //! Patterns are `/`-separated segments: a literal, `{token}` (one non-empty segment,
@@ -794,8 +796,12 @@ fn hex_digit(nibble: u8) -> u8 {
 
 /// The worst-case readings of an ambiguous path, as match views. Upstreams differ in
 /// whether a decoded `?`, `#` or NUL ends the path before or after dot segments are
-/// resolved, so both orders are returned.
-fn loose_readings(path: &[u8]) -> Result<[Vec<u8>; 2], PathError> {
+/// resolved; in whether `//` is merged before `..` is resolved (`/a//../b` is `/b`
+/// after merging, `/a/b` to an RFC 3986 §5.2.4 resolver, where `..` removes the
+/// empty segment); and in whether segments are trimmed before they are compared with
+/// `..` (`..%20` is `..` to a forgiving server, an ordinary segment that a later `..`
+/// removes to an exact one). Every combination is returned.
+fn loose_readings(path: &[u8]) -> Result<Vec<Vec<u8>>, PathError> {
     let mut cur = path.to_vec();
     let mut stable = false;
     for _ in 0..MAX_DECODE_ROUNDS {
@@ -818,29 +824,67 @@ fn loose_readings(path: &[u8]) -> Result<[Vec<u8>; 2], PathError> {
         .iter()
         .position(|b| matches!(b, b'?' | b'#' | 0))
         .unwrap_or(cur.len());
-    let early = normalize_segments(cur.get(..cut).unwrap_or_default());
-    let late = truncate_at_delimiter(normalize_segments(&cur));
-    Ok([join(&early), join(&late)])
+    let head = cur.get(..cut).unwrap_or_default();
+    let mut readings = Vec::with_capacity(8);
+    for empty in [Empty::Merge, Empty::Keep] {
+        for segments in [Segments::Forgiving, Segments::Exact] {
+            readings.push(join(&normalize_segments(head, empty, segments)));
+            readings.push(join(&truncate_at_delimiter(normalize_segments(
+                &cur, empty, segments,
+            ))));
+        }
+    }
+    Ok(readings)
 }
 
-/// Drops `;params`, trims whitespace and NUL (and trailing dots, as Windows-family
-/// servers do), collapses empty segments and resolves dot segments, the way the most
-/// forgiving upstream would.
-fn normalize_segments(path: &[u8]) -> Vec<&[u8]> {
+/// How empty segments take part in dot-segment resolution.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    /// Merged away first, as servers that collapse `//` do.
+    Merge,
+    /// Kept as segments that `..` can remove (RFC 3986 §5.2.4), dropped at the end.
+    Keep,
+}
+
+/// How a segment is read before it is compared with `.` and `..`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Segments {
+    /// `;params` dropped; whitespace, NUL and (Windows-family) trailing dots trimmed.
+    Forgiving,
+    /// Byte for byte, as an RFC 3986 resolver reads it.
+    Exact,
+}
+
+/// Resolves dot segments and collapses empty segments; with
+/// [`Segments::Forgiving`] also drops `;params` and trims each segment, the way the
+/// most forgiving upstream would.
+fn normalize_segments(path: &[u8], empty: Empty, segments: Segments) -> Vec<&[u8]> {
+    let forgiving = segments == Segments::Forgiving;
     let mut segs: Vec<&[u8]> = Vec::new();
     for seg in path.split(|&b| b == b'/') {
-        let seg = seg.split(|&b| b == b';').next().unwrap_or_default();
-        match trim_loose(seg) {
-            b"" | b"." => {}
+        let seg = if forgiving {
+            trim_loose(seg.split(|&b| b == b';').next().unwrap_or_default())
+        } else {
+            seg
+        };
+        match seg {
+            b"." => {}
             b".." => {
                 segs.pop();
             }
-            seg => match trim_loose(trim_trailing_dots(seg)) {
-                b"" => {}
-                seg => segs.push(seg),
-            },
+            seg => {
+                let seg = if forgiving {
+                    trim_loose(trim_trailing_dots(seg))
+                } else {
+                    seg
+                };
+                if !seg.is_empty() || empty == Empty::Keep {
+                    segs.push(seg);
+                }
+            }
         }
     }
+    segs.retain(|seg| !seg.is_empty());
     segs
 }
 
@@ -1286,6 +1330,39 @@ mod tests {
             get(&nested, "/a/b-c_d~e/public/T/d").class,
             RouteClass::SharePage
         );
+    }
+
+    #[test]
+    fn dot_dot_after_empty_segment_is_refused() {
+        // Found by the `classify` fuzz target: merging `//` before resolving `..`
+        // reads this as `/api/v1/datuns/x` (no route), but an RFC 3986 resolver
+        // lets `..` remove the empty segment and serves `/api/v1/public/datuns/x`.
+        let t = table("");
+        for target in [
+            "/api/v1/public//../datuns/x",
+            "/api/v1/runs/x//../share",
+            "/public/T//%2e%2e/r",
+            "/public/T/r/x//..",
+            // Also found by it: a forgiving reading trims `..%20` (or `..%00`) to
+            // `..`, an exact one keeps it as a segment that the next `..` removes.
+            "/public/T/r/..%20/..",
+            "/public/T/r/..%00%00/..",
+        ] {
+            assert!(
+                matches!(
+                    classify(&t, Method::GET, target),
+                    Err(PathError::DotSegment | PathError::EncodedDot | PathError::Nul)
+                ),
+                "{target}"
+            );
+        }
+        let based = table("/langsmith");
+        assert_eq!(
+            classify(&based, Method::PUT, "/langsmith/api/v1/runs/x//../share"),
+            Err(PathError::DotSegment)
+        );
+        // Still forwarded when no reading reaches a route.
+        assert_eq!(get(&t, "/assets//../app.js").class, RouteClass::Other);
     }
 
     #[test]

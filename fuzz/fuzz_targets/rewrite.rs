@@ -31,7 +31,9 @@ fn rule_sets() -> &'static [(Arc<Rules>, usize); 3] {
                 ..RewriteOptions::default()
             };
             let rules = Rules::new(
-                from.iter().map(|o| Origin::parse(o).expect("origin")).collect(),
+                from.iter()
+                    .map(|o| Origin::parse(o).expect("origin"))
+                    .collect(),
                 Origin::parse(to).expect("origin"),
                 opts,
             )
@@ -41,7 +43,10 @@ fn rule_sets() -> &'static [(Arc<Rules>, usize); 3] {
         [
             // Same host with and without a port: nested patterns.
             build(
-                &["https://smith.langchain.com", "https://smith.langchain.com:8443"],
+                &[
+                    "https://smith.langchain.com",
+                    "https://smith.langchain.com:8443",
+                ],
                 "http://smith.internal:8080",
                 true,
                 24,
@@ -52,12 +57,7 @@ fn rule_sets() -> &'static [(Arc<Rules>, usize); 3] {
                 true,
                 2048,
             ),
-            build(
-                &["http://[::1]:9", "https://a.b"],
-                "https://c.d",
-                false,
-                0,
-            ),
+            build(&["http://[::1]:9", "https://a.b"], "https://c.d", false, 0),
         ]
     })
 }
