@@ -241,9 +241,9 @@ pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError>
     let listeners = server::bind(&cfg)
         .await
         .map_err(|(addr, source)| StartError::Bind { addr, source })?;
-    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-    for l in &listeners.traffic {
+    for (l, c) in listeners.traffic.iter().zip(&cfg.listeners) {
         if let Ok(a) = l.local_addr() {
+            let scheme = if c.tls.is_some() { "https" } else { "http" };
             tracing::info!(address = %a, %scheme, upstream = %cfg.upstream.url, "listening");
         }
     }
@@ -314,9 +314,33 @@ pub fn emit(text: &str) {
 pub fn policy_table(cfg: &Config) -> String {
     let mut out = String::new();
     let p = &cfg.policy;
-    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-    for a in &cfg.listen {
-        let _ = writeln!(out, "listen      {scheme}://{a}");
+    for l in &cfg.listeners {
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        let mut notes = Vec::new();
+        if let Some(t) = &l.tls {
+            match t.client_cert {
+                crate::config::ClientCertMode::Off => {}
+                crate::config::ClientCertMode::Optional => {
+                    notes.push("client certificate optional")
+                }
+                crate::config::ClientCertMode::Required => {
+                    notes.push("client certificate required")
+                }
+            }
+        }
+        if !l.proxy_protocol.from.is_empty() {
+            notes.push(if l.proxy_protocol.optional {
+                "PROXY protocol optional from its proxies"
+            } else {
+                "PROXY protocol required from its proxies"
+            });
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
+        };
+        let _ = writeln!(out, "listen      {scheme}://{}{notes}", l.addr);
     }
     let _ = writeln!(
         out,

@@ -57,8 +57,10 @@ pub struct Conn {
 pub struct Gateway {
     pub config: Config,
     pub config_hash: String,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// When the listener certificate expires (Unix seconds).
+    /// Per listener (in `config.listeners` order): its rustls config, or
+    /// `None` for plain HTTP.
+    pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    /// When the first listener certificate expires (Unix seconds).
     pub tls_expiry: Option<f64>,
     pub jwt: Option<JwtVerifier>,
     _jwt_refresh: Option<RefreshHandle>,
@@ -108,11 +110,16 @@ impl Gateway {
                 rules.set_stats(metrics.rewrite_stats.clone());
             }
         }
-        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-        let tls_expiry = match &config.tls {
-            Some(files) => tls::expiry(&files.cert)?,
-            None => None,
-        };
+        let mut tls = Vec::new();
+        let mut tls_expiry: Option<f64> = None;
+        for l in &config.listeners {
+            tls.push(l.tls.as_ref().map(tls::server_config).transpose()?);
+            if let Some(files) = &l.tls {
+                if let Some(t) = tls::expiry(&files.cert)? {
+                    tls_expiry = Some(tls_expiry.map_or(t, |e| e.min(t)));
+                }
+            }
+        }
         let (jwt, refresh) = match &config.identity.jwt {
             Some(settings) => {
                 let v = JwtVerifier::new(settings, &config.base_dir)
@@ -188,7 +195,7 @@ impl Gateway {
             client,
             limits: RateLimits::new(&config.limits),
             config_hash: config.hash(),
-            tls: None,
+            tls: Vec::new(),
             tls_expiry: None,
             jwt,
             _jwt_refresh: None,

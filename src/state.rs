@@ -85,8 +85,8 @@ impl State {
         let cfg = Config::load(path)?;
         let old = self.gateway();
         let mut changed = Vec::new();
-        if cfg.listen != old.config.listen {
-            changed.push("server.listen");
+        if cfg.addresses() != old.config.addresses() {
+            changed.push("server.listen / listeners");
         }
         if cfg.redirect_listen != old.config.redirect_listen {
             changed.push("server.redirect_listen");

@@ -367,3 +367,81 @@ async fn proxy_protocol_optional_lets_the_trusted_peer_skip_the_header() {
     assert!(answer.is_empty(), "{answer:?}");
     up.assert_silent("a header from an untrusted peer");
 }
+
+// ---------------------------------------------------------------------------
+// Per-listener settings
+
+/// `[[listeners]]` give one address its own TLS and client-certificate
+/// mode: here plain HTTP for the office on `server.listen`, and a second
+/// listener that requires a client certificate, side by side in one gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_listener_has_its_own_tls_and_client_certificate_mode() {
+    use std::sync::Arc;
+
+    use sharegate::proxy::Gateway;
+    use sharegate::server::{run, Listeners};
+    use sharegate::state::State;
+    use sharegate::telemetry::metrics::Metrics;
+
+    let pki = Pki::new();
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    // Identity or the network: the plain listener's insiders get in by
+    // network, the mTLS listener's clients by certificate.
+    setup.share_extra = "require = \"network_or_identity\"\n".to_owned();
+    setup.extra = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:1\"\ntls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\nclient_cert = \"required\"\n",
+        pki.path("server.crt"),
+        pki.path("server.key"),
+        pki.path("ca.crt"),
+    );
+    let cfg = config(&setup.toml());
+    assert_eq!(cfg.listeners.len(), 2);
+    assert!(cfg.listeners[0].tls.is_none());
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::build(cfg, metrics.clone())
+        .await
+        .expect("build the gateway");
+    let state = Arc::new(State::new(gateway, metrics, None));
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mtls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (plain_addr, mtls_addr) = (plain.local_addr().unwrap(), mtls.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(
+        Listeners {
+            traffic: vec![plain, mtls],
+            redirect: Vec::new(),
+            admin: None,
+        },
+        state,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let share = fill("/public/{t}/r");
+
+    // The plain listener: no TLS, the network decides.
+    let r = request(INSIDE, plain_addr, "GET", &share, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    // Outside, an identity could still admit the client: asked to sign in.
+    let r = request(OUTSIDE, plain_addr, "GET", &share, &[], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    let seen = up.requests().len();
+
+    // The mTLS listener: no certificate, no connection, even from inside.
+    let got = tls_get(&pki, None, INSIDE, mtls_addr, &share).await;
+    assert!(got.is_err(), "served without a client certificate: {got:?}");
+    // With one, an outsider is served on identity.
+    let r = tls_get(&pki, ALICE, OUTSIDE, mtls_addr, &share)
+        .await
+        .expect("served with a client certificate");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(
+        up.requests().len(),
+        seen + 1,
+        "only the certified request arrived"
+    );
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), server).await;
+}

@@ -43,7 +43,9 @@ async fn start_tls(up: &FakeUpstream) -> TlsGateway {
     // The listener's rustls config as the gateway builds it from those
     // files: HTTP/2 first, then HTTP/1.1.
     let files: TlsFiles = config(&toml)
-        .tls
+        .listeners
+        .first()
+        .and_then(|l| l.tls.clone())
         .expect("[server] names a certificate and key");
     let server = sharegate::tls::server_config(&files).expect("load the certificate and key");
     assert_eq!(

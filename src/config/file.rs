@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 #[serde(default)]
 pub(crate) struct File {
     pub server: ServerSection,
+    pub listeners: Vec<ListenerSection>,
     pub upstream: UpstreamSection,
     pub networks: BTreeMap<String, StringList>,
     pub client_ip: ClientIpSection,
@@ -146,6 +147,34 @@ impl Default for ServerSection {
             redirect_listen: StringList::default(),
             shutdown_grace: "30s".to_owned(),
             workers: 0,
+        }
+    }
+}
+
+/// A `[[listeners]]` entry: one more address with its own TLS, mTLS and
+/// PROXY protocol settings.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(crate) struct ListenerSection {
+    pub address: String,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_cert: String,
+    pub proxy_protocol_from: StringList,
+    pub proxy_protocol_optional: bool,
+}
+
+impl Default for ListenerSection {
+    fn default() -> Self {
+        ListenerSection {
+            address: String::new(),
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            client_cert: "off".to_owned(),
+            proxy_protocol_from: StringList::default(),
+            proxy_protocol_optional: false,
         }
     }
 }

@@ -25,12 +25,12 @@ pub const ENV_PREFIX: &str = "SHAREGATE";
 /// A loaded, validated configuration.
 #[derive(Debug)]
 pub struct Config {
-    pub listen: Vec<SocketAddr>,
-    pub tls: Option<TlsFiles>,
+    /// The traffic listeners: `server.listen` (with the `[server]` TLS and
+    /// PROXY settings) followed by each `[[listeners]]` entry.
+    pub listeners: Vec<Listener>,
     pub upstream: Upstream,
     pub policy: Policy,
     pub routes: RouteTable,
-    pub proxy_protocol: ProxyProtocol,
     pub identity: IdentitySettings,
     pub log: LogSettings,
     /// Plain-HTTP listeners that only redirect to HTTPS.
@@ -87,6 +87,14 @@ pub struct Rate {
 pub struct ReloadSettings {
     pub watch: bool,
     pub interval: Duration,
+}
+
+/// One traffic listener and how its connections start.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub proxy_protocol: ProxyProtocol,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +251,11 @@ impl Config {
         let mut cfg = Self::from_source(built, &origin, &base_dir)?;
         cfg.files.insert(0, path.to_path_buf());
         Ok(cfg)
+    }
+
+    /// Every traffic address, in listener order.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.addr).collect()
     }
 
     /// A short SHA-256 over every file the config was built from, so that

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use super::file::{File, StringList};
 use super::{
-    ClientCertMode, Config, IdentitySettings, Limits, LogFormat, LogSettings, Problem,
+    ClientCertMode, Config, IdentitySettings, Limits, Listener, LogFormat, LogSettings, Problem,
     ProxyProtocol, Rate, ReloadSettings, TlsFiles, Upstream,
 };
 use crate::policy::{Access, CustomPolicy, NetSet, Policy, Require};
@@ -39,104 +39,6 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) -> Option<Config> {
     let mut r = Report(problems);
-
-    // [server]
-    let mut listen = Vec::new();
-    if raw.server.listen.0.is_empty() {
-        r.add(
-            "server.listen",
-            "is empty; give at least one address such as \"0.0.0.0:8443\" or \"[::]:8443\"",
-        );
-    }
-    for a in &raw.server.listen.0 {
-        match a.parse::<SocketAddr>() {
-            Ok(sa) => listen.push(sa),
-            Err(_) => r.add(
-                "server.listen",
-                format!(
-                    "{a:?} is not an address with a port; write \"0.0.0.0:8443\" or \"[::]:8443\""
-                ),
-            ),
-        }
-    }
-    let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
-        (None, None) => None,
-        (Some(c), Some(k)) => {
-            let cert = base_dir.join(c);
-            let key = base_dir.join(k);
-            for (name, path) in [("server.tls_cert", &cert), ("server.tls_key", &key)] {
-                if !path.is_file() {
-                    r.add(
-                        name,
-                        format!(
-                            "{} does not exist or is not a file; give a PEM file (relative paths are taken from the config file's folder)",
-                            path.display()
-                        ),
-                    );
-                }
-            }
-            let client_ca = raw.server.client_ca.as_ref().map(|f| base_dir.join(f));
-            if let Some(ca) = &client_ca {
-                if !ca.is_file() {
-                    r.add(
-                        "server.client_ca",
-                        format!("{} does not exist or is not a file; give a PEM bundle of the CAs that issue client certificates", ca.display()),
-                    );
-                }
-            }
-            let client_cert = match (raw.server.client_cert.as_str(), &client_ca) {
-                ("off", _) => ClientCertMode::Off,
-                ("optional", Some(_)) => ClientCertMode::Optional,
-                ("required", Some(_)) => ClientCertMode::Required,
-                ("optional" | "required", None) => {
-                    r.add("server.client_cert", format!("{:?} needs server.client_ca, the CA bundle client certificates are checked against", raw.server.client_cert));
-                    ClientCertMode::Off
-                }
-                (other, _) => {
-                    r.add(
-                        "server.client_cert",
-                        format!(
-                            "{other:?} is not a mode; use \"off\", \"optional\" or \"required\""
-                        ),
-                    );
-                    ClientCertMode::Off
-                }
-            };
-            if client_ca.is_some()
-                && client_cert == ClientCertMode::Off
-                && raw.server.client_cert == "off"
-            {
-                r.add("server.client_cert", "is \"off\" while server.client_ca is set; set \"optional\" or \"required\", or remove client_ca");
-            }
-            Some(TlsFiles {
-                cert,
-                key,
-                client_ca,
-                client_cert,
-            })
-        }
-        (Some(_), None) => {
-            r.add(
-                "server.tls_key",
-                "is missing while server.tls_cert is set; give both for TLS, or neither for plain HTTP",
-            );
-            None
-        }
-        (None, Some(_)) => {
-            r.add(
-                "server.tls_cert",
-                "is missing while server.tls_key is set; give both for TLS, or neither for plain HTTP",
-            );
-            None
-        }
-    };
-
-    if tls.is_none() && (raw.server.client_ca.is_some() || raw.server.client_cert != "off") {
-        r.add(
-            "server.client_ca",
-            "client certificates need TLS on the listener; set server.tls_cert and server.tls_key",
-        );
-    }
 
     // [upstream]
     let upstream = upstream(&raw, base_dir, &mut r);
@@ -177,30 +79,86 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         Access::Any => NetSet::default(),
     };
 
-    let pp_from = match net_list(
-        "server.proxy_protocol_from",
-        &raw.server.proxy_protocol_from,
-        &networks,
-        &mut r,
-        false,
-    ) {
-        Access::Networks(s) => s,
-        Access::Any => NetSet::default(),
+    // [server] and [[listeners]]
+    let mut listeners = Vec::new();
+    let server = ListenerSettings {
+        prefix: "server".to_owned(),
+        tls_cert: raw.server.tls_cert.as_ref(),
+        tls_key: raw.server.tls_key.as_ref(),
+        client_ca: raw.server.client_ca.as_ref(),
+        client_cert: &raw.server.client_cert,
+        proxy_protocol_from: &raw.server.proxy_protocol_from,
+        proxy_protocol_optional: raw.server.proxy_protocol_optional,
     };
-    if raw.server.proxy_protocol_optional && pp_from.is_empty() {
-        r.add("server.proxy_protocol_optional", "is set but server.proxy_protocol_from is empty; list the load balancers that send PROXY headers");
+    let (tls, proxy_protocol) = server.validate(base_dir, &networks, &mut r);
+    if raw.server.listen.0.is_empty() && raw.listeners.is_empty() {
+        r.add(
+            "server.listen",
+            "is empty; give at least one address such as \"0.0.0.0:8443\" or \"[::]:8443\"",
+        );
     }
-    let proxy_protocol = ProxyProtocol {
-        from: pp_from,
-        optional: raw.server.proxy_protocol_optional,
-    };
+    for a in &raw.server.listen.0 {
+        match a.parse::<SocketAddr>() {
+            Ok(addr) => listeners.push(Listener {
+                addr,
+                tls: tls.clone(),
+                proxy_protocol: proxy_protocol.clone(),
+            }),
+            Err(_) => r.add(
+                "server.listen",
+                format!(
+                    "{a:?} is not an address with a port; write \"0.0.0.0:8443\" or \"[::]:8443\""
+                ),
+            ),
+        }
+    }
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let own = ListenerSettings {
+            prefix: format!("listeners[{i}]"),
+            tls_cert: l.tls_cert.as_ref(),
+            tls_key: l.tls_key.as_ref(),
+            client_ca: l.client_ca.as_ref(),
+            client_cert: &l.client_cert,
+            proxy_protocol_from: &l.proxy_protocol_from,
+            proxy_protocol_optional: l.proxy_protocol_optional,
+        };
+        let (tls, proxy_protocol) = own.validate(base_dir, &networks, &mut r);
+        match l.address.parse::<SocketAddr>() {
+            Ok(addr) => listeners.push(Listener {
+                addr,
+                tls,
+                proxy_protocol,
+            }),
+            Err(_) => r.add(
+                format!("listeners[{i}].address"),
+                format!(
+                    "{:?} is not an address with a port; write \"0.0.0.0:9443\"",
+                    l.address
+                ),
+            ),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for l in &listeners {
+        if !seen.insert(l.addr) {
+            r.add(
+                "server.listen / listeners",
+                format!(
+                    "{} is listed twice; every listener needs its own address",
+                    l.addr
+                ),
+            );
+        }
+    }
+    let listen: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
 
     // [identity]
     let identity = identity_settings(&raw, &mut r);
-    let identity_sources = tls
-        .as_ref()
-        .is_some_and(|t| t.client_cert != ClientCertMode::Off)
-        || identity.jwt.is_some();
+    let identity_sources = listeners.iter().any(|l| {
+        l.tls
+            .as_ref()
+            .is_some_and(|t| t.client_cert != ClientCertMode::Off)
+    }) || identity.jwt.is_some();
 
     // [share]
     let profile = match raw.share.profile.as_str() {
@@ -360,7 +318,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             ),
         }
     }
-    if !redirect_listen.is_empty() && tls.is_none() {
+    if !redirect_listen.is_empty() && !listeners.iter().any(|l| l.tls.is_some()) {
         r.add(
             "server.redirect_listen",
             "redirects to HTTPS need TLS on server.listen; set server.tls_cert and server.tls_key",
@@ -405,11 +363,14 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
     }
     let reload_interval = duration("reload.interval", &raw.reload.interval, &mut r);
     let mut files = Vec::new();
-    if let Some(t) = &tls {
-        files.push(t.cert.clone());
-        files.push(t.key.clone());
-        if let Some(ca) = &t.client_ca {
-            files.push(ca.clone());
+    for t in listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        for f in [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !files.contains(f) {
+                files.push(f.clone());
+            }
         }
     }
 
@@ -436,8 +397,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
     }
 
     Some(Config {
-        listen,
-        tls,
+        listeners,
         upstream: upstream?,
         policy: Policy {
             trusted_proxies,
@@ -453,7 +413,6 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             routes,
         },
         routes: table?,
-        proxy_protocol,
         identity,
         log: LogSettings {
             format,
@@ -639,7 +598,7 @@ fn require(key: &str, value: &str, identity_sources: bool, r: &mut Report<'_>) -
     if req != Require::Network && !identity_sources {
         r.add(
             key,
-            format!("{value:?} needs an identity source; configure [identity.jwt] or server.client_ca with server.client_cert"),
+            format!("{value:?} needs an identity source; configure [identity.jwt], or client_ca and client_cert on a listener"),
         );
     }
     req
@@ -813,6 +772,125 @@ fn rewrite_settings(raw: &File, r: &mut Report<'_>) -> Option<super::RewriteSett
     }
 }
 
+/// The connection settings of one listener: `[server]` for the addresses in
+/// `server.listen`, or one `[[listeners]]` entry.
+struct ListenerSettings<'a> {
+    prefix: String,
+    tls_cert: Option<&'a String>,
+    tls_key: Option<&'a String>,
+    client_ca: Option<&'a String>,
+    client_cert: &'a str,
+    proxy_protocol_from: &'a StringList,
+    proxy_protocol_optional: bool,
+}
+
+impl ListenerSettings<'_> {
+    fn validate(
+        &self,
+        base_dir: &Path,
+        networks: &BTreeMap<String, Vec<IpNet>>,
+        r: &mut Report<'_>,
+    ) -> (Option<TlsFiles>, ProxyProtocol) {
+        let p = &self.prefix;
+        let tls = match (self.tls_cert, self.tls_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let cert = base_dir.join(c);
+                let key = base_dir.join(k);
+                for (name, path) in [("tls_cert", &cert), ("tls_key", &key)] {
+                    if !path.is_file() {
+                        r.add(
+                            format!("{p}.{name}"),
+                            format!(
+                                "{} does not exist or is not a file; give a PEM file (relative paths are taken from the config file's folder)",
+                                path.display()
+                            ),
+                        );
+                    }
+                }
+                let client_ca = self.client_ca.map(|f| base_dir.join(f));
+                if let Some(ca) = &client_ca {
+                    if !ca.is_file() {
+                        r.add(
+                            format!("{p}.client_ca"),
+                            format!("{} does not exist or is not a file; give a PEM bundle of the CAs that issue client certificates", ca.display()),
+                        );
+                    }
+                }
+                let client_cert = match (self.client_cert, &client_ca) {
+                    ("off", None) => ClientCertMode::Off,
+                    ("off", Some(_)) => {
+                        r.add(format!("{p}.client_cert"), format!("is \"off\" while {p}.client_ca is set; set \"optional\" or \"required\", or remove client_ca"));
+                        ClientCertMode::Off
+                    }
+                    ("optional", Some(_)) => ClientCertMode::Optional,
+                    ("required", Some(_)) => ClientCertMode::Required,
+                    ("optional" | "required", None) => {
+                        r.add(format!("{p}.client_cert"), format!("{:?} needs {p}.client_ca, the CA bundle client certificates are checked against", self.client_cert));
+                        ClientCertMode::Off
+                    }
+                    (other, _) => {
+                        r.add(
+                            format!("{p}.client_cert"),
+                            format!("{other:?} is not a mode; use \"off\", \"optional\" or \"required\""),
+                        );
+                        ClientCertMode::Off
+                    }
+                };
+                Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                    client_cert,
+                })
+            }
+            (Some(_), None) => {
+                r.add(
+                    format!("{p}.tls_key"),
+                    format!("is missing while {p}.tls_cert is set; give both for TLS, or neither for plain HTTP"),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                r.add(
+                    format!("{p}.tls_cert"),
+                    format!("is missing while {p}.tls_key is set; give both for TLS, or neither for plain HTTP"),
+                );
+                None
+            }
+        };
+        if tls.is_none() && (self.client_ca.is_some() || self.client_cert != "off") {
+            r.add(
+                format!("{p}.client_ca"),
+                format!("client certificates need TLS on the listener; set {p}.tls_cert and {p}.tls_key"),
+            );
+        }
+        let from = match net_list(
+            &format!("{p}.proxy_protocol_from"),
+            self.proxy_protocol_from,
+            networks,
+            r,
+            false,
+        ) {
+            Access::Networks(s) => s,
+            Access::Any => NetSet::default(),
+        };
+        if self.proxy_protocol_optional && from.is_empty() {
+            r.add(
+                format!("{p}.proxy_protocol_optional"),
+                format!("is set but {p}.proxy_protocol_from is empty; list the load balancers that send PROXY headers"),
+            );
+        }
+        (
+            tls,
+            ProxyProtocol {
+                from,
+                optional: self.proxy_protocol_optional,
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
@@ -871,7 +949,7 @@ to = "https://b.example"
         let got = problems("[upstream]\nurl = \"http://x:1\"\n[share]\nrequire = \"identity\"\n");
         assert_eq!(
             got,
-            ["share.require: \"identity\" needs an identity source; configure [identity.jwt] or server.client_ca with server.client_cert"]
+            ["share.require: \"identity\" needs an identity source; configure [identity.jwt], or client_ca and client_cert on a listener"]
         );
     }
 

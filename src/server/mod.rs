@@ -57,9 +57,10 @@ pub async fn bind(cfg: &Config) -> Result<Listeners, (SocketAddr, std::io::Error
         redirect: Vec::new(),
         admin: None,
     };
-    for a in &cfg.listen {
+    for c in &cfg.listeners {
+        let a = c.addr;
         l.traffic
-            .push(TcpListener::bind(a).await.map_err(|e| (*a, e))?);
+            .push(TcpListener::bind(a).await.map_err(|e| (a, e))?);
     }
     for a in &cfg.redirect_listen {
         l.redirect
@@ -71,9 +72,11 @@ pub async fn bind(cfg: &Config) -> Result<Listeners, (SocketAddr, std::io::Error
     Ok(l)
 }
 
+/// What a listener serves; `Traffic` carries the listener's index in
+/// `config.listeners` (its TLS and PROXY settings).
 #[derive(Clone, Copy)]
 enum Kind {
-    Traffic,
+    Traffic(usize),
     Redirect,
     Admin,
 }
@@ -97,7 +100,8 @@ pub async fn run(
     let all = listeners
         .traffic
         .into_iter()
-        .map(|l| (l, Kind::Traffic))
+        .enumerate()
+        .map(|(i, l)| (l, Kind::Traffic(i)))
         .chain(listeners.redirect.into_iter().map(|l| (l, Kind::Redirect)))
         .chain(listeners.admin.into_iter().map(|l| (l, Kind::Admin)));
     let mut loops = Vec::new();
@@ -158,7 +162,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         // A connection slot first: at the limit, new connections wait in
         // the kernel's backlog instead of being accepted and starved.
         let permit = match ctx.kind {
-            Kind::Traffic => tokio::select! {
+            Kind::Traffic(_) => tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 p = ctx.slots.clone().acquire_owned() => match p {
                     Ok(p) => Some(p),
@@ -253,7 +257,12 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             }
         }
         Kind::Redirect => {
-            let https_port = gateway.config.listen.first().map_or(443, SocketAddr::port);
+            let https_port = gateway
+                .config
+                .listeners
+                .iter()
+                .find(|l| l.tls.is_some())
+                .map_or(443, |l| l.addr.port());
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port)))
             });
@@ -266,14 +275,9 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 _ = hard.wait_for(|s| *s) => {}
             }
         }
-        Kind::Traffic => {
+        Kind::Traffic(index) => {
             // PROXY header and TLS handshake run under one deadline.
-            let start = accept(
-                stream,
-                tcp_peer,
-                &gateway,
-                gateway.tls.clone().map(TlsAcceptor::from),
-            );
+            let start = accept(stream, tcp_peer, &gateway, index);
             let accepted = match tokio::time::timeout(limits.handshake_timeout, start).await {
                 Ok(Ok(a)) => a,
                 Ok(Err(reason)) => {
@@ -363,9 +367,24 @@ async fn accept(
     stream: TcpStream,
     tcp_peer: SocketAddr,
     gateway: &Gateway,
-    acceptor: Option<TlsAcceptor>,
+    index: usize,
 ) -> Result<(Io, Conn), String> {
-    let pp = &gateway.config.proxy_protocol;
+    // A listener handed to `run` beyond the configured ones (tests) takes
+    // the first listener's settings.
+    let listener = gateway
+        .config
+        .listeners
+        .get(index)
+        .or_else(|| gateway.config.listeners.first())
+        .ok_or("no listener is configured")?;
+    let acceptor = gateway
+        .tls
+        .get(index)
+        .or_else(|| gateway.tls.first())
+        .cloned()
+        .flatten()
+        .map(TlsAcceptor::from);
+    let pp = &listener.proxy_protocol;
     let (peer, stream) = if pp.from.is_empty() {
         (tcp_peer, Prefixed::new(Vec::new(), stream))
     } else {
