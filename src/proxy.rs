@@ -354,12 +354,16 @@ async fn decide(
     };
     let route = cfg.routes.classify(req.method(), target)?;
     facts.class = Some(route.class);
-    facts.path = Some(telemetry::mask_tokens(&route.path, &route.tokens));
     facts.token_hashes = route
         .tokens
         .iter()
         .map(|t| telemetry::token_hash(t))
         .collect();
+    facts.path = Some(telemetry::mask_tokens_hashed(
+        &route.path,
+        &route.tokens,
+        &facts.token_hashes,
+    ));
     facts.rule.clone_from(&route.rule);
 
     // authorize

@@ -82,6 +82,8 @@ BIN=$TARGET_DIR/release/sharegate
 
 WORK=$(mktemp -d /tmp/sharegate-load.XXXXXX)
 mkdir -p "$WORK/www" "$WORK/tmp" "$WORK/out"
+# nginx workers run as an unprivileged user (www-data) and must read the files.
+chmod 755 "$WORK" "$WORK/www" "$WORK/tmp"
 cp "$BIN" "$WORK/sharegate"
 
 PIDS=()
@@ -185,17 +187,19 @@ UP_MEMBERS=$(members "$UP_PID" | tr '\n' ' ')
     echo "sharegate_jwt_idle_rss_kib=$(status_kib VmRSS "$SGJ_PID")"
     echo "nginx_idle_rss_kib=$(status_kib VmRSS $NGINX_MEMBERS)"
     echo "sharegate_threads=$(ls /proc/"$SG_PID"/task | wc -l)"
-    echo "sharegate_tokio_workers=$(cat /proc/"$SG_PID"/task/*/comm | grep -c '^tokio-runtime-w' || true)"
+    echo "sharegate_tokio_workers=$(cat /proc/"$SG_PID"/task/*/comm | grep -c '^tokio-r' || true)"
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "rounds=$ROUNDS"
     echo "duration=$DURATION"
     echo "conns=$CONNS"
     echo "big_conns=$BIG_CONNS"
+    echo "huge_mib=$HUGE_MIB"
     echo "logs=$LOGS"
     echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*\///')"
     echo "wrk_version=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
     echo "cpu=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
     echo "kernel=$(uname -r)"
+    echo "loadavg_start=$(cut -d' ' -f1 /proc/loadavg)"
     sed 's/^\([a-z.]*\) /count_\1=/; s/\.json=/=/' "$WORK/counts.txt"
 } >"$WORK/meta.txt"
 
@@ -227,7 +231,7 @@ check() { # name port [curl args for identity]
     if [ "$location" != "$PRIVATE/public/$TOKEN/r" ]; then
         say "FAIL $name: Location not rewritten ($location)"; fail=1
     fi
-    [ "$fail" = 0 ] && say "ok   $name: policy enforced and origins rewritten"
+    if [ "$fail" = 0 ]; then say "ok   $name: policy enforced and origins rewritten"; fi
 }
 say "checking that each proxy does the job"
 check nginx "$NGINX_PORT"
@@ -320,6 +324,8 @@ done
         done
     fi
 } >>"$WORK/meta.txt"
+
+echo "loadavg_end=$(cut -d' ' -f1 /proc/loadavg)" >>"$WORK/meta.txt"
 
 # --- 6. report ----------------------------------------------------------------
 python3 "$HERE/report.py" "$WORK"

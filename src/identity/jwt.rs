@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,6 +31,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::jwks::{self, Fetcher, RemoteKeys, VerifyKey};
 use super::{Identity, Problem};
@@ -605,6 +606,23 @@ struct Inner {
     validations: HashMap<Algorithm, Validation>,
     static_keys: Vec<VerifyKey>,
     remote: Option<Arc<RemoteKeys>>,
+    cache: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// Verified tokens are remembered until they expire: checking an RS256 or
+/// ES256 signature costs 120-180 µs, a lookup under 1 µs (`benches/jwt.rs`),
+/// and a browser or SDK sends the same token on every request.
+const CACHE_ENTRIES: usize = 4096;
+
+/// A verified token's claims, keyed by the token's SHA-256 (so the cache
+/// never holds tokens). An entry is used only while `exp` (without leeway)
+/// and `nbf` hold and, with a JWKS URL, while the key set is the one it was
+/// verified with, so a key removed from the set stops its tokens at once.
+struct Verified {
+    claims: Map<String, Value>,
+    exp: u64,
+    nbf: Option<u64>,
+    generation: Option<u64>,
 }
 
 /// Stops the JWKS refresh task when dropped.
@@ -842,6 +860,7 @@ impl JwtVerifier {
                 validations,
                 static_keys,
                 remote,
+                cache: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -881,17 +900,58 @@ impl JwtVerifier {
         let Some((source, token)) = self.find_token(headers)? else {
             return Ok(None);
         };
-        let result = self.verify_token(&token).await;
-        if let Err(e) = &result {
-            tracing::debug!(source = %source.label(), reason = e.reason(), "token rejected");
-        }
-        let claims = result?;
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let generation = self.inner.remote.as_ref().map(|r| r.generation());
+        let cached = self.inner.cache.lock().ok().and_then(|cache| {
+            cache
+                .get(&key)
+                .filter(|v| {
+                    now < v.exp && v.nbf.is_none_or(|nbf| nbf <= now) && v.generation == generation
+                })
+                .map(|v| v.claims.clone())
+        });
+        let claims = match cached {
+            Some(claims) => claims,
+            None => {
+                let result = self.verify_token(&token).await;
+                if let Err(e) = &result {
+                    tracing::debug!(source = %source.label(), reason = e.reason(), "token rejected");
+                }
+                let claims = result?;
+                self.remember(key, &claims);
+                claims
+            }
+        };
         Ok(Some(Identity {
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             issuer: claims.get("iss").and_then(Value::as_str).map(str::to_owned),
             source: source.label(),
             claims,
         }))
+    }
+
+    fn remember(&self, key: [u8; 32], claims: &Map<String, Value>) {
+        let secs = |name: &str| claims.get(name).and_then(Value::as_u64);
+        let Some(exp) = secs("exp") else {
+            return;
+        };
+        let entry = Verified {
+            claims: claims.clone(),
+            exp,
+            nbf: secs("nbf"),
+            generation: self.inner.remote.as_ref().map(|r| r.generation()),
+        };
+        if let Ok(mut cache) = self.inner.cache.lock() {
+            // Bounded: when full, start over rather than track recency; a
+            // miss only costs one signature check.
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(key, entry);
+        }
     }
 
     fn find_token(&self, headers: &HeaderMap) -> Result<Option<(&Source, String)>, JwtError> {
@@ -1287,6 +1347,29 @@ mod tests {
             assert_eq!(id.subject.as_deref(), Some("accounts.google.com:1234"));
             assert_eq!(id.issuer.as_deref(), Some(ISS));
             assert_eq!(id.claims.get("email"), Some(&json!("alice@corp.example")));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_never_widens_what_verification_accepts() {
+        let key = ec_key();
+        let (v, _dir) = pem_verifier(&key, &["ES256"], |_| {}).await;
+        let token = sign(&key, None, &claims());
+        // Verified once, then served from the cache with the same claims.
+        let first = check(&v, &token).await.expect("valid").expect("present");
+        let second = check(&v, &token).await.expect("valid").expect("present");
+        assert_eq!(first, second);
+        // A tampered copy is another token: verified, and refused.
+        let mut tampered = token.clone();
+        tampered.pop();
+        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert!(check(&v, &tampered).await.is_err());
+        // An expired token is never remembered, so it stays refused.
+        let mut old = claims();
+        old["exp"] = json!(now() - 3600);
+        let expired = sign(&key, None, &old);
+        for _ in 0..2 {
+            assert_eq!(check(&v, &expired).await, Err(JwtError::Expired));
         }
     }
 

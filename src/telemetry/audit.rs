@@ -90,6 +90,12 @@ impl AuditSink {
     }
 
     pub fn write(&self, event: &AuditEvent<'_>) {
+        // Serializing costs; skip it when the log stream would drop it.
+        if matches!(self, AuditSink::Log)
+            && !tracing::enabled!(target: "sharegate::audit", tracing::Level::INFO)
+        {
+            return;
+        }
         let Ok(line) = serde_json::to_string(event) else {
             return;
         };

@@ -37,8 +37,11 @@ pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: a log pipeline would
+    // store them, and writing them is a measurable share of a request.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second init (tests, demo) keeps the first subscriber.
     let _ = match settings.format {
@@ -47,17 +50,31 @@ pub fn init(settings: &LogSettings) {
     };
 }
 
-/// A short, stable, non-reversible name for a share token.
+/// A short, stable, non-reversible name for a share token: the first 8
+/// hex digits of its SHA-256.
 pub fn token_hash(token: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(token.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(8);
+    for b in &digest[..4] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The path with every share token replaced by its hash.
 pub fn mask_tokens(path: &str, tokens: &[String]) -> String {
+    let hashes: Vec<String> = tokens.iter().map(|t| token_hash(t)).collect();
+    mask_tokens_hashed(path, tokens, &hashes)
+}
+
+/// [`mask_tokens`] with the hashes already computed (`hashes[i]` is the
+/// hash of `tokens[i]`), so a request hashes each token once.
+pub fn mask_tokens_hashed(path: &str, tokens: &[String], hashes: &[String]) -> String {
     let mut out = path.to_owned();
-    for t in tokens.iter().filter(|t| !t.is_empty()) {
-        out = out.replace(t.as_str(), &format!("{{tok:{}}}", token_hash(t)));
+    for (t, h) in tokens.iter().zip(hashes).filter(|(t, _)| !t.is_empty()) {
+        out = out.replace(t.as_str(), &format!("{{tok:{h}}}"));
     }
     out
 }
