@@ -28,6 +28,41 @@
 //!   offline. [`certs`]: development certificates.
 //! - [`cli`]: `run`, `check`, `explain`, `certs`, `demo`. [`demo`]: the
 //!   stand-in upstream.
+//!
+//! # Example
+//!
+//! The policy is plain data built from the config; deciding a request needs
+//! no socket:
+//!
+//! ```
+//! use sharegate::config::Config;
+//! use sharegate::identity::IdentityOutcome;
+//!
+//! let cfg = Config::from_toml(
+//!     r#"
+//!     [upstream]
+//!     url = "http://langsmith-frontend:80"
+//!     [networks]
+//!     office = ["10.0.0.0/8"]
+//!     [share]
+//!     allow_from = ["office"]
+//!     "#,
+//!     std::path::Path::new("."),
+//! )
+//! .expect("a valid config");
+//! let get = http::Method::GET;
+//! let route = cfg.routes.classify(&get, "/public/3f1c9a52/r").expect("unambiguous");
+//! assert_eq!(route.class.name(), "share_page");
+//! let headers = http::HeaderMap::new();
+//! let decide = |ip: &str| {
+//!     let client = ip.parse().expect("an address");
+//!     sharegate::policy::authorize(&cfg.policy, &route, &get, &headers, client, &IdentityOutcome::Absent)
+//! };
+//! assert!(decide("10.1.2.3").is_ok());
+//! assert_eq!(decide("192.0.2.7").unwrap_err().kind.reason(), "network");
+//! // A path trick aimed at a protected route is refused before any rule runs.
+//! assert!(cfg.routes.classify(&get, "/public//../3f1c9a52/r").is_err());
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod admin;
