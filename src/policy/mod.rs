@@ -75,10 +75,10 @@ pub struct CustomPolicy {
 
 /// Headers some frameworks read to replace the request method. A proxy that
 /// checks the method and forwards one of these lets a write pass as a read.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+pub const METHOD_OVERRIDE_HEADERS: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("x-http-method-override"),
+    http::HeaderName::from_static("x-http-method"),
+    http::HeaderName::from_static("x-method-override"),
 ];
 
 /// Permission to forward, with the rule that gave it and which check
@@ -272,7 +272,7 @@ pub fn authorize_traced(
     let override_used = route.method_param
         || METHOD_OVERRIDE_HEADERS
             .iter()
-            .any(|h| headers.contains_key(*h));
+            .any(|h| headers.contains_key(h));
     if route.class != RouteClass::Other && override_used {
         note(t, "method_override", "fail", || {
             "X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override / ?_method on a share route"

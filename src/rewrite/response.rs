@@ -268,7 +268,9 @@ impl Pipeline {
             self.pending = data;
             return self.step();
         }
-        let mut segs = Vec::new();
+        // A rewritten chunk is about two segments per match plus one; room
+        // for a typical small body's worth avoids regrowing the Vec.
+        let mut segs = Vec::with_capacity(32);
         self.rewriter.push(data, &mut segs);
         self.emit(segs, false)
     }
