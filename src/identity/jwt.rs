@@ -65,53 +65,39 @@ const ALGORITHM_NAMES: &[&str] = &[
 
 /// The `[identity.jwt]` section as written in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Every key may be left out; validation says which ones must be set.
+#[serde(default, deny_unknown_fields)]
 pub struct JwtSettings {
     /// Where to look for the token, tried in order; the first present wins:
     /// `bearer`, `header:<name>`, `cookie:<name>`.
-    #[serde(default)]
     pub sources: Vec<String>,
     /// Accepted `alg` values; required and explicit.
-    #[serde(default)]
     pub algorithms: Vec<String>,
     /// Accepted `iss` values; required unless `waive_issuer`.
-    #[serde(default)]
     pub issuers: Vec<String>,
     /// Accepted `aud` values; required unless `waive_audience`.
-    #[serde(default)]
     pub audiences: Vec<String>,
     /// Accept tokens from any issuer (the keys alone decide).
-    #[serde(default)]
     pub waive_issuer: bool,
     /// Accept tokens for any audience: a token minted for another app works here.
-    #[serde(default)]
     pub waive_audience: bool,
     /// Clock skew allowed on `exp`/`nbf`, e.g. `"30s"`. Default `0s`.
-    #[serde(default)]
     pub leeway: Option<String>,
     /// Public key files (PEM); the file stem is the key's `kid`.
-    #[serde(default)]
     pub pem_files: Vec<PathBuf>,
     /// A JWKS document on disk.
-    #[serde(default)]
     pub jwks_file: Option<PathBuf>,
     /// A JWKS endpoint (`https`, or `http` to a loopback address).
-    #[serde(default)]
     pub jwks_url: Option<String>,
     /// How often to refetch `jwks_url`. Default `10m`.
-    #[serde(default)]
     pub jwks_refresh: Option<String>,
     /// Minimum time between refetches caused by an unknown `kid`. Default `30s`.
-    #[serde(default)]
     pub jwks_refetch_min_interval: Option<String>,
     /// Deadline for one JWKS fetch. Default `5s`.
-    #[serde(default)]
     pub jwks_timeout: Option<String>,
     /// File holding the HMAC secret (trailing newline ignored).
-    #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
     /// Environment variable holding the HMAC secret.
-    #[serde(default)]
     pub hmac_secret_env: Option<String>,
 }
 
