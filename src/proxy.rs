@@ -252,8 +252,11 @@ fn upstream_client(config: &Config) -> Result<Client<Connector, Body>, BuildErro
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
+    // Idle upstream connections are kept for reuse, but bounded: a burst of
+    // client connections must not leave hundreds of them open afterwards.
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
         .build(connector))
 }
 
