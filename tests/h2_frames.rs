@@ -23,9 +23,8 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsConnector;
 
 // ---------------------------------------------------------------------------
@@ -33,39 +32,12 @@ use tokio_rustls::TlsConnector;
 
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// A gateway serving TLS with a fresh self-signed certificate for
-/// `localhost`, and a trust store holding just that certificate.
-struct TlsGateway {
-    gw: TestGateway,
-    roots: Arc<rustls::RootCertStore>,
-    _dir: tempfile::TempDir,
-}
-
 async fn start_tls(up: &FakeUpstream) -> TlsGateway {
-    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-        .expect("generate a certificate");
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let cert = dir.path().join("server.crt");
-    let key = dir.path().join("server.key");
-    std::fs::write(&cert, issued.cert.pem()).expect("write the certificate");
-    std::fs::write(&key, issued.signing_key.serialize_pem()).expect("write the key");
-    let mut setup = Setup::new(up);
-    setup.server_extra = format!("tls_cert = {cert:?}\ntls_key = {key:?}\n");
-    let toml = format!(
-        "{}\n[limits]\nmax_header_bytes = {MAX_HEADER_BYTES}\n",
-        setup.toml()
-    );
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(issued.cert.der().to_vec()))
-        .expect("trust the test certificate");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let gw = TestGateway::start_on(listener, &toml).await;
-    TlsGateway {
-        gw,
-        roots: Arc::new(roots),
-        _dir: dir,
-    }
+    TlsGateway::start(
+        up,
+        &format!("[limits]\nmax_header_bytes = {MAX_HEADER_BYTES}\n"),
+    )
+    .await
 }
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;

@@ -12,37 +12,17 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use sharegate::config::TlsFiles;
-use tokio::net::TcpListener;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// A gateway serving TLS with a fresh self-signed certificate for
-/// `localhost` and `127.0.0.1`, and a trust store holding just that
-/// certificate.
-struct TlsGateway {
-    gw: TestGateway,
-    roots: Arc<rustls::RootCertStore>,
-    _dir: tempfile::TempDir,
-}
-
+/// The test gateway over TLS, after checking the listener's rustls config
+/// as the gateway builds it from the config's files: HTTP/2 first, then
+/// HTTP/1.1.
 async fn start_tls(up: &FakeUpstream) -> TlsGateway {
-    let issued =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("generate a certificate");
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let cert = dir.path().join("server.crt");
-    let key = dir.path().join("server.key");
-    std::fs::write(&cert, issued.cert.pem()).expect("write the certificate");
-    std::fs::write(&key, issued.signing_key.serialize_pem()).expect("write the key");
-    // The listener's files as the config names them.
-    let mut setup = Setup::new(up);
-    setup.server_extra = format!("tls_cert = {cert:?}\ntls_key = {key:?}\n");
-    let toml = setup.toml();
-    // The listener's rustls config as the gateway builds it from those
-    // files: HTTP/2 first, then HTTP/1.1.
-    let files: TlsFiles = config(&toml)
+    let tls = TlsGateway::start(up, "").await;
+    let files: TlsFiles = config(&tls.toml)
         .listeners
         .first()
         .and_then(|l| l.tls.clone())
@@ -52,19 +32,7 @@ async fn start_tls(up: &FakeUpstream) -> TlsGateway {
         server.alpn_protocols,
         [b"h2".to_vec(), b"http/1.1".to_vec()]
     );
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(issued.cert.der().to_vec()))
-        .expect("trust the test certificate");
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let gw = TestGateway::start_on(listener, &toml).await;
-    TlsGateway {
-        gw,
-        roots: Arc::new(roots),
-        _dir: dir,
-    }
+    tls
 }
 
 /// A TLS connection from `from` offering `alpn`, verified against the test

@@ -909,3 +909,48 @@ pub async fn raw_exchange(from: IpAddr, gw: SocketAddr, bytes: &[u8]) -> Vec<u8>
     }
     out
 }
+
+/// A gateway serving TLS with a fresh self-signed certificate for
+/// `localhost` and `127.0.0.1`, and a trust store holding just that
+/// certificate.
+pub struct TlsGateway {
+    pub gw: TestGateway,
+    pub roots: Arc<rustls::RootCertStore>,
+    /// The config it serves.
+    pub toml: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsGateway {
+    /// The test policy over TLS; `extra` is appended to the config (for
+    /// example a `[limits]` table).
+    pub async fn start(up: &FakeUpstream, extra: &str) -> TlsGateway {
+        let issued = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .expect("generate a certificate");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cert = dir.path().join("server.crt");
+        let key = dir.path().join("server.key");
+        std::fs::write(&cert, issued.cert.pem()).expect("write the certificate");
+        std::fs::write(&key, issued.signing_key.serialize_pem()).expect("write the key");
+        let mut setup = Setup::new(up);
+        setup.server_extra = format!("tls_cert = {cert:?}\ntls_key = {key:?}\n");
+        let toml = format!("{}\n{extra}", setup.toml());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                issued.cert.der().to_vec(),
+            ))
+            .expect("trust the test certificate");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let gw = TestGateway::start_on(listener, &toml).await;
+        TlsGateway {
+            gw,
+            roots: Arc::new(roots),
+            toml,
+            _dir: dir,
+        }
+    }
+}
