@@ -1,13 +1,18 @@
 //! Per-client-IP rate limits on share routes, with a separate, tighter one
 //! for the LLM-backed generate-query read. Token buckets from `governor`;
 //! the key is the client IP after trusted-proxy resolution.
+//!
+//! `governor` runs on its std clock (`Instant`, a vDSO read), not on
+//! `quanta`: a quanta clock identifies the CPU with `cpuid` when it is made,
+//! which a virtual machine traps, and that once cost more than the rest of a
+//! request together.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::{Limits, Rate};
@@ -56,17 +61,13 @@ impl RateLimits {
                 l.retain_recent();
             }
         }
-        let clock = DefaultClock::default();
         let key = client.to_canonical();
-        if generate_query {
-            if let Some(l) = &self.generate_query {
-                l.check_key(&key)
-                    .map_err(|not_until| not_until.wait_time_from(clock.now()))?;
-            }
-        }
-        if let Some(l) = &self.share {
+        let limiters = [generate_query.then_some(&self.generate_query), Some(&self.share)];
+        for l in limiters.into_iter().flatten().flatten() {
+            // The clock is read only on a refusal: every read costs, and the
+            // limiter keeps its own clock for the check itself.
             l.check_key(&key)
-                .map_err(|not_until| not_until.wait_time_from(clock.now()))?;
+                .map_err(|not_until| not_until.wait_time_from(l.clock().now()))?;
         }
         Ok(())
     }
