@@ -211,10 +211,13 @@ fn run(path: &std::path::Path, log_format: Option<&str>) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(serve(cfg, Some(path.to_path_buf()))) {
+    let served = rt.block_on(serve(cfg, Some(path.to_path_buf())));
+    telemetry::output::flush();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
+            telemetry::output::flush();
             eprintln!("sharegate: {e}");
             ExitCode::from(EXIT_UNAVAILABLE)
         }

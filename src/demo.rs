@@ -112,6 +112,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
     let state = Arc::new(State::new(gateway, metrics, None));
     crate::cli::emit(&format!("{}\n", tour(listen, up_addr, &table)));
     crate::server::run(vec![gw_listener], state, crate::cli::shutdown_signal()).await;
+    crate::telemetry::output::flush();
     Ok(())
 }
 

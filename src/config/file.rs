@@ -279,6 +279,7 @@ pub(crate) struct IdentitySection {
 pub(crate) struct LogSection {
     pub format: String,
     pub level: String,
+    pub flush_interval: String,
 }
 
 impl Default for LogSection {
@@ -286,6 +287,7 @@ impl Default for LogSection {
         LogSection {
             format: "text".to_owned(),
             level: "info".to_owned(),
+            flush_interval: "200ms".to_owned(),
         }
     }
 }

@@ -158,6 +158,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// How long log lines may wait in the buffer; zero writes each at once.
+    pub flush_interval: Duration,
 }
 
 /// One thing wrong with a config: which key, and what is wrong with it.

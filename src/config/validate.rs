@@ -396,6 +396,21 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         );
     }
 
+    let flush_interval = match parse_duration(&raw.log.flush_interval) {
+        Ok(d) if d <= Duration::from_secs(60) => Some(d),
+        Ok(_) => {
+            r.add(
+                "log.flush_interval",
+                format!("{:?} is over a minute; lines would wait too long (\"200ms\" is the default, \"0s\" writes each line at once)", raw.log.flush_interval),
+            );
+            None
+        }
+        Err(m) => {
+            r.add("log.flush_interval", m);
+            None
+        }
+    };
+
     Some(Config {
         listeners,
         upstream: upstream?,
@@ -417,6 +432,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         log: LogSettings {
             format,
             level: raw.log.level,
+            flush_interval: flush_interval?,
         },
         redirect_listen,
         shutdown_grace: shutdown_grace?,

@@ -21,6 +21,7 @@ use tracing_subscriber::EnvFilter;
 
 pub mod audit;
 pub mod metrics;
+pub mod output;
 
 use std::sync::Arc;
 
@@ -31,8 +32,8 @@ use crate::config::{LogFormat, LogSettings};
 use crate::error::{Body, BoxError, RequestError};
 use crate::identity::Identity;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, overrides the
-/// configured level.
+/// Installs the global subscriber, writing through the buffered
+/// [`output`]. `RUST_LOG`, when set, overrides the configured level.
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
@@ -42,7 +43,7 @@ pub fn init(settings: &LogSettings) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(output::install(settings.flush_interval));
     // A second init (tests, demo) keeps the first subscriber.
     let _ = match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
