@@ -919,6 +919,32 @@ mod tests {
     }
 
     #[test]
+    fn log_flush_interval_is_a_duration_of_at_most_a_minute() {
+        let base = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstream]\nurl = \"http://127.0.0.1:2\"\n[log]\n";
+        let ok = |v: &str| {
+            Config::from_toml(
+                &format!("{base}flush_interval = {v:?}\n"),
+                std::path::Path::new("."),
+            )
+            .map(|c| c.log.flush_interval)
+        };
+        assert_eq!(ok("0s").ok(), Some(std::time::Duration::ZERO));
+        assert_eq!(ok("1s").ok(), Some(std::time::Duration::from_secs(1)));
+        let default = Config::from_toml(base, std::path::Path::new(".")).unwrap();
+        assert_eq!(
+            default.log.flush_interval,
+            std::time::Duration::from_millis(200)
+        );
+        for bad in ["soon", "2m"] {
+            let p = problems(&format!("{base}flush_interval = {bad:?}\n"));
+            assert!(
+                p.len() == 1 && p[0].starts_with("log.flush_interval: "),
+                "{bad}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_with_key_value_and_fix() {
         let got = problems(
             r#"

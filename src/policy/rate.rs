@@ -62,7 +62,10 @@ impl RateLimits {
             }
         }
         let key = client.to_canonical();
-        let limiters = [generate_query.then_some(&self.generate_query), Some(&self.share)];
+        let limiters = [
+            generate_query.then_some(&self.generate_query),
+            Some(&self.share),
+        ];
         for l in limiters.into_iter().flatten().flatten() {
             // The clock is read only on a refusal: every read costs, and the
             // limiter keeps its own clock for the check itself.

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 
 use serde::Serialize;
 
+use super::line::Line;
 use crate::identity::Identity;
 
 #[derive(Debug, Serialize)]
@@ -96,16 +97,36 @@ impl AuditSink {
         {
             return;
         }
-        let Ok(line) = serde_json::to_string(event) else {
+        let Ok(json) = serde_json::to_string(event) else {
             return;
         };
+        let json = escape_controls(json);
         match self {
-            AuditSink::Log => tracing::info!(target: "sharegate::audit", "{line}"),
+            // Formatted by hand like the access line, for the same reason.
+            AuditSink::Log => Line::info("sharegate::audit", &json).write(),
             AuditSink::File(tx) => {
-                let _ = tx.send(line);
+                let _ = tx.send(json);
             }
         }
     }
+}
+
+/// `serde_json` escapes the C0 controls but leaves DEL and the C1
+/// controls raw, which some terminals obey; escapes those too (they can
+/// only occur inside strings, where `\u` escapes are valid JSON).
+fn escape_controls(json: String) -> String {
+    if !json.chars().any(char::is_control) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub fn now_rfc3339() -> String {

@@ -20,12 +20,14 @@ use sha2::{Digest, Sha256};
 use tracing_subscriber::EnvFilter;
 
 pub mod audit;
+pub mod line;
 pub mod metrics;
 pub mod output;
 
 use std::sync::Arc;
 
 use audit::{AuditEvent, AuditIdentity, AuditSink};
+use line::Line;
 use metrics::{ClassLabels, Metrics, RequestLabels};
 
 use crate::config::{LogFormat, LogSettings};
@@ -44,6 +46,7 @@ pub fn init(settings: &LogSettings) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(output::install(settings.flush_interval));
+    line::set_json(settings.format == LogFormat::Json);
     // A second init (tests, demo) keeps the first subscriber.
     let _ = match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -121,30 +124,31 @@ impl AccessEvent {
     fn emit(&self, bytes: u64, complete: bool) {
         let peer = self.peer.to_canonical();
         let client = self.client.unwrap_or(peer);
-        let peer_field = (client != peer).then(|| peer.to_string());
         let reason = self.error.as_ref().map(RequestError::reason).unwrap_or("");
-        let detail = self.error.as_ref().map(error_chain).unwrap_or_default();
-        tracing::info!(
-            target: "sharegate::access",
-            class = self.class,
-            client = %client,
-            peer = peer_field,
-            method = %self.method,
-            path = %self.path,
-            decision = self.decision.as_str(),
-            rule = %self.rule,
-            decided_by = self.decided_by,
-            subject = self.identity.as_ref().and_then(|i| i.subject.as_deref()),
-            issuer = self.identity.as_ref().and_then(|i| i.issuer.as_deref()),
-            identity_source = self.identity.as_ref().map(|i| i.source.as_str()),
-            reason,
-            status = self.status.as_u16(),
-            bytes,
-            complete,
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
-            error = detail,
-            "request"
-        );
+        if tracing::enabled!(target: "sharegate::access", tracing::Level::INFO) {
+            let detail = self.error.as_ref().map(error_chain).unwrap_or_default();
+            let id = self.identity.as_ref();
+            let mut line = Line::info("sharegate::access", "request");
+            line.str("class", self.class).display("client", client);
+            if client != peer {
+                line.display("peer", peer);
+            }
+            line.str("method", self.method.as_str())
+                .str("path", &self.path)
+                .str("decision", self.decision.as_str())
+                .str("rule", &self.rule)
+                .str("decided_by", self.decided_by)
+                .opt("subject", id.and_then(|i| i.subject.as_deref()))
+                .opt("issuer", id.and_then(|i| i.issuer.as_deref()))
+                .opt("identity_source", id.map(|i| i.source.as_str()))
+                .str("reason", reason)
+                .u64("status", u64::from(self.status.as_u16()))
+                .u64("bytes", bytes)
+                .bool("complete", complete)
+                .millis("duration_ms", self.start.elapsed().as_secs_f64() * 1000.0)
+                .str("error", &detail);
+            line.write();
+        }
         self.metrics
             .requests
             .get_or_create(&RequestLabels {

@@ -69,6 +69,19 @@ pub fn install(interval: Duration) -> LogOutput {
     LogOutput(shared.clone())
 }
 
+/// Adds one whole line (ending in `\n`) to the output; straight to standard
+/// error when no output is installed (a library user's own subscriber).
+pub fn write_line(line: &[u8]) {
+    match OUTPUT.get() {
+        Some(shared) => {
+            let _ = LineWriter(shared).write_all(line);
+        }
+        None => {
+            let _ = std::io::stderr().lock().write_all(line);
+        }
+    }
+}
+
 /// Writes out whatever log lines are buffered. Call before the process
 /// exits.
 pub fn flush() {

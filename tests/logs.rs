@@ -1,0 +1,198 @@
+//! The log stream of a real `sharegate run` process: the access and audit
+//! lines of a share read, in text and in JSON, reach standard error through
+//! the buffered output (on its flush beat while running, and all of it at
+//! exit), and carry the token only as a hash.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+mod common;
+
+use common::{FakeUpstream, Setup};
+
+const TOKEN: &str = "6f1d2c3b-0000-4000-8000-123456789abc";
+
+/// Kills the gateway when the test ends early, however it ends.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `sharegate run` and waits (on the log's flush beat, not on an
+/// exit) for the line that names its address.
+fn start(
+    config: &std::path::Path,
+    format: &str,
+) -> (Gateway, std::net::SocketAddr, BufReader<ChildStderr>) {
+    let child = Command::new(env!("CARGO_BIN_EXE_sharegate"))
+        .args(["run", "--config"])
+        .arg(config)
+        .args(["--log-format", format])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sharegate run");
+    let mut gw = Gateway(child);
+    let mut stderr = BufReader::new(gw.0.stderr.take().expect("stderr"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stderr.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line.contains("listening") => {
+                    let _ = tx.send((line.clone(), stderr));
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    let (line, stderr) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no address logged; exit: {:?}", gw.0.try_wait()));
+    let addr = line
+        .split(['=', '"', ' '])
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (gw, addr, stderr)
+}
+
+/// SIGTERM, then everything the process wrote until it exited.
+fn stop(mut gw: Gateway, mut stderr: BufReader<ChildStderr>) -> String {
+    let status = Command::new("kill")
+        .args(["-s", "TERM", &gw.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        let _ = tx.send(rest);
+    });
+    let rest = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the gateway exited after SIGTERM");
+    let code = gw.0.wait().expect("wait for the gateway");
+    assert!(code.success(), "exit status {code}: {rest}");
+    rest
+}
+
+async fn one_share_read(format: &str) -> String {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("sharegate.toml");
+    let mut setup = Setup::new(&upstream);
+    // Tests run side by side: no fixed admin port.
+    setup.extra = "[admin]\nlisten = \"off\"\n".to_owned();
+    std::fs::write(&config, setup.toml()).expect("write the config");
+    let (gw, addr, stderr) = start(&config, format);
+    let inside = "127.0.0.2".parse().unwrap();
+    let r = common::request(
+        inside,
+        addr,
+        "GET",
+        &format!("/api/v1/public/{TOKEN}/runs/abc"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let outside = "127.0.0.3".parse().unwrap();
+    let r = common::request(outside, addr, "GET", &format!("/public/{TOKEN}/r"), &[], "").await;
+    assert_eq!(r.status, 403, "{}", r.summary());
+    let log = stop(gw, stderr);
+    assert!(!log.contains(TOKEN), "a clear token in the log:\n{log}");
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_lines_of_a_share_read() {
+    let log = one_share_read("text").await;
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" INFO sharegate::access: request "))
+        .collect();
+    assert_eq!(access.len(), 2, "{log}");
+    let allowed = access[0];
+    for field in [
+        "class=public_api",
+        "client=127.0.0.2",
+        "method=GET",
+        "path=/api/v1/public/{tok:",
+        "decision=allowed",
+        "rule=\"share.allow_from (/api/v1/public/{token}/**)\"",
+        "decided_by=network",
+        "reason=\"\"",
+        "status=200",
+        "complete=true",
+        "duration_ms=",
+    ] {
+        assert!(allowed.contains(field), "{field} missing from {allowed}");
+    }
+    let refused = access[1];
+    for field in [
+        "class=share_page",
+        "client=127.0.0.3",
+        "decision=refused",
+        "status=403",
+    ] {
+        assert!(refused.contains(field), "{field} missing from {refused}");
+    }
+    let audit: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| l.split_once(" INFO sharegate::audit: "))
+        .map(|(_, json)| serde_json::from_str(json).expect("an audit line is JSON"))
+        .collect();
+    assert_eq!(audit.len(), 2, "{log}");
+    assert_eq!(audit[0]["v"], 1);
+    assert_eq!(audit[0]["decision"], "allowed");
+    assert_eq!(audit[1]["decision"], "refused");
+    assert_eq!(audit[1]["client_ip"], "127.0.0.3");
+    // The last lines of the process made it out too.
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_of_a_share_read() {
+    let log = one_share_read("json").await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let access: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "sharegate::access")
+        .collect();
+    assert_eq!(access.len(), 2, "{log}");
+    let a = access[0];
+    assert_eq!(a["level"], "INFO");
+    assert_eq!(a["message"], "request");
+    assert_eq!(a["class"], "public_api");
+    assert_eq!(a["client"], "127.0.0.2");
+    assert_eq!(a["status"], 200);
+    assert_eq!(a["complete"], true);
+    assert!(a["duration_ms"].is_f64(), "{a}");
+    assert!(
+        a["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{a}"
+    );
+    assert!(a.get("peer").is_none() && a.get("subject").is_none(), "{a}");
+    let audit: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "sharegate::audit")
+        .map(|l| serde_json::from_str(l["message"].as_str().expect("a message")).expect("JSON"))
+        .collect();
+    assert_eq!(audit.len(), 2, "{log}");
+    assert_eq!(audit[0]["event"], "share_access");
+    assert_eq!(audit[1]["status"], 403);
+}
