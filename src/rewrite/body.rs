@@ -124,6 +124,21 @@ impl StreamRewriter {
         self.push(Bytes::copy_from_slice(chunk), out);
     }
 
+    /// Rewrites the body's last chunk and ends it: [`push`](Self::push)
+    /// then [`finish`](Self::finish), in one pass when nothing is held back
+    /// (the whole of a small body), with nothing left to wait for.
+    pub fn push_last(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+        if !self.carry.is_empty() {
+            self.push(chunk, out);
+            return self.finish(out);
+        }
+        let n = self.scan(&chunk, true, out);
+        if n < chunk.len() {
+            // `scan` decides everything at end of input; kept for robustness.
+            out.push(chunk.slice(n..));
+        }
+    }
+
     /// Ends the body: decides what was held back, as at the end of input.
     pub fn finish(&mut self, out: &mut Vec<Bytes>) {
         let rest = Bytes::from(std::mem::take(&mut self.carry));
@@ -207,6 +222,10 @@ impl StreamRewriter {
                 .saturating_sub(rules.max_pattern_len.saturating_sub(1)),
         );
         for i in lo..hay.len() {
+            // Most positions fail on their first byte: check that first.
+            if !rules.first_bytes[usize::from(hay[i])] {
+                continue;
+            }
             let tail = &hay[i..];
             let is_prefix = rules.patterns.iter().any(|p| {
                 p.lower.len() > tail.len() && p.lower[..tail.len()].eq_ignore_ascii_case(tail)
@@ -330,8 +349,23 @@ fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decisi
 /// parameter separator (`?`, `&`, `;`, and their escaped spellings `%3F`,
 /// `%26`, `\u0026`, `&amp;`) and is followed by `=` or `%3D`.
 fn has_signature(rest: &[u8]) -> bool {
+    // Bytes that can begin a parameter separator; the rest are skipped by
+    // one table lookup each (this loop runs over every rewritten URL).
+    const STARTS: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 6 {
+            t[b"?&;%uU"[i] as usize] = true;
+            i += 1;
+        }
+        t
+    };
     let mut i = 0;
     while i < rest.len() {
+        if !STARTS[usize::from(rest[i])] {
+            i += 1;
+            continue;
+        }
         let name_start = match rest[i] {
             b'?' | b'&' | b';' => i + 1,
             b'%' if rest.len() >= i + 3

@@ -290,6 +290,9 @@ pub struct Rules {
     pub(crate) patterns: Vec<Pattern>,
     /// Bounds what a body rewrite keeps between chunks.
     pub(crate) max_pattern_len: usize,
+    /// Bytes that start some pattern, either case: a quick first test for
+    /// a pattern's beginning at the end of a chunk.
+    pub(crate) first_bytes: [bool; 256],
     /// Whether some pattern is a proper prefix of another (same host with and
     /// without a port): then a match at the very end of a chunk may still grow.
     pub(crate) nested_patterns: bool,
@@ -354,6 +357,13 @@ impl Rules {
             .extend(["://", ":\\/\\/", "%3A%2F", "%3a%2f", "%3A%2f", "%3a%2F"])
             .build();
         let max_pattern_len = patterns.iter().map(|p| p.lower.len()).max().unwrap_or(0);
+        let mut first_bytes = [false; 256];
+        for p in &patterns {
+            if let Some(&b) = p.lower.first() {
+                first_bytes[usize::from(b.to_ascii_lowercase())] = true;
+                first_bytes[usize::from(b.to_ascii_uppercase())] = true;
+            }
+        }
         let nested_patterns = patterns.iter().any(|a| {
             patterns
                 .iter()
@@ -368,6 +378,7 @@ impl Rules {
             anchors,
             patterns,
             max_pattern_len,
+            first_bytes,
             nested_patterns,
             stats: Arc::new(RewriteStats::default()),
         })

@@ -275,6 +275,16 @@ impl Pipeline {
         self.emit(segs, false)
     }
 
+    /// The last chunk of an uncompressed body: rewritten and ended in one
+    /// pass.
+    fn on_last_data(&mut self, data: Bytes) -> Result<(), RewriteError> {
+        let mut segs = Vec::with_capacity(32);
+        self.rewriter.push_last(data, &mut segs);
+        self.emit(segs, false)?;
+        self.done = true;
+        Ok(())
+    }
+
     /// Decodes one slice of the pending compressed input and sends its
     /// rewritten output on; at the end of the chunk the encoder is flushed so
     /// the client gets everything this chunk carried.
@@ -398,6 +408,11 @@ where
                         return Poll::Ready(Some(Err(e.into())));
                     }
                     Some(Ok(frame)) => match frame.into_data() {
+                        // The upstream's last bytes (its length is reached):
+                        // end here rather than wait for one more poll.
+                        Ok(data) if p.decoder.is_none() && inner.is_end_stream() => {
+                            p.on_last_data(data)
+                        }
                         Ok(data) => p.on_data(data),
                         Err(frame) => match frame.into_trailers() {
                             // Trailers end the body: finish, then send them.

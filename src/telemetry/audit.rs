@@ -12,12 +12,13 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::mpsc;
 
-use serde::Serialize;
-
-use super::line::Line;
+use super::line::{json_str, write_ip, Line};
 use crate::identity::Identity;
 
-#[derive(Debug, Serialize)]
+/// One audit event. Its JSON is written by hand ([`AuditEvent::to_json`]):
+/// `serde_json` spent more on it than the rest of the line, and leaves DEL
+/// and the C1 controls raw, which some terminals obey.
+#[derive(Debug)]
 pub struct AuditEvent<'a> {
     pub v: u8,
     pub time: String,
@@ -34,11 +35,74 @@ pub struct AuditEvent<'a> {
     pub status: u16,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct AuditIdentity<'a> {
     pub subject: Option<&'a str>,
     pub issuer: Option<&'a str>,
     pub source: &'a str,
+}
+
+impl AuditEvent<'_> {
+    /// The event as one line of JSON (no newline), fields in the
+    /// documented order, every string escaped by [`json_str`].
+    pub fn to_json(&self) -> String {
+        let mut b = Vec::with_capacity(512);
+        let _ = write!(b, "{{\"v\":{},\"time\":", self.v);
+        json_str(&mut b, &self.time);
+        b.extend_from_slice(b",\"event\":");
+        json_str(&mut b, self.event);
+        b.extend_from_slice(b",\"class\":");
+        json_str(&mut b, self.class);
+        b.extend_from_slice(b",\"token_hashes\":[");
+        for (i, h) in self.token_hashes.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            json_str(&mut b, h);
+        }
+        b.extend_from_slice(b"],\"client_ip\":");
+        match self.client_ip {
+            Some(ip) => {
+                b.push(b'"');
+                write_ip(&mut b, ip);
+                b.push(b'"');
+            }
+            None => b.extend_from_slice(b"null"),
+        }
+        b.extend_from_slice(b",\"method\":");
+        json_str(&mut b, self.method);
+        b.extend_from_slice(b",\"path\":");
+        json_str(&mut b, self.path);
+        b.extend_from_slice(b",\"identity\":");
+        match &self.identity {
+            None => b.extend_from_slice(b"null"),
+            Some(id) => {
+                b.extend_from_slice(b"{\"subject\":");
+                json_opt(&mut b, id.subject);
+                b.extend_from_slice(b",\"issuer\":");
+                json_opt(&mut b, id.issuer);
+                b.extend_from_slice(b",\"source\":");
+                json_str(&mut b, id.source);
+                b.push(b'}');
+            }
+        }
+        b.extend_from_slice(b",\"decision\":");
+        json_str(&mut b, self.decision);
+        b.extend_from_slice(b",\"rule\":");
+        json_str(&mut b, self.rule);
+        b.extend_from_slice(b",\"reason\":");
+        json_str(&mut b, self.reason);
+        let _ = write!(b, ",\"status\":{}}}", self.status);
+        // Only whole UTF-8 strings and ASCII were written.
+        String::from_utf8(b).unwrap_or_default()
+    }
+}
+
+fn json_opt(b: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(v) => json_str(b, v),
+        None => b.extend_from_slice(b"null"),
+    }
 }
 
 impl<'a> AuditIdentity<'a> {
@@ -97,10 +161,7 @@ impl AuditSink {
         {
             return;
         }
-        let Ok(json) = serde_json::to_string(event) else {
-            return;
-        };
-        let json = escape_controls(json);
+        let json = event.to_json();
         match self {
             // Formatted by hand like the access line, for the same reason.
             AuditSink::Log => Line::info("sharegate::audit", &json).write(),
@@ -111,24 +172,65 @@ impl AuditSink {
     }
 }
 
-/// `serde_json` escapes the C0 controls but leaves DEL and the C1
-/// controls raw, which some terminals obey; escapes those too (they can
-/// only occur inside strings, where `\u` escapes are valid JSON).
-fn escape_controls(json: String) -> String {
-    if !json.chars().any(char::is_control) {
-        return json;
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if c.is_control() {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_documented_shape_and_escapes_everything() {
+        let hashes = ["1a2b3c4d".to_owned(), "5e6f7a8b".to_owned()];
+        let evil = "a\"b\\c\u{1b}[2J\u{7f}\u{9b}é";
+        let event = AuditEvent {
+            v: 1,
+            time: "2026-11-27T05:41:48.947Z".to_owned(),
+            event: "share_access",
+            class: "public_api",
+            token_hashes: &hashes,
+            client_ip: Some("::ffff:10.0.0.1".parse().unwrap()),
+            method: "GET",
+            path: "/public/{tok:1a2b3c4d}/r",
+            identity: Some(AuditIdentity {
+                subject: Some(evil),
+                issuer: None,
+                source: "header:x-goog-iap-jwt-assertion",
+            }),
+            decision: "allowed",
+            rule: "share.allow_from (/public/{token}/r)",
+            reason: "",
+            status: 200,
+        };
+        let json = event.to_json();
+        assert!(!json.chars().any(char::is_control), "{json}");
+        let got: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let want = serde_json::json!({
+            "v": 1, "time": "2026-11-27T05:41:48.947Z", "event": "share_access",
+            "class": "public_api", "token_hashes": ["1a2b3c4d", "5e6f7a8b"],
+            "client_ip": "::ffff:10.0.0.1", "method": "GET",
+            "path": "/public/{tok:1a2b3c4d}/r",
+            "identity": {"subject": evil, "issuer": null, "source": "header:x-goog-iap-jwt-assertion"},
+            "decision": "allowed", "rule": "share.allow_from (/public/{token}/r)",
+            "reason": "", "status": 200
+        });
+        assert_eq!(got, want);
+        let keys: Vec<&str> = json
+            .split(",\"")
+            .skip(1)
+            .map(|k| k.split('"').next().unwrap())
+            .collect();
+        assert_eq!(&keys[..3], ["time", "event", "class"]);
+        let none = AuditEvent {
+            client_ip: None,
+            identity: None,
+            token_hashes: &[],
+            ..event
+        };
+        let got: serde_json::Value = serde_json::from_str(&none.to_json()).unwrap();
+        assert_eq!(got["client_ip"], serde_json::Value::Null);
+        assert_eq!(got["identity"], serde_json::Value::Null);
+        assert_eq!(got["token_hashes"], serde_json::json!([]));
+    }
 }

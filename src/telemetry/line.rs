@@ -84,6 +84,19 @@ impl Line {
         self
     }
 
+    /// An address: never needs quotes or escapes.
+    pub fn ip(&mut self, key: &str, ip: std::net::IpAddr) -> &mut Self {
+        self.key(key);
+        if self.json {
+            self.buf.push(b'"');
+            write_ip(&mut self.buf, ip);
+            self.buf.push(b'"');
+        } else {
+            write_ip(&mut self.buf, ip);
+        }
+        self
+    }
+
     /// A value shown with `Display` (addresses, methods): formatted into
     /// a small stack buffer, then escaped like any string.
     pub fn display(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
@@ -186,9 +199,51 @@ fn text_value(buf: &mut Vec<u8>, value: &str) {
     buf.push(b'"');
 }
 
+/// Whether `value` may hold a control character: a C0 byte, DEL, or the
+/// lead byte of a C1 control's UTF-8 form (0xC2). A byte test the compiler
+/// vectorizes; the exact test runs only when this says yes.
+fn may_hold_controls(value: &str) -> bool {
+    // A fold, not `any`: without the early exit the loop vectorizes.
+    value
+        .bytes()
+        .fold(false, |hit, b| hit | (b < 0x20) | (b == 0x7f) | (b == 0xc2))
+}
+
+/// Whether a JSON string needs more than quotes around it.
+fn json_plain(value: &str) -> bool {
+    !value.bytes().fold(false, |hit, b| {
+        hit | (b < 0x20) | (b == 0x7f) | (b == 0xc2) | (b == b'"') | (b == b'\\')
+    })
+}
+
+/// An address in its usual text form. IPv4 is written digit by digit: the
+/// standard `Display` (built for padding and width) cost more than the
+/// rest of a field.
+pub(crate) fn write_ip(buf: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                if octet >= 100 {
+                    buf.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    buf.push(b'0' + octet / 10 % 10);
+                }
+                buf.push(b'0' + octet % 10);
+            }
+        }
+        std::net::IpAddr::V6(_) => {
+            let _ = write!(buf, "{ip}");
+        }
+    }
+}
+
 /// Free text (a message): written as is, control characters escaped.
 fn text_escaped(buf: &mut Vec<u8>, value: &str) {
-    if !value.chars().any(char::is_control) {
+    if !may_hold_controls(value) {
         buf.extend_from_slice(value.as_bytes());
         return;
     }
@@ -206,6 +261,11 @@ fn text_escaped(buf: &mut Vec<u8>, value: &str) {
 /// C1 controls some terminals obey) escaped.
 pub(crate) fn json_str(buf: &mut Vec<u8>, value: &str) {
     buf.push(b'"');
+    if json_plain(value) {
+        buf.extend_from_slice(value.as_bytes());
+        buf.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, c) in value.char_indices() {
         let escaped: Option<&[u8]> = match c {
@@ -278,6 +338,16 @@ mod tests {
         let mut b = Vec::new();
         text_escaped(&mut b, "a\u{1b}b");
         assert_eq!(b, b"a\\u{1b}b");
+    }
+
+    #[test]
+    fn addresses_as_std_writes_them() {
+        for ip in ["0.0.0.0", "10.20.3.255", "127.0.0.1", "100.9.99.1", "::1", "::ffff:10.0.0.1", "fd00::1:2"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut b = Vec::new();
+            write_ip(&mut b, ip);
+            assert_eq!(String::from_utf8(b).unwrap(), ip.to_string());
+        }
     }
 
     #[test]

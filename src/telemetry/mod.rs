@@ -76,11 +76,30 @@ pub fn mask_tokens(path: &str, tokens: &[String]) -> String {
 /// [`mask_tokens`] with the hashes already computed (`hashes[i]` is the
 /// hash of `tokens[i]`), so a request hashes each token once.
 pub fn mask_tokens_hashed(path: &str, tokens: &[String], hashes: &[String]) -> String {
-    let mut out = path.to_owned();
-    for (t, h) in tokens.iter().zip(hashes).filter(|(t, _)| !t.is_empty()) {
-        out = out.replace(t.as_str(), &format!("{{tok:{h}}}"));
+    let pairs: Vec<(&str, &str)> = tokens
+        .iter()
+        .zip(hashes)
+        .filter(|(t, _)| !t.is_empty())
+        .map(|(t, h)| (t.as_str(), h.as_str()))
+        .collect();
+    // One pass: the earliest occurrence of any token is replaced next.
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    loop {
+        let next = pairs
+            .iter()
+            .filter_map(|&(t, h)| rest.find(t).map(|at| (at, t.len(), h)))
+            .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
+        let Some((at, len, h)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        out.push_str("{tok:");
+        out.push_str(h);
+        out.push('}');
+        rest = &rest[at + len..];
     }
-    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +148,9 @@ impl AccessEvent {
             let detail = self.error.as_ref().map(error_chain).unwrap_or_default();
             let id = self.identity.as_ref();
             let mut line = Line::info("sharegate::access", "request");
-            line.str("class", self.class).display("client", client);
+            line.str("class", self.class).ip("client", client);
             if client != peer {
-                line.display("peer", peer);
+                line.ip("peer", peer);
             }
             line.str("method", self.method.as_str())
                 .str("path", &self.path)
@@ -274,5 +293,13 @@ mod tests {
         assert_eq!(token_hash(&t).len(), 8);
         assert_eq!(token_hash(&t), token_hash(&t));
         assert_ne!(token_hash(&t), token_hash("other"));
+        // Every occurrence of every token, and nothing else.
+        let u = "0f0e0d0c-1111-4000-8000-000000000000".to_owned();
+        let tokens = [t.clone(), u.clone()];
+        let masked = mask_tokens(&format!("/a/{u}/b/{t}/c/{u}"), &tokens);
+        let (ht, hu) = (token_hash(&t), token_hash(&u));
+        assert_eq!(masked, format!("/a/{{tok:{hu}}}/b/{{tok:{ht}}}/c/{{tok:{hu}}}"));
+        assert_eq!(mask_tokens("/no/token", &tokens), "/no/token");
+        assert_eq!(mask_tokens("/x", &[String::new()]), "/x");
     }
 }
