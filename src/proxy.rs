@@ -564,10 +564,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Forwarding headers the gateway sets itself; client copies are dropped
 /// unless the peer is a trusted proxy (whose `X-Forwarded-For` we extend).
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDING_HEADERS: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REAL_IP,
+    header::FORWARDED,
+];
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
@@ -584,28 +590,34 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of these: one pass over the names (cheap
-    // comparisons) instead of nine hashed removals of absent names.
-    let present = headers
+    drop_headers(headers, |_| false);
+}
+
+/// Removes the hop-by-hop headers (those listed in `Connection` too) and
+/// every header `also` picks. One pass over the names present (cheap
+/// comparisons), then one removal per name found: a message carries a
+/// handful of headers, and hashed removals of the dozen absent names this
+/// guards against cost more than the rest of the header work.
+fn drop_headers(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> = headers
         .keys()
-        .any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k));
-    if !present {
+        .filter(|k| *k == header::UPGRADE || HOP_BY_HOP.contains(k) || also(k))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    doomed.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
+    );
+    for name in doomed {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
 }
 
 type OnUpgrade = Option<hyper::upgrade::OnUpgrade>;
@@ -681,26 +693,10 @@ pub(crate) fn upstream_headers(
     } else {
         None
     };
-    strip_hop_by_hop(&mut headers);
-    // Header names with '_' are dropped: CGI-style servers (WSGI, PHP)
-    // fold '_' and '-' together, so `X_Forwarded_For` could stand in for
-    // the header we set.
-    let underscored: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .cloned()
-        .collect();
-    for name in underscored {
-        headers.remove(name);
-    }
-    // On share routes a method override is refused by policy; elsewhere it
-    // is stripped so that no upstream ever acts on it.
-    for name in &METHOD_OVERRIDE_HEADERS {
-        headers.remove(name);
-    }
-
     let peer = conn.peer.ip().to_canonical();
     let trusted_peer = gw.config.policy.trusted_proxies.contains(peer);
+    let mut client_text = Vec::with_capacity(40);
+    crate::telemetry::line::write_ip(&mut client_text, client);
     let xff = if trusted_peer {
         let prior: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
@@ -708,40 +704,42 @@ pub(crate) fn upstream_headers(
             .filter_map(|v| v.to_str().ok())
             .collect();
         if prior.is_empty() {
-            client.to_string()
+            client_text.clone()
         } else {
-            format!("{}, {peer}", prior.join(", "))
+            format!("{}, {peer}", prior.join(", ")).into_bytes()
         }
     } else {
-        client.to_string()
+        client_text.clone()
     };
-    for name in [
-        &X_FORWARDED_FOR,
-        &X_FORWARDED_PROTO,
-        &X_FORWARDED_HOST,
-        &X_REAL_IP,
-        &FORWARDED,
-    ] {
-        headers.remove(name);
-    }
-    let set = |h: &mut HeaderMap, name: &HeaderName, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
+    let forward_claims = &gw.config.identity.forward_claims;
+    drop_headers(&mut headers, |k| {
+        // Header names with '_': CGI-style servers (WSGI, PHP) fold '_'
+        // and '-' together, so `X_Forwarded_For` could stand in for the
+        // header we set.
+        k.as_str().contains('_')
+            // On share routes a method override is refused by policy;
+            // elsewhere it is stripped so that no upstream acts on it.
+            || METHOD_OVERRIDE_HEADERS.contains(k)
+            // Forwarding headers are the gateway's own.
+            || FORWARDING_HEADERS.contains(k)
+            // Identity headers are ours alone: client copies never pass.
+            || forward_claims.iter().any(|(_, name)| name == k)
+    });
+    let set = |h: &mut HeaderMap, name: &HeaderName, v: &[u8]| {
+        if let Ok(v) = HeaderValue::from_bytes(v) {
             h.insert(name.clone(), v);
         }
     };
     set(&mut headers, &X_FORWARDED_FOR, &xff);
-    set(&mut headers, &X_REAL_IP, &client.to_string());
-    set(
-        &mut headers,
-        &X_FORWARDED_PROTO,
-        if conn.tls { "https" } else { "http" },
+    set(&mut headers, &X_REAL_IP, &client_text);
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
     if let Some(h) = &client_host {
-        set(&mut headers, &X_FORWARDED_HOST, h);
+        set(&mut headers, &X_FORWARDED_HOST, h.as_bytes());
     }
-    // Identity headers are ours alone: client copies never pass.
-    for (claim, name) in &gw.config.identity.forward_claims {
-        headers.remove(name);
+    for (claim, name) in forward_claims {
         let value = identity
             .and_then(|id| id.claims.get(claim))
             .and_then(|v| match v {
@@ -750,7 +748,7 @@ pub(crate) fn upstream_headers(
                 other => Some(other.to_string()),
             });
         if let Some(v) = value {
-            set(&mut headers, name, &v);
+            set(&mut headers, name, v.as_bytes());
         }
     }
     headers.insert(header::HOST, gw.upstream_host.clone());
