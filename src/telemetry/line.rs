@@ -12,7 +12,6 @@
 //! `tracing::enabled!`), and control characters never reach the output
 //! raw: text escapes them as `\u{1b}`, JSON as `\u001b`.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,13 +38,17 @@ impl Line {
             json,
             target,
         };
-        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
         if json {
-            let _ = write!(line.buf, "{{\"timestamp\":\"{now}\",\"level\":\"INFO\",");
+            line.buf.extend_from_slice(b"{\"timestamp\":\"");
+            timestamp(&mut line.buf);
+            line.buf.extend_from_slice(b"\",\"level\":\"INFO\",");
             line.key("message");
             json_str(&mut line.buf, message);
         } else {
-            let _ = write!(line.buf, "{now}  INFO {target}: ");
+            timestamp(&mut line.buf);
+            line.buf.extend_from_slice(b"  INFO ");
+            line.buf.extend_from_slice(target.as_bytes());
+            line.buf.extend_from_slice(b": ");
             text_escaped(&mut line.buf, message);
         }
         line
@@ -97,14 +100,6 @@ impl Line {
         self
     }
 
-    /// A value shown with `Display` (addresses, methods): formatted into
-    /// a small stack buffer, then escaped like any string.
-    pub fn display(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
-        let mut s = Small::default();
-        let _ = write!(s, "{value}");
-        self.str(key, s.as_str())
-    }
-
     pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
         let _ = write!(self.buf, "{value}");
@@ -137,39 +132,29 @@ impl Line {
     }
 }
 
-/// A `fmt::Write` into 64 bytes on the stack, enough for any address or
-/// method; longer output is cut (never the case for what is passed).
-struct Small {
-    bytes: [u8; 64],
-    len: usize,
-}
-
-impl Default for Small {
-    fn default() -> Self {
-        Small {
-            bytes: [0; 64],
-            len: 0,
+/// Now, as RFC 3339 with microseconds (`2026-11-27T07:54:43.460673Z`), the
+/// subscriber's own form. The date and time up to the second are formatted
+/// once per second per thread; only the microseconds are written each time.
+fn timestamp(buf: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            // "2026-11-27T07:54:43Z" without its "Z".
+            let mut s = humantime::format_rfc3339_seconds(now).to_string();
+            s.pop();
+            *cached = (secs, s);
         }
-    }
-}
-
-impl Small {
-    fn as_str(&self) -> &str {
-        // Only whole `str`s are ever copied in, so this cannot fail.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
-    }
-}
-
-impl std::fmt::Write for Small {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        if end > self.bytes.len() {
-            return Err(std::fmt::Error);
-        }
-        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
+        buf.extend_from_slice(cached.1.as_bytes());
+    });
+    let _ = write!(buf, ".{:06}Z", since.subsec_micros());
 }
 
 /// A text value: bare when it is plain, quoted and escaped otherwise.
@@ -341,8 +326,29 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_as_the_subscriber_writes_them() {
+        let mut b = Vec::new();
+        timestamp(&mut b);
+        let t = String::from_utf8(b).unwrap();
+        // 2026-11-27T07:54:43.460673Z
+        assert_eq!(t.len(), 27, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
+        let parsed = humantime::parse_rfc3339(&t).unwrap();
+        let off = std::time::SystemTime::now().duration_since(parsed).unwrap();
+        assert!(off < std::time::Duration::from_secs(3600), "{t}");
+    }
+
+    #[test]
     fn addresses_as_std_writes_them() {
-        for ip in ["0.0.0.0", "10.20.3.255", "127.0.0.1", "100.9.99.1", "::1", "::ffff:10.0.0.1", "fd00::1:2"] {
+        for ip in [
+            "0.0.0.0",
+            "10.20.3.255",
+            "127.0.0.1",
+            "100.9.99.1",
+            "::1",
+            "::ffff:10.0.0.1",
+            "fd00::1:2",
+        ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
             let mut b = Vec::new();
             write_ip(&mut b, ip);

@@ -309,7 +309,10 @@ mod tests {
         let tokens = [t.clone(), u.clone()];
         let masked = mask_tokens(&format!("/a/{u}/b/{t}/c/{u}"), &tokens);
         let (ht, hu) = (token_hash(&t), token_hash(&u));
-        assert_eq!(masked, format!("/a/{{tok:{hu}}}/b/{{tok:{ht}}}/c/{{tok:{hu}}}"));
+        assert_eq!(
+            masked,
+            format!("/a/{{tok:{hu}}}/b/{{tok:{ht}}}/c/{{tok:{hu}}}")
+        );
         assert_eq!(mask_tokens("/no/token", &tokens), "/no/token");
         assert_eq!(mask_tokens("/x", &[String::new()]), "/x");
     }
