@@ -97,6 +97,20 @@ impl State {
         if !changed.is_empty() {
             return Err(ReloadError::Listeners(changed.join(", ")));
         }
+        // Set up once per process: said, not silently ignored.
+        let mut at_start = Vec::new();
+        if cfg.log != old.config.log {
+            at_start.push("[log]");
+        }
+        if cfg.workers != old.config.workers {
+            at_start.push("server.workers");
+        }
+        if !at_start.is_empty() {
+            tracing::warn!(
+                "{} changed: kept as they were; the new values take effect at the next start",
+                at_start.join(" and ")
+            );
+        }
         let gw = Gateway::build(cfg, self.metrics.clone()).await?;
         let hash = gw.config_hash.clone();
         self.metrics.config_loaded(&hash);

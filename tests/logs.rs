@@ -196,3 +196,55 @@ async fn json_lines_of_a_share_read() {
     assert_eq!(audit[0]["event"], "share_access");
     assert_eq!(audit[1]["status"], 403);
 }
+
+/// A reload cannot change the log setup (one subscriber per process): it
+/// says so rather than ignoring the new values in silence, and the level in
+/// force stays the one the process started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_says_log_settings_wait_for_a_restart() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("sharegate.toml");
+    let mut setup = Setup::new(&upstream);
+    setup.extra = "[admin]\nlisten = \"off\"\n".to_owned();
+    std::fs::write(&config, setup.toml()).expect("write the config");
+    let (gw, _addr, mut stderr) = start(&config, "text");
+    setup
+        .extra
+        .push_str("[log]\nlevel = \"warn\"\nflush_interval = \"0s\"\n");
+    std::fs::write(&config, setup.toml()).expect("rewrite the config");
+    let status = Command::new("kill")
+        .args(["-s", "HUP", &gw.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut seen = String::new();
+        loop {
+            line.clear();
+            match stderr.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => seen.push_str(&line),
+            }
+            if seen.contains("config reloaded") && seen.contains("next start") {
+                break;
+            }
+        }
+        let _ = tx.send((seen, stderr));
+    });
+    let (seen, stderr) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the reload was logged");
+    assert!(
+        seen.contains("WARN") && seen.contains("[log] changed"),
+        "{seen}"
+    );
+    // Still at info: the reload itself was logged at that level.
+    assert!(
+        seen.contains("INFO sharegate::state: config reloaded"),
+        "{seen}"
+    );
+    stop(gw, stderr);
+}

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Load benchmark: sharegate against nginx doing the same job, and against
-# the upstream reached directly, all on loopback.
+# Load benchmark: sharegate against nginx doing the same job, against
+# haproxy doing less of it (no body rewrite), and against the upstream
+# reached directly, all on loopback.
 #
-#   benches/load/run.sh            # full run (~5 minutes), markdown on stdout
+#   benches/load/run.sh            # full run (~9 minutes), markdown on stdout
 #   ROUNDS=1 DURATION=3 HUGE_MIB=64 IDLE_CONNS=1000 benches/load/run.sh   # quick
 #
 # What it does:
-#  1. installs nginx, wrk, curl, openssl, python3 with apt-get when missing;
+#  1. installs nginx, haproxy, wrk, curl, openssl, python3 with apt-get when
+#     missing;
 #  2. builds sharegate in release (honours CARGO_TARGET_DIR);
 #  3. starts on 127.0.0.1, pinned to PROXY_CORE with one worker each: the
-#     upstream (nginx serving fixed files), nginx as the proxy, sharegate,
-#     and sharegate requiring an ES256 JWT;
-#  4. checks that both proxies do the job (share-route DELETE refused, a
-#     client from 127.0.0.2 refused, bodies and Location rewritten) and stops
-#     if one does not: a proxy that skips the work must not win;
+#     upstream (nginx serving fixed files), nginx as the proxy, haproxy as
+#     a reference proxy, sharegate, and sharegate requiring an ES256 JWT;
+#  4. checks that each proxy does the job (share-route DELETE refused, a
+#     client from 127.0.0.2 refused, bodies and Location rewritten; haproxy
+#     cannot rewrite bodies, so its must come back untouched) and stops if
+#     one does not: a proxy that skips the work must not win;
 #  5. measures in alternating rounds, wrk pinned to LOAD_CORE: req/s, p50/p99,
 #     CPU time per request of the proxy and of the upstream (utime+stime from
 #     /proc/PID/stat), peak RSS (VmHWM, reset before each run); then idle RSS,
@@ -21,15 +24,16 @@
 #     HUGE_MIB MiB body is streamed and rewritten;
 #  6. prints markdown tables and the targets, met or not.
 #
-# Knobs (environment): ROUNDS=3 DURATION=10 (seconds per run) CONNS=64
+# Knobs (environment): ROUNDS=4 (one per order) DURATION=10 (seconds per run) CONNS=64
 # BIG_CONNS=4 IDLE_CONNS=10000 HUGE_MIB=1024 LOGS=on|off (access/audit logs
-# of both proxies to files, or off) PROXY_CORE=0 LOAD_CORE=1 KEEP=0 (1 keeps
+# of nginx and sharegate to files, or off; haproxy logs only through syslog
+# and runs without logs) PROXY_CORE=0 LOAD_CORE=1 KEEP=0 (1 keeps
 # the work directory) SKIP_BUILD=0 (1 uses an already built binary).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-4}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 BIG_CONNS=${BIG_CONNS:-4}
@@ -56,6 +60,7 @@ die() { say "run.sh: $*"; exit 1; }
 # --- 1. tools ---------------------------------------------------------------
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
@@ -110,8 +115,9 @@ UP_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 SG_PORT=$(free_port)
 SGJ_PORT=$(free_port)
-[ "$(printf '%s\n' "$UP_PORT" "$NGINX_PORT" "$SG_PORT" "$SGJ_PORT" | sort -u | wc -l)" = 4 ] ||
-    die "could not get four distinct free ports; run again"
+HAP_PORT=$(free_port)
+[ "$(printf '%s\n' "$UP_PORT" "$NGINX_PORT" "$SG_PORT" "$SGJ_PORT" "$HAP_PORT" | sort -u | wc -l)" = 5 ] ||
+    die "could not get five distinct free ports; run again"
 
 # --- 3. fixtures, configs, processes ---------------------------------------
 say "writing fixtures (huge body: $HUGE_MIB MiB)"
@@ -140,6 +146,7 @@ EOF
 }
 fill "$HERE/upstream-nginx.conf.in" "$WORK/upstream.conf" "" "" ""
 fill "$HERE/proxy-nginx.conf.in" "$WORK/proxy-nginx.conf" "" "" "$NGINX_PORT"
+fill "$HERE/proxy-haproxy.cfg.in" "$WORK/proxy-haproxy.cfg" "" "" "$HAP_PORT"
 fill "$HERE/sharegate.toml.in" "$WORK/sharegate.toml" network "" "$SG_PORT"
 fill "$HERE/sharegate.toml.in" "$WORK/sharegate-jwt.toml" network_and_identity "$HERE/identity-jwt.toml" "$SGJ_PORT"
 
@@ -147,11 +154,16 @@ fill "$HERE/sharegate.toml.in" "$WORK/sharegate-jwt.toml" network_and_identity "
     { cat "$WORK/out/check.txt" >&2; die "sharegate rejects the bench config"; }
 "$WORK/sharegate" check -c "$WORK/sharegate-jwt.toml" >"$WORK/out/check-jwt.txt" 2>&1 ||
     { cat "$WORK/out/check-jwt.txt" >&2; die "sharegate rejects the JWT bench config"; }
+haproxy -c -q -f "$WORK/proxy-haproxy.cfg" >"$WORK/out/check-haproxy.txt" 2>&1 ||
+    { cat "$WORK/out/check-haproxy.txt" >&2; die "haproxy rejects the bench config"; }
 
 taskset -c "$PROXY_CORE" nginx -c "$WORK/upstream.conf" -p "$WORK" 2>>"$WORK/upstream.error.log" &
 UP_PID=$!; PIDS+=("$UP_PID")
 taskset -c "$PROXY_CORE" nginx -c "$WORK/proxy-nginx.conf" -p "$WORK" 2>>"$WORK/proxy-nginx.error.log" &
 NGINX_PID=$!; PIDS+=("$NGINX_PID")
+# -db: foreground, one process (no master), so its PID is the one to read.
+taskset -c "$PROXY_CORE" haproxy -db -f "$WORK/proxy-haproxy.cfg" 2>>"$WORK/proxy-haproxy.error.log" &
+HAP_PID=$!; PIDS+=("$HAP_PID")
 TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CORE" "$WORK/sharegate" run -c "$WORK/sharegate.toml" \
     2>"$WORK/sharegate.log" >&2 &
 SG_PID=$!; PIDS+=("$SG_PID")
@@ -169,23 +181,28 @@ wait_port() { # port name: up to 10 s
 }
 wait_port "$UP_PORT" upstream
 wait_port "$NGINX_PORT" nginx
+wait_port "$HAP_PORT" haproxy
 wait_port "$SG_PORT" sharegate
 wait_port "$SGJ_PORT" sharegate-jwt
 
 children() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+$' || true; }
-# A process group's members: nginx master + workers; sharegate itself.
+# A process group's members: nginx master + workers; haproxy and sharegate
+# themselves (/proc/PID/stat sums all threads of a process).
 members() { echo "$1"; children "$1"; }
 ticks() { local t=0 p f; for p in "$@"; do read -r -a f <"/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
 status_kib() { local t=0 p v; for p in "${@:2}"; do v=$(awk -v k="$1:" '$1==k{print $2}' "/proc/$p/status"); t=$((t + v)); done; echo "$t"; }
 reset_hwm() { local p; for p in "$@"; do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done; }
 
 NGINX_MEMBERS=$(members "$NGINX_PID" | tr '\n' ' ')
+HAP_MEMBERS=$(members "$HAP_PID" | tr '\n' ' ')
 UP_MEMBERS=$(members "$UP_PID" | tr '\n' ' ')
 # shellcheck disable=SC2086
 {
     echo "sharegate_idle_rss_kib=$(status_kib VmRSS "$SG_PID")"
     echo "sharegate_jwt_idle_rss_kib=$(status_kib VmRSS "$SGJ_PID")"
     echo "nginx_idle_rss_kib=$(status_kib VmRSS $NGINX_MEMBERS)"
+    echo "haproxy_idle_rss_kib=$(status_kib VmRSS $HAP_MEMBERS)"
+    echo "haproxy_threads=$(ls /proc/"$HAP_PID"/task | wc -l)"
     echo "sharegate_threads=$(ls /proc/"$SG_PID"/task | wc -l)"
     echo "sharegate_tokio_workers=$(cat /proc/"$SG_PID"/task/*/comm | grep -c '^tokio-r' || true)"
     echo "clk_tck=$(getconf CLK_TCK)"
@@ -196,6 +213,7 @@ UP_MEMBERS=$(members "$UP_PID" | tr '\n' ' ')
     echo "huge_mib=$HUGE_MIB"
     echo "logs=$LOGS"
     echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*\///')"
+    echo "haproxy_version=$(haproxy -v 2>&1 | awk 'NR==1{print $3}')"
     echo "wrk_version=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
     echo "cpu=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
     echo "kernel=$(uname -r)"
@@ -208,15 +226,20 @@ fail=0
 check() { # name port [curl args for identity]
     local name=$1 port=$2; shift 2
     local base="http://127.0.0.1:$port" code out="$WORK/out/check-$name"
-    code=$(curl -sS "$@" -o "$out.small" -w '%{http_code}' "$base$SMALL")
-    if [ "$code" != 200 ] || [ "$(grep -o "$PRIVATE" "$out.small" | wc -l)" != 8 ] || grep -q "$PUBLIC" "$out.small"; then
-        say "FAIL $name: small route not served or not rewritten (status $code)"; fail=1
-    fi
-    code=$(curl -sS "$@" -o "$out.big" -w '%{http_code}' "$base$BIG")
     local want_big
     want_big=$(awk -F= '$1=="count_big"{print $2}' "$WORK/meta.txt")
-    if [ "$code" != 200 ] || [ "$(grep -o "$PRIVATE" "$out.big" | wc -l)" != "$want_big" ] || grep -q "$PUBLIC" "$out.big"; then
-        say "FAIL $name: 8 MiB body not served or not fully rewritten (status $code)"; fail=1
+    # haproxy cannot rewrite bodies (proxy-haproxy.cfg.in): its bodies must
+    # come back as the upstream sent them, every public URL still there, so
+    # the report's "no body rewrite" is checked and not assumed.
+    local have=$PRIVATE lack=$PUBLIC how=rewritten
+    [ "$name" = haproxy ] && { have=$PUBLIC; lack=$PRIVATE; how=untouched; }
+    code=$(curl -sS "$@" -o "$out.small" -w '%{http_code}' "$base$SMALL")
+    if [ "$code" != 200 ] || [ "$(grep -o "$have" "$out.small" | wc -l)" != 8 ] || grep -q "$lack" "$out.small"; then
+        say "FAIL $name: small route not served or not $how (status $code)"; fail=1
+    fi
+    code=$(curl -sS "$@" -o "$out.big" -w '%{http_code}' "$base$BIG")
+    if [ "$code" != 200 ] || [ "$(grep -o "$have" "$out.big" | wc -l)" != "$want_big" ] || grep -q "$lack" "$out.big"; then
+        say "FAIL $name: 8 MiB body not served or not fully $how (status $code)"; fail=1
     fi
     code=$(curl -sS "$@" -X DELETE -o "$out.delete" -w '%{http_code}' "$base$SMALL")
     if [[ "$code" != 4* ]] || grep -q upstream-accepted-write "$out.delete"; then
@@ -231,10 +254,17 @@ check() { # name port [curl args for identity]
     if [ "$location" != "$PRIVATE/public/$TOKEN/r" ]; then
         say "FAIL $name: Location not rewritten ($location)"; fail=1
     fi
-    if [ "$fail" = 0 ]; then say "ok   $name: policy enforced and origins rewritten"; fi
+    if [ "$fail" = 0 ]; then
+        if [ "$name" = haproxy ]; then
+            say "ok   $name: policy enforced and Location rewritten (bodies untouched: it cannot rewrite them)"
+        else
+            say "ok   $name: policy enforced and origins rewritten"
+        fi
+    fi
 }
 say "checking that each proxy does the job"
 check nginx "$NGINX_PORT"
+check haproxy "$HAP_PORT"
 check sharegate "$SG_PORT"
 check sharegate-jwt "$SGJ_PORT" -H "$JWT_HEADER: $TOKEN_JWT"
 code=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SGJ_PORT$SMALL")
@@ -250,6 +280,7 @@ measure() { # scenario target round port conns [wrk args...]
     local members="" out="$WORK/out/wrk-$scenario-$target-$round.txt"
     case $target in
         nginx) members=$NGINX_MEMBERS ;;
+        haproxy) members=$HAP_MEMBERS ;;
         sharegate) members=$SG_PID ;;
         sharegate-jwt) members=$SGJ_PID ;;
     esac
@@ -269,12 +300,22 @@ measure() { # scenario target round port conns [wrk args...]
         "$( [ -n "$members" ] && echo $((p1 - p0)) || echo -)" "$((u1 - u0))" "$hwm" >>"$RESULTS"
     say "  $scenario $target round $round: $(awk '/Requests\/sec/{print $2 " req/s"}' "$out")"
 }
-port_of() { case $1 in direct) echo "$UP_PORT" ;; nginx) echo "$NGINX_PORT" ;; sharegate) echo "$SG_PORT" ;; esac; }
+port_of() {
+    case $1 in
+        direct) echo "$UP_PORT" ;; nginx) echo "$NGINX_PORT" ;; haproxy) echo "$HAP_PORT" ;;
+        sharegate) echo "$SG_PORT" ;;
+    esac
+}
 
 say "measuring: $ROUNDS rounds x ${DURATION}s per run"
-orders=("direct nginx sharegate" "nginx sharegate direct" "sharegate direct nginx")
+# Each target takes each place in turn (a full turn is four rounds), so none
+# always runs first or last.
+# haproxy is in the 8 MiB scenario too: without a rewrite it shows what
+# plain forwarding of the body costs, the floor for the rewriting proxies.
+orders=("direct nginx sharegate haproxy" "nginx sharegate haproxy direct"
+    "sharegate haproxy direct nginx" "haproxy direct nginx sharegate")
 for round in $(seq 1 "$ROUNDS"); do
-    order=${orders[$(((round - 1) % 3))]}
+    order=${orders[$(((round - 1) % 4))]}
     for t in $order; do measure small_2KiB "$t" "$round" "$(port_of "$t")" "$CONNS"; done
     measure small_2KiB sharegate-jwt "$round" "$SGJ_PORT" "$CONNS" -H "$JWT_HEADER: $TOKEN_JWT"
     for t in $order; do measure rewrite_8MiB "$t" "$round" "$(port_of "$t")" "$BIG_CONNS"; done
