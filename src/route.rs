@@ -10,7 +10,9 @@
 //! Canonical form, ambiguity and what is forwarded:
 //! - The target is split at the first `?`; the query is forwarded byte for byte and
 //!   never takes part in matching. A `#` anywhere is refused.
-//! - The path must start with `/` and every `%` must start a well-formed escape.
+//! - The path must start with `/`, and not with `//` or `/\` once decoded (the
+//!   start of another host's URL: an open redirect wherever the path is echoed
+//!   into a `Location`); every `%` must start a well-formed escape.
 //!   Escapes of unreserved characters (letters, digits, `-`, `_`, `~`) are decoded,
 //!   the hex of every other escape is uppercased. That string is [`Route::path`],
 //!   exactly what goes upstream. `.` is deliberately not decoded: `%2E` stays
@@ -160,6 +162,8 @@ pub enum PathError {
     Fragment,
     #[error("path does not start with '/'")]
     NotOriginForm,
+    #[error("path starts like a URL of another host ('//' or '/\\', spelled or encoded)")]
+    SchemeRelative,
     #[error("malformed percent-escape in path")]
     BadEscape,
     #[error("dot segment in path")]
@@ -199,6 +203,7 @@ impl PathError {
             PathError::TooLong => "too_long",
             PathError::Fragment => "fragment",
             PathError::NotOriginForm => "not_origin_form",
+            PathError::SchemeRelative => "scheme_relative",
             PathError::BadEscape => "bad_escape",
             PathError::DotSegment => "dot_segment",
             PathError::EncodedSeparator => "encoded_separator",
@@ -453,6 +458,9 @@ impl RouteTable {
             return Err(PathError::NotOriginForm);
         }
         let (path, ambiguity) = canonicalize(raw_path)?;
+        if names_another_host(path.as_bytes()) {
+            return Err(PathError::SchemeRelative);
+        }
         let view = match_view(path.as_bytes());
         let hit = self.lookup(method, view);
 
@@ -701,6 +709,27 @@ fn canonicalize(raw: &str) -> Result<(String, Option<PathError>), PathError> {
     // error arm keeps the hot path free of panics all the same.
     let path = String::from_utf8(out).map_err(|_| PathError::NonAscii)?;
     Ok((path, flags.first()))
+}
+
+/// Whether the path begins `//` or `/\\` once decoded (up to the decoding
+/// bound): not an absolute path at all (RFC 3986 §3.3 forbids an empty first
+/// segment), and the start of a URL of another host to any upstream or
+/// browser that echoes the path into a redirect (`Location: //evil/...`).
+/// Refused on every route, not only on protected ones: the harm is the
+/// open redirect, wherever the path lands.
+fn names_another_host(path: &[u8]) -> bool {
+    let mut head = path.get(..path.len().min(64)).unwrap_or(path).to_vec();
+    for _ in 0..=MAX_DECODE_ROUNDS {
+        if matches!(head.get(..2), Some([b'/', b'/' | b'\\'])) {
+            return true;
+        }
+        let next: Vec<u8> = percent_decode(&head).collect();
+        if next == head {
+            return false;
+        }
+        head = next;
+    }
+    false
 }
 
 /// Ambiguities seen in a path, reported by priority rather than position so that the
@@ -1598,6 +1627,36 @@ mod tests {
     }
 
     #[test]
+    fn paths_naming_another_host_are_refused_on_every_route() {
+        let t = table("");
+        for target in [
+            "//evil.example/public/T/r",
+            "//evil.example",
+            "/\\evil.example/x",
+            "/%2Fevil.example/x",
+            "/%2f%2Fevil.example/x",
+            "/%5Cevil.example/x",
+            "/%252F/evil.example/x",
+            "//api/v1/runs/x/share",
+            "//",
+        ] {
+            assert_eq!(
+                classify(&t, Method::GET, target).err(),
+                Some(PathError::SchemeRelative),
+                "{target}"
+            );
+        }
+        // A slash later on, or an escape that is not one, is another matter.
+        for target in ["/", "/a//b", "/a/%2F/b", "/%41/x", "/%2"] {
+            assert_ne!(
+                classify(&t, Method::GET, target).err(),
+                Some(PathError::SchemeRelative),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
     fn adversarial_paths_to_protected_routes_are_refused() {
         let t = table("");
         for (target, err) in [
@@ -1609,7 +1668,7 @@ mod tests {
             ("/api/v1/runs/x%5cshare", PathError::EncodedSeparator),
             ("/api/v1/runs/x/share;x=y", PathError::PathParameter),
             ("/api//v1/public/T/runs", PathError::EmptySegment),
-            ("//api/v1/runs/x/share", PathError::EmptySegment),
+            ("/api/v1//runs/x/share", PathError::EmptySegment),
             ("/api\\v1\\public\\T", PathError::Backslash),
             ("/public/T/r%00", PathError::Nul),
             ("/api/v1/runs/x/share%00.png", PathError::Nul),
@@ -1692,6 +1751,7 @@ mod tests {
             PathError::TooLong,
             PathError::Fragment,
             PathError::NotOriginForm,
+            PathError::SchemeRelative,
             PathError::BadEscape,
             PathError::ExcessiveEncoding,
         ]

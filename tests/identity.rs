@@ -627,9 +627,10 @@ async fn a_browser_without_a_token_is_sent_to_the_login_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_redirect_never_returns_to_another_origin() {
-    // Every route needs an identity: targets such as `//evil.example/...`
-    // are not share routes (their first segment is `evil.example`), so
-    // they are judged by `[default]`.
+    // Every route needs an identity. Targets that start like another host
+    // (`//evil.example/...`, `/\\evil...`) are refused as paths outright;
+    // the others are judged by their routes: either way, no redirect may
+    // lead off this origin.
     let g = start_requiring(
         "identity",
         "identity",

@@ -76,6 +76,19 @@ fn ambiguous() -> Vec<(std::net::IpAddr, &'static str, String)> {
         "POST",
         fill("/api/v1/public/{t}/runs/query;/../../../runs/{id}"),
     ));
+    // On any route, even one open to everyone: a path that starts like a
+    // URL of another host, which an upstream echoing the path into a
+    // redirect would turn into an open redirect (`Location: //evil...`).
+    for target in [
+        "//evil.example/assets/app.js",
+        "/\\evil.example/",
+        "/%2Fevil.example/login",
+        "/%5cevil.example/",
+        "/%252F%252Fevil.example/",
+    ] {
+        out.push((INSIDE, "GET", target.to_owned()));
+        out.push((OUTSIDE, "GET", target.to_owned()));
+    }
     out
 }
 
