@@ -66,13 +66,32 @@ fn start(
     (gw, addr, stderr)
 }
 
-/// SIGTERM, then everything the process wrote until it exited.
-fn stop(mut gw: Gateway, mut stderr: BufReader<ChildStderr>) -> String {
+fn signal(gw: &Gateway, name: &str) {
     let status = Command::new("kill")
-        .args(["-s", "TERM", &gw.0.id().to_string()])
+        .args(["-s", name, &gw.0.id().to_string()])
         .status()
         .expect("run kill");
-    assert!(status.success());
+    assert!(status.success(), "kill -s {name}");
+}
+
+/// A config for `upstream` with the admin listener off (tests run side by
+/// side), written to a fresh directory.
+fn setup(upstream: &FakeUpstream) -> Setup {
+    let mut setup = Setup::new(upstream);
+    setup.extra = "[admin]\nlisten = \"off\"\n".to_owned();
+    setup
+}
+
+fn write_config(setup: &Setup) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("sharegate.toml");
+    std::fs::write(&config, setup.toml()).expect("write the config");
+    (dir, config)
+}
+
+/// SIGTERM, then everything the process wrote until it exited.
+fn stop(mut gw: Gateway, mut stderr: BufReader<ChildStderr>) -> String {
+    signal(&gw, "TERM");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut rest = String::new();
@@ -89,12 +108,7 @@ fn stop(mut gw: Gateway, mut stderr: BufReader<ChildStderr>) -> String {
 
 async fn one_share_read(format: &str) -> String {
     let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let config = dir.path().join("sharegate.toml");
-    let mut setup = Setup::new(&upstream);
-    // Tests run side by side: no fixed admin port.
-    setup.extra = "[admin]\nlisten = \"off\"\n".to_owned();
-    std::fs::write(&config, setup.toml()).expect("write the config");
+    let (_dir, config) = write_config(&setup(&upstream));
     let (gw, addr, stderr) = start(&config, format);
     let inside = "127.0.0.2".parse().unwrap();
     let r = common::request(
@@ -203,21 +217,14 @@ async fn json_lines_of_a_share_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_says_log_settings_wait_for_a_restart() {
     let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let config = dir.path().join("sharegate.toml");
-    let mut setup = Setup::new(&upstream);
-    setup.extra = "[admin]\nlisten = \"off\"\n".to_owned();
-    std::fs::write(&config, setup.toml()).expect("write the config");
+    let mut setup = setup(&upstream);
+    let (_dir, config) = write_config(&setup);
     let (gw, _addr, mut stderr) = start(&config, "text");
     setup
         .extra
         .push_str("[log]\nlevel = \"warn\"\nflush_interval = \"0s\"\n");
     std::fs::write(&config, setup.toml()).expect("rewrite the config");
-    let status = Command::new("kill")
-        .args(["-s", "HUP", &gw.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    signal(&gw, "HUP");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();

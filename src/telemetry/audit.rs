@@ -47,20 +47,25 @@ impl AuditEvent<'_> {
     /// documented order, every string escaped by [`json_str`].
     pub fn to_json(&self) -> String {
         let mut b = Vec::with_capacity(512);
-        let _ = write!(b, "{{\"v\":{},\"time\":", self.v);
-        json_str(&mut b, &self.time);
-        b.extend_from_slice(b",\"event\":");
-        json_str(&mut b, self.event);
-        b.extend_from_slice(b",\"class\":");
-        json_str(&mut b, self.class);
-        b.extend_from_slice(b",\"token_hashes\":[");
+        let _ = write!(b, "{{\"v\":{}", self.v);
+        for (name, value) in [
+            ("time", self.time.as_str()),
+            ("event", self.event),
+            ("class", self.class),
+        ] {
+            key(&mut b, name);
+            json_str(&mut b, value);
+        }
+        key(&mut b, "token_hashes");
+        b.push(b'[');
         for (i, h) in self.token_hashes.iter().enumerate() {
             if i > 0 {
                 b.push(b',');
             }
             json_str(&mut b, h);
         }
-        b.extend_from_slice(b"],\"client_ip\":");
+        b.push(b']');
+        key(&mut b, "client_ip");
         match self.client_ip {
             Some(ip) => {
                 b.push(b'"');
@@ -69,33 +74,42 @@ impl AuditEvent<'_> {
             }
             None => b.extend_from_slice(b"null"),
         }
-        b.extend_from_slice(b",\"method\":");
-        json_str(&mut b, self.method);
-        b.extend_from_slice(b",\"path\":");
-        json_str(&mut b, self.path);
-        b.extend_from_slice(b",\"identity\":");
+        for (name, value) in [("method", self.method), ("path", self.path)] {
+            key(&mut b, name);
+            json_str(&mut b, value);
+        }
+        key(&mut b, "identity");
         match &self.identity {
             None => b.extend_from_slice(b"null"),
             Some(id) => {
                 b.extend_from_slice(b"{\"subject\":");
                 json_opt(&mut b, id.subject);
-                b.extend_from_slice(b",\"issuer\":");
+                key(&mut b, "issuer");
                 json_opt(&mut b, id.issuer);
-                b.extend_from_slice(b",\"source\":");
+                key(&mut b, "source");
                 json_str(&mut b, id.source);
                 b.push(b'}');
             }
         }
-        b.extend_from_slice(b",\"decision\":");
-        json_str(&mut b, self.decision);
-        b.extend_from_slice(b",\"rule\":");
-        json_str(&mut b, self.rule);
-        b.extend_from_slice(b",\"reason\":");
-        json_str(&mut b, self.reason);
+        for (name, value) in [
+            ("decision", self.decision),
+            ("rule", self.rule),
+            ("reason", self.reason),
+        ] {
+            key(&mut b, name);
+            json_str(&mut b, value);
+        }
         let _ = write!(b, ",\"status\":{}}}", self.status);
         // Only whole UTF-8 strings and ASCII were written.
         String::from_utf8(b).unwrap_or_default()
     }
+}
+
+/// `,"name":` (every field but the first).
+fn key(b: &mut Vec<u8>, name: &str) {
+    b.extend_from_slice(b",\"");
+    b.extend_from_slice(name.as_bytes());
+    b.extend_from_slice(b"\":");
 }
 
 fn json_opt(b: &mut Vec<u8>, value: Option<&str>) {
