@@ -545,6 +545,58 @@ async fn a_slow_header_is_cut_off_while_others_are_served() {
     assert!(seen.iter().all(|r| r.header("x-padding").is_none()));
 }
 
+/// Before hyper reads a head, hyper-util reads the opening bytes to tell
+/// HTTP/1 from HTTP/2, with no deadline of its own: a client that sends
+/// nothing (or part of the HTTP/2 preface) must still be let go after
+/// `header_timeout`, while a request already under way is never cut by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_starts_a_request_is_closed() {
+    let up = FakeUpstream::start().await;
+    let slow = fill("/public/{t}/r");
+    up.on(
+        &slow,
+        custom(|_| async {
+            // The upstream thinks for longer than the header timeout.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            upstream_response(StatusCode::OK, &[], upstream_full("slow but sure"))
+        }),
+    );
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nheader_timeout = \"1s\"\n".to_owned();
+    let gw = setup.start().await;
+    for (what, opening) in [
+        ("nothing at all", &b""[..]),
+        ("part of the HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
+    ] {
+        let mut s = connect(INSIDE, gw.addr).await;
+        s.write_all(opening).await.expect("write");
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "{what}: the connection was still open after {WAIT:?}"
+        );
+    }
+    up.assert_silent("silent connections");
+    // A request sent promptly is answered even though the answer takes
+    // longer than the header timeout, on a fresh and on a reused connection.
+    let raw = format!("GET {slow} HTTP/1.1\r\nHost: gateway.corp.example\r\n\r\n");
+    let mut s = connect(INSIDE, gw.addr).await;
+    for round in 0..2 {
+        s.write_all(raw.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("slow but sure") {
+            let n = within("the slow answer", s.read(&mut buf))
+                .await
+                .expect("read");
+            assert!(n > 0, "round {round}: closed before the answer: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(raw_status(&String::from_utf8_lossy(&got)), 200);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_or_too_large_headers_are_431() {
     let up = FakeUpstream::start().await;

@@ -27,7 +27,9 @@ use crate::identity::client_cert;
 use crate::proxy::{self, Conn, Gateway};
 use crate::state::State;
 
+mod opening;
 pub mod proxy_protocol;
+use opening::Opening;
 use proxy_protocol::{read_header, Prefixed, ProxyHeader};
 
 /// Every socket the gateway serves.
@@ -243,13 +245,16 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
     let limits = gateway.config.limits.clone();
     let mut hard = ctx.hard_stop.clone();
     let watcher = ctx.watcher;
+    // Until the first bytes tell HTTP/1 from HTTP/2, nothing else bounds
+    // the wait (see `opening`).
+    let opening = limits.header_timeout;
     match ctx.kind {
         Kind::Admin => {
             let state = ctx.state.clone();
             let service = service_fn(move |req| crate::admin::handle(state.clone(), req));
             let builder = http_builder(&limits);
             let c = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Opening::new(stream, opening)), service)
                 .into_owned();
             tokio::select! {
                 _ = watcher.watch(c) => {}
@@ -268,7 +273,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             });
             let builder = http_builder(&limits);
             let c = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Opening::new(stream, opening)), service)
                 .into_owned();
             tokio::select! {
                 _ = watcher.watch(c) => {}
@@ -308,7 +313,10 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let result = match io {
                 Io::Plain(s) => {
                     let c = builder
-                        .serve_connection_with_upgrades(TokioIo::new(s), service)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(Opening::new(s, opening)),
+                            service,
+                        )
                         .into_owned();
                     tokio::select! {
                         r = watcher.watch(c) => r,
@@ -317,7 +325,10 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 }
                 Io::Tls(s) => {
                     let c = builder
-                        .serve_connection_with_upgrades(TokioIo::new(*s), service)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(Opening::new(*s, opening)),
+                            service,
+                        )
                         .into_owned();
                     tokio::select! {
                         r = watcher.watch(c) => r,
