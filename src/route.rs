@@ -28,7 +28,9 @@
 //!   and cut at a decoded `?`/`#`/NUL before or after dot resolution; each also
 //!   with `//` kept until dots are resolved and with segments read exactly, as an
 //!   RFC 3986 resolver does (`/a//../b` and `/a/b/..%20/..` are `/a/b` there). If
-//!   the strict path or any loose reading hits a route, the request is refused; if
+//!   the strict path or any loose reading hits a route, the request is refused (and a
+//!   dot segment next to an empty one is refused on every route: half-and-half
+//!   readings of it are too many to list); if
 //!   all of them are [`RouteClass::Other`] the strict path is forwarded unchanged, so
 //!   odd asset URLs of the rest of the app keep working. Escapes nested deeper than
 //!   the decoding bound are refused outright.
@@ -460,6 +462,15 @@ impl RouteTable {
         let (path, ambiguity) = canonicalize(raw_path)?;
         if names_another_host(path.as_bytes()) {
             return Err(PathError::SchemeRelative);
+        }
+        // Dot segments next to empty ones have no single reading: `//..`
+        // removes the empty segment for an RFC 3986 resolver and the one
+        // before it where `//` is merged first, and a path can mix both
+        // (`/a//../x//../b` is `/a/x/b`, `/b`, or `/a/b` read half and
+        // half). Browsers never send dot segments, so such a path is
+        // refused on every route rather than read every way.
+        if ambiguity == Some(PathError::DotSegment) && path.contains("//") {
+            return Err(PathError::DotSegment);
         }
         let view = match_view(path.as_bytes());
         let hit = self.lookup(method, view);
@@ -1390,8 +1401,12 @@ mod tests {
             classify(&based, Method::PUT, "/langsmith/api/v1/runs/x//../share"),
             Err(PathError::DotSegment)
         );
-        // Still forwarded when no reading reaches a route.
-        assert_eq!(get(&t, "/assets//../app.js").class, RouteClass::Other);
+        // Refused even where no reading reaches a route: dot segments next
+        // to empty ones can also be read half one way, half the other.
+        assert_eq!(
+            classify(&t, Method::GET, "/assets//../app.js").err(),
+            Some(PathError::DotSegment)
+        );
     }
 
     #[test]
@@ -1624,6 +1639,32 @@ mod tests {
         // A long query does not count against the path limit.
         let long_query = format!("/public/T/r?{}", "q".repeat(MAX_PATH_LEN * 2));
         assert_eq!(get(&t, &long_query).class, RouteClass::SharePage);
+    }
+
+    #[test]
+    fn dot_and_empty_segments_together_are_refused_on_every_route() {
+        for base in ["", "/langsmith"] {
+            let t = table(base);
+            for target in [
+                format!("{base}/y//../x//../api/v1/public/datasets/sessions-bulk"),
+                format!("{base}/static//../app.js"),
+                "/a/.//b".to_owned(),
+            ] {
+                assert_eq!(
+                    classify(&t, Method::GET, &target).err(),
+                    Some(PathError::DotSegment),
+                    "{target}"
+                );
+            }
+        }
+        // Found by the property tests: read half RFC 3986, half
+        // slash-merging, this is the bulk read under the base path.
+        let based = table("/langsmith");
+        let found = "/langsmith//../x//../api/v1/public/datasets/sessions-bulk";
+        assert_eq!(
+            classify(&based, Method::GET, found).err(),
+            Some(PathError::DotSegment)
+        );
     }
 
     #[test]
