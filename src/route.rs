@@ -1925,7 +1925,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig { cases: 2000, ..crate::testing::proptest_config() })]
 
         #[test]
         fn canonicalization_is_idempotent(

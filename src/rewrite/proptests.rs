@@ -174,7 +174,7 @@ fn body(max: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..crate::testing::proptest_config() })]
 
     #[test]
     fn every_split_point(input in body(12), window in prop::sample::select(vec![8usize, 2048]), packed: bool) {
@@ -211,7 +211,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, ..crate::testing::proptest_config() })]
 
     #[test]
     fn every_pair_of_split_points(input in body(6)) {
