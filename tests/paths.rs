@@ -76,15 +76,20 @@ fn ambiguous() -> Vec<(std::net::IpAddr, &'static str, String)> {
         "POST",
         fill("/api/v1/public/{t}/runs/query;/../../../runs/{id}"),
     ));
-    // On any route, even one open to everyone: a path that starts like a
-    // URL of another host, which an upstream echoing the path into a
-    // redirect would turn into an open redirect (`Location: //evil...`).
+    // On any route, even one open to everyone (from inside and outside):
+    // a path that starts like a URL of another host, which an upstream
+    // echoing the path into a redirect would turn into an open redirect
+    // (`Location: //evil...`), and dot segments next to empty ones.
     for target in [
         "//evil.example/assets/app.js",
         "/\\evil.example/",
         "/%2Fevil.example/login",
         "/%5cevil.example/",
         "/%252F%252Fevil.example/",
+        // Dot segments next to empty ones: no single reading, so refused
+        // even on a route open to everyone.
+        "/assets//../app.js",
+        "/assets/x//../../api/v1/public/datasets/sessions-bulk",
     ] {
         out.push((INSIDE, "GET", target.to_owned()));
         out.push((OUTSIDE, "GET", target.to_owned()));
