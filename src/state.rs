@@ -151,30 +151,49 @@ pub async fn watch(state: Arc<State>) {
                 std::future::pending::<()>().await;
             }
         };
+        // Each fingerprint is taken before the reload reads the files, so an
+        // edit that lands while a reload runs is seen at the next tick, not
+        // taken for the one just loaded.
         tokio::select! {
             _ = signal => {
                 tracing::info!("SIGHUP: reloading the config");
+                let files = state.gateway().config.files.clone();
+                let before = fingerprint(&files);
                 let _ = state.reload().await;
-                seen = fingerprint(&state.gateway().config.files);
+                seen = seen_after_reload(&state, &files, before);
             }
             _ = tick => {
                 let files = state.gateway().config.files.clone();
                 let now = fingerprint(&files);
                 if now != seen {
                     tracing::info!("a config file changed: reloading");
-                    seen = match state.reload().await {
-                        Ok(_) => fingerprint(&state.gateway().config.files),
-                        // Retry only when the files change again.
-                        Err(_) => now,
-                    };
+                    // A refused reload is retried only when the files change
+                    // again.
+                    let _ = state.reload().await;
+                    seen = seen_after_reload(&state, &files, now);
                 }
             }
         }
     }
 }
 
+type Fingerprint = Vec<Option<(SystemTime, u64)>>;
+
+/// What the watcher compares against after a reload: the fingerprint taken
+/// before it (`before`, of `files`) while the config still names the same
+/// files; a fresh one of the new set when a reload changed which files it
+/// names.
+fn seen_after_reload(state: &State, files: &[PathBuf], before: Fingerprint) -> Fingerprint {
+    let gw = state.gateway();
+    if gw.config.files == files {
+        before
+    } else {
+        fingerprint(&gw.config.files)
+    }
+}
+
 /// Modification time and length of every file (or `None` when unreadable).
-fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+fn fingerprint(files: &[PathBuf]) -> Fingerprint {
     files.iter().map(|f| stat(f)).collect()
 }
 
