@@ -545,8 +545,8 @@ async fn a_slow_header_is_cut_off_while_others_are_served() {
     assert!(seen.iter().all(|r| r.header("x-padding").is_none()));
 }
 
-/// Before hyper reads a head, hyper-util reads the opening bytes to tell
-/// HTTP/1 from HTTP/2, with no deadline of its own: a client that sends
+/// Before hyper reads a head, the gateway reads the opening bytes to tell
+/// HTTP/1 from HTTP/2, when no hyper timer runs yet: a client that sends
 /// nothing (or part of the HTTP/2 preface) must still be let go after
 /// `header_timeout`, while a request already under way is never cut by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,3 +206,70 @@ async fn plain_http_to_the_tls_listener_gets_nothing() {
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     up.assert_silent("plain HTTP to the TLS port");
 }
+
+/// RFC 9113 §3.3: over TLS, HTTP/2 is spoken only when ALPN agreed on it. A
+/// client that skips ALPN and sends the HTTP/2 preface anyway is read as
+/// HTTP/1.1, which refuses it; a client that agreed on h2 and then sends
+/// nothing (or part of the preface) is let go after `header_timeout`. None
+/// of them reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_needs_alpn_and_a_prompt_preface() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = FakeUpstream::start().await;
+    let gw = TlsGateway::start(&up, "[limits]\nheader_timeout = \"1s\"\n").await;
+    let target = fill("/public/{t}/r");
+
+    // The preface and a whole HTTP/2 request, without ALPN.
+    let mut tls = tls_connect(INSIDE, &gw, "localhost", &[]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frames.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
+    let mut block = Vec::new();
+    for (k, v) in [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", target.as_str()),
+    ] {
+        // Literal without indexing, new name (RFC 7541 §6.2.2); short
+        // lengths fit the 7-bit prefix.
+        block.push(0);
+        block.push(u8::try_from(k.len()).expect("short"));
+        block.extend_from_slice(k.as_bytes());
+        block.push(u8::try_from(v.len()).expect("short"));
+        block.extend_from_slice(v.as_bytes());
+    }
+    let len = u32::try_from(block.len()).expect("short").to_be_bytes();
+    frames.extend_from_slice(&[len[1], len[2], len[3], 1, 0x5, 0, 0, 0, 1]); // HEADERS, END_STREAM|END_HEADERS
+    frames.extend_from_slice(&block);
+    tls.write_all(&frames).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = within(
+        "the refusal of h2 without ALPN",
+        tls.read_to_end(&mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 5"),
+        "h2 without ALPN got an answer other than an HTTP/1.1 refusal: {answer:?}"
+    );
+    assert!(!answer.contains("200"), "{answer:?}");
+
+    // h2 agreed, then silence or half a preface.
+    for (what, opening) in [
+        ("nothing at all", &b""[..]),
+        ("part of the preface", &b"PRI * HTTP/2.0\r\n"[..]),
+    ] {
+        let mut tls = tls_connect(INSIDE, &gw, "localhost", &[b"h2"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        tls.write_all(opening).await.expect("write");
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(WAIT, tls.read_to_end(&mut out)).await;
+        assert!(
+            matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+            "{what}: the connection was still open after {WAIT:?}"
+        );
+    }
+    up.assert_silent("h2 without ALPN, and silent h2 clients");
+}

@@ -13,12 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
-use hyper::service::service_fn;
+use std::pin::Pin;
+
+use hyper::body::{Body, Incoming};
+use hyper::rt::{Read, Write};
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits};
@@ -71,7 +74,7 @@ macro_rules! write_through {
 
 mod opening;
 pub mod proxy_protocol;
-use opening::Opening;
+use opening::{sniff, Version};
 use proxy_protocol::{read_header, Prefixed, ProxyHeader};
 
 /// Every socket the gateway serves.
@@ -136,7 +139,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let listeners = listeners.into();
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Every connection task holds a clone of `live`; when the last one is
+    // gone, `drained` yields `None`.
+    let (live, mut drained) = mpsc::channel::<()>(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (hard_tx, hard_rx) = watch::channel(false);
     let limits = state.gateway().config.limits.clone();
@@ -154,7 +159,7 @@ pub async fn run(
             state: state.clone(),
             stop: stop_rx.clone(),
             hard_stop: hard_rx.clone(),
-            graceful: graceful.clone(),
+            live: live.clone(),
             slots: slots.clone(),
             kind,
         };
@@ -167,18 +172,13 @@ pub async fn run(
         let _ = l.await;
     }
     let grace = state.gateway().config.shutdown_grace;
-    // The accept loops held the only other references.
-    if let Ok(graceful) = Arc::try_unwrap(graceful) {
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?grace,
-                "grace period over; closing the remaining connections"
-            );
-            let _ = hard_tx.send(true);
-        }
+    drop(live);
+    if tokio::time::timeout(grace, drained.recv()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "grace period over; closing the remaining connections"
+        );
+        let _ = hard_tx.send(true);
     }
 }
 
@@ -187,7 +187,7 @@ struct AcceptCtx {
     state: Arc<State>,
     stop: watch::Receiver<bool>,
     hard_stop: watch::Receiver<bool>,
-    graceful: Arc<GracefulShutdown>,
+    live: mpsc::Sender<()>,
     slots: Arc<Semaphore>,
     kind: Kind,
 }
@@ -195,7 +195,9 @@ struct AcceptCtx {
 /// What one connection task needs.
 struct ConnCtx {
     state: Arc<State>,
-    watcher: Watcher,
+    /// Held while the connection lives (see `run`).
+    _live: mpsc::Sender<()>,
+    stop: watch::Receiver<bool>,
     hard_stop: watch::Receiver<bool>,
     kind: Kind,
 }
@@ -223,7 +225,8 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             Ok((stream, peer)) => {
                 let ctx = ConnCtx {
                     state: ctx.state.clone(),
-                    watcher: ctx.graceful.watcher(),
+                    _live: ctx.live.clone(),
+                    stop: ctx.stop.clone(),
                     hard_stop: ctx.hard_stop.clone(),
                     kind: ctx.kind,
                 };
@@ -259,17 +262,22 @@ impl Drop for Active {
     }
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+/// hyper's HTTP/1.1 server settings.
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
         // hyper runs this timer whenever it waits for a request head, so it
         // bounds both a slow header (slowloris) and an idle keep-alive.
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers);
-    b.http2()
-        .timer(TokioTimer::new())
+    b
+}
+
+/// hyper's HTTP/2 server settings.
+fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         // Rapid-reset (CVE-2023-44487) bound.
@@ -280,28 +288,90 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// A hyper connection that can be asked to finish its in-flight requests
+/// and take no more (each of hyper's types has its own method for it).
+trait Drain: Future<Output = hyper::Result<()>> {
+    fn drain(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Drain for http1::Connection<I, S>
+where
+    I: Read + Write + Unpin,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Drain for http1::UpgradeableConnection<I, S>
+where
+    I: Read + Write + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Drain for http2::Connection<I, S, TokioExecutor>
+where
+    I: Read + Write + Unpin,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs `conn` to its end; on shutdown lets it finish what is in flight,
+/// and on a hard stop (the grace period is over) drops it.
+///
+/// Callers box this future: the connection task then holds a pointer, and
+/// each connection pays only for its own protocol's state (a plain HTTP/1.1
+/// connection does not carry room for a TLS or HTTP/2 one), about 4 KiB
+/// less per idle connection.
+async fn serve<C: Drain>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    mut hard: watch::Receiver<bool>,
+) -> hyper::Result<()> {
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = stop.wait_for(|s| *s) => conn.as_mut().drain(),
+        _ = hard.wait_for(|s| *s) => return Ok(()),
+    }
+    tokio::select! {
+        r = conn => r,
+        _ = hard.wait_for(|s| *s) => Ok(()),
+    }
+}
+
 async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
     let _ = stream.set_nodelay(true);
     let _active = Active::new(&ctx.state);
     let gateway = ctx.state.gateway();
     let limits = gateway.config.limits.clone();
-    let mut hard = ctx.hard_stop.clone();
-    let watcher = ctx.watcher;
-    // Until the first bytes tell HTTP/1 from HTTP/2, nothing else bounds
-    // the wait (see `opening`).
-    let opening = limits.header_timeout;
-    match ctx.kind {
+    let (stop, hard) = (ctx.stop, ctx.hard_stop);
+    // Admin and redirect listeners speak HTTP/1.1 (probes, scrapers,
+    // browsers on plain HTTP).
+    let result = match ctx.kind {
         Kind::Admin => {
             let state = ctx.state.clone();
             let service = service_fn(move |req| crate::admin::handle(state.clone(), req));
-            let builder = http_builder(&limits);
-            let c = builder
-                .serve_connection(TokioIo::new(Opening::new(stream, opening)), service)
-                .into_owned();
-            tokio::select! {
-                _ = watcher.watch(c) => {}
-                _ = hard.wait_for(|s| *s) => {}
-            }
+            let conn = http1_builder(&limits).serve_connection(TokioIo::new(stream), service);
+            Box::pin(serve(conn, stop, hard)).await
         }
         Kind::Redirect => {
             let https_port = gateway
@@ -310,21 +380,17 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 .iter()
                 .find(|l| l.tls.is_some())
                 .map_or(443, |l| l.addr.port());
-            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let service = service_fn(move |req: http::Request<Incoming>| {
                 std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port)))
             });
-            let builder = http_builder(&limits);
-            let c = builder
-                .serve_connection(TokioIo::new(Opening::new(stream, opening)), service)
-                .into_owned();
-            tokio::select! {
-                _ = watcher.watch(c) => {}
-                _ = hard.wait_for(|s| *s) => {}
-            }
+            let conn = http1_builder(&limits).serve_connection(TokioIo::new(stream), service);
+            Box::pin(serve(conn, stop, hard)).await
         }
         Kind::Traffic(index) => {
-            // PROXY header and TLS handshake run under one deadline.
-            let start = accept(stream, tcp_peer, &gateway, index);
+            // PROXY header and TLS handshake run under one deadline. Boxed,
+            // like the serving below: the handshake's state is large and
+            // would otherwise stay sized into the task for its whole life.
+            let start = Box::pin(accept(stream, tcp_peer, &gateway, index));
             let accepted = match tokio::time::timeout(limits.handshake_timeout, start).await {
                 Ok(Ok(a)) => a,
                 Ok(Err(reason)) => {
@@ -351,36 +417,67 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 let handling = Box::pin(proxy::handle(state, conn, req));
                 async move { Ok::<_, Infallible>(handling.await) }
             });
-            let builder = http_builder(&limits);
-            let result = match io {
-                Io::Plain(s) => {
-                    let c = builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(Opening::new(s, opening)),
-                            service,
-                        )
-                        .into_owned();
-                    tokio::select! {
-                        r = watcher.watch(c) => r,
-                        _ = hard.wait_for(|s| *s) => Ok(()),
+            // The HTTP version: on TLS what ALPN agreed (RFC 9113 §3.3: no
+            // HTTP/2 without it); on cleartext the opening bytes (HTTP/2 by
+            // prior knowledge, else HTTP/1.1).
+            let limit = limits.header_timeout;
+            match io {
+                Io::Plain(s) => match opening(s, limit, peer).await {
+                    None => return,
+                    Some((Version::Http1, s)) => {
+                        let c = http1_builder(&limits)
+                            .serve_connection(TokioIo::new(s), service)
+                            .with_upgrades();
+                        Box::pin(serve(c, stop, hard)).await
+                    }
+                    Some((Version::Http2, s)) => {
+                        let c = http2_builder(&limits).serve_connection(TokioIo::new(s), service);
+                        Box::pin(serve(c, stop, hard)).await
+                    }
+                },
+                Io::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                    // Waits for the preface under the deadline; a client
+                    // that sends something else gets hyper's HTTP/2 error.
+                    match opening(Prefixed::new(Vec::new(), s), limit, peer).await {
+                        None => return,
+                        Some((_, s)) => {
+                            let c =
+                                http2_builder(&limits).serve_connection(TokioIo::new(s), service);
+                            Box::pin(serve(c, stop, hard)).await
+                        }
                     }
                 }
                 Io::Tls(s) => {
-                    let c = builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(Opening::new(*s, opening)),
-                            service,
-                        )
-                        .into_owned();
-                    tokio::select! {
-                        r = watcher.watch(c) => r,
-                        _ = hard.wait_for(|s| *s) => Ok(()),
-                    }
+                    let c = http1_builder(&limits)
+                        .serve_connection(TokioIo::new(s), service)
+                        .with_upgrades();
+                    Box::pin(serve(c, stop, hard)).await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %tcp_peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The connection's HTTP version from its opening bytes, awaited within
+/// `limit` (no hyper timer runs before them); `None` when the client
+/// closed or stayed silent.
+async fn opening<S: tokio::io::AsyncRead + Unpin>(
+    mut s: Prefixed<S>,
+    limit: Duration,
+    peer: SocketAddr,
+) -> Option<(Version, Prefixed<S>)> {
+    match tokio::time::timeout(limit, sniff(&mut s)).await {
+        Ok(Ok(v)) => Some((v, s)),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection closed before a request");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no request began within limits.header_timeout");
+            None
         }
     }
 }

@@ -1,94 +1,101 @@
-//! A deadline on a connection's opening bytes.
+//! A connection's opening bytes: which HTTP version a cleartext client
+//! speaks, under a deadline.
 //!
-//! hyper-util's automatic HTTP/1-or-2 server first reads up to the 24 bytes
-//! of HTTP/2's preface to pick the protocol, before hyper (and its header
-//! timer) is involved, and waits for them without any deadline: a client
-//! that connects and sends nothing, or a few bytes of the preface, would
-//! hold a connection slot for ever (a slowloris that needs no bytes at all;
-//! `max_connections` of them lock everyone out). [`Opening`] fails the read
-//! with `TimedOut` when that detection has not ended within the limit. It
-//! stands down as soon as the detection ends, as hyper-util's does: at the
-//! first byte that is not the preface's (HTTP/1, whose head hyper's own
-//! `header_read_timeout` bounds from there) or once the whole preface has
-//! arrived (HTTP/2). A request being served is never cut by it.
+//! A cleartext client picks HTTP/2 by sending its preface first (prior
+//! knowledge, h2c); anything else is HTTP/1.1. [`sniff`] reads until the
+//! first byte that is not the preface's, or the whole preface, and leaves
+//! what it read in the stream for hyper. It reads everything the client has
+//! sent so far, not just the preface's 24 bytes: hyper then finds a whole
+//! request head in its first read and keeps one 8 KiB read buffer, where a
+//! 24-byte first read made it grow that buffer to 16 KiB for the life of
+//! the connection (which is what hyper-util's automatic detection did).
+//!
+//! The caller bounds the wait (`limits.header_timeout`): until these bytes
+//! arrive no hyper timer runs, so a client that connects and sends nothing,
+//! or part of the preface, would otherwise hold a connection slot for ever.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::Sleep;
+use tokio::io::AsyncRead;
+
+use super::proxy_protocol::Prefixed;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-pub struct Opening<S> {
-    inner: S,
-    /// `None` once the protocol detection is over.
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// How many bytes matched the preface so far.
-    seen: usize,
+/// How much is read ahead at most: hyper's first read takes up to its
+/// initial 8 KiB buffer, so a larger read ahead would only be split.
+const READ_AHEAD: usize = 8192;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http1,
+    Http2,
 }
 
-impl<S> Opening<S> {
-    pub fn new(inner: S, limit: Duration) -> Self {
-        Opening {
-            inner,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
-            seen: 0,
+/// The client's HTTP version from its opening bytes, which stay in
+/// `stream`. `UnexpectedEof` when it closes before they tell.
+pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut Prefixed<S>) -> io::Result<Version> {
+    loop {
+        let got = stream.pending();
+        let n = got.len().min(H2_PREFACE.len());
+        if got[..n] != H2_PREFACE[..n] {
+            return Ok(Version::Http1);
         }
-    }
-
-    /// Notes bytes that arrived; the deadline ends with the detection.
-    fn arrived(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if H2_PREFACE.get(self.seen) != Some(&b) {
-                self.deadline = None;
-                return;
-            }
-            self.seen += 1;
-            if self.seen == H2_PREFACE.len() {
-                self.deadline = None;
-                return;
-            }
+        if n == H2_PREFACE.len() {
+            return Ok(Version::Http2);
+        }
+        if stream.read_ahead(READ_AHEAD).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Opening<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if this.deadline.is_some() {
-                    let new = buf.filled().get(before..).unwrap_or_default();
-                    this.arrived(new);
-                }
-                Poll::Ready(Ok(()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sniffs a peer that writes `chunks` one at a time, then closes.
+    async fn version_of(chunks: &[&[u8]]) -> io::Result<(Version, Vec<u8>)> {
+        use tokio::io::AsyncWriteExt;
+        let (mut peer, ours) = tokio::io::duplex(1 << 16);
+        let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
+        tokio::spawn(async move {
+            for c in chunks {
+                peer.write_all(&c).await.expect("write");
+                tokio::task::yield_now().await;
             }
-            Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if expired {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request began within limits.header_timeout",
-                    )));
-                }
-                Poll::Pending
-            }
-            other => other,
-        }
+        });
+        let mut s = Prefixed::new(Vec::new(), ours);
+        let v = sniff(&mut s).await?;
+        Ok((v, s.pending().to_vec()))
+    }
+
+    #[tokio::test]
+    async fn http1_from_its_first_byte_and_every_byte_kept() {
+        let (v, kept) = version_of(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"])
+            .await
+            .unwrap();
+        assert_eq!(v, Version::Http1);
+        assert_eq!(kept, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        // `PR` could still be the preface: a third byte decides.
+        let (v, kept) = version_of(&[b"PR", b"OPFIND / HTTP/1.1\r\n"])
+            .await
+            .unwrap();
+        assert_eq!(v, Version::Http1);
+        assert!(kept.starts_with(b"PRO"));
+    }
+
+    #[tokio::test]
+    async fn http2_only_with_the_whole_preface() {
+        let (v, kept) = version_of(&[&H2_PREFACE[..10], &H2_PREFACE[10..], b"\0\0\0\x04"])
+            .await
+            .unwrap();
+        assert_eq!(v, Version::Http2);
+        assert!(kept.starts_with(H2_PREFACE));
+        let e = version_of(&[&H2_PREFACE[..23]]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        let e = version_of(&[]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
-
-write_through!(Opening);

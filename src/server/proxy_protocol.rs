@@ -152,6 +152,39 @@ impl<S> Prefixed<S> {
     }
 }
 
+impl<S: AsyncRead + Unpin> Prefixed<S> {
+    /// The bytes read and not yet replayed.
+    pub fn pending(&self) -> &[u8] {
+        &self.prefix[self.pos..]
+    }
+
+    /// Reads what the peer has sent into the replay buffer, keeping at most
+    /// `max` (≤ 8 KiB) bytes waiting there; `Ok(0)` at end of stream (or
+    /// when `max` bytes are already waiting). The read goes through a stack
+    /// buffer, so the replay buffer holds only what arrived: a connection
+    /// keeps no read-ahead capacity beside hyper's own buffer.
+    pub async fn read_ahead(&mut self, max: usize) -> io::Result<usize> {
+        self.prefix.drain(..self.pos);
+        self.pos = 0;
+        let room = max.saturating_sub(self.prefix.len()).min(8192);
+        if room == 0 {
+            return Ok(0);
+        }
+        std::future::poll_fn(|cx| {
+            let mut stack = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut stack[..room]);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    self.prefix.extend_from_slice(read.filled());
+                    Poll::Ready(Ok(read.filled().len()))
+                }
+                other => other.map_ok(|()| 0),
+            }
+        })
+        .await
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
