@@ -105,10 +105,13 @@ impl State {
         if cfg.workers != old.config.workers {
             at_start.push("server.workers");
         }
+        if cfg.limits.max_connections != old.config.limits.max_connections {
+            at_start.push("limits.max_connections");
+        }
         if !at_start.is_empty() {
             tracing::warn!(
                 "{} changed: kept as they were; the new values take effect at the next start",
-                at_start.join(" and ")
+                at_start.join(", ")
             );
         }
         let gw = Gateway::build(cfg, self.metrics.clone()).await?;

@@ -211,18 +211,19 @@ async fn json_lines_of_a_share_read() {
     assert_eq!(audit[1]["status"], 403);
 }
 
-/// A reload cannot change the log setup (one subscriber per process): it
-/// says so rather than ignoring the new values in silence, and the level in
-/// force stays the one the process started with.
+/// A reload cannot change the log setup (one subscriber per process) or the
+/// connection limit (one semaphore sized at start): it says so rather than
+/// ignoring the new values in silence, and the level in force stays the one
+/// the process started with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_says_log_settings_wait_for_a_restart() {
     let upstream = FakeUpstream::start().await;
     let mut setup = setup(&upstream);
     let (_dir, config) = write_config(&setup);
     let (gw, _addr, mut stderr) = start(&config, "text");
-    setup
-        .extra
-        .push_str("[log]\nlevel = \"warn\"\nflush_interval = \"0s\"\n");
+    setup.extra.push_str(
+        "[log]\nlevel = \"warn\"\nflush_interval = \"0s\"\n[limits]\nmax_connections = 77\n",
+    );
     std::fs::write(&config, setup.toml()).expect("rewrite the config");
     signal(&gw, "HUP");
     let (tx, rx) = mpsc::channel();
@@ -245,7 +246,7 @@ async fn a_reload_says_log_settings_wait_for_a_restart() {
         .recv_timeout(Duration::from_secs(60))
         .expect("the reload was logged");
     assert!(
-        seen.contains("WARN") && seen.contains("[log] changed"),
+        seen.contains("WARN") && seen.contains("[log], limits.max_connections changed"),
         "{seen}"
     );
     // Still at info: the reload itself was logged at that level.
