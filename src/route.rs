@@ -729,6 +729,13 @@ fn canonicalize(raw: &str) -> Result<(String, Option<PathError>), PathError> {
 /// Refused on every route, not only on protected ones: the harm is the
 /// open redirect, wherever the path lands.
 fn names_another_host(path: &[u8]) -> bool {
+    // Decoding changes nothing before the first `%`: unless the second byte
+    // is one, the spelled bytes decide (and no copy is made per request).
+    match path.get(..2) {
+        Some([b'/', b'/' | b'\\']) => return true,
+        Some([_, b'%']) => {}
+        _ => return false,
+    }
     let mut head = path.get(..path.len().min(64)).unwrap_or(path).to_vec();
     for _ in 0..=MAX_DECODE_ROUNDS {
         if matches!(head.get(..2), Some([b'/', b'/' | b'\\'])) {

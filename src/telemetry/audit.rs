@@ -47,7 +47,8 @@ impl AuditEvent<'_> {
     /// documented order, every string escaped by [`json_str`].
     pub fn to_json(&self) -> String {
         let mut b = Vec::with_capacity(512);
-        let _ = write!(b, "{{\"v\":{}", self.v);
+        b.extend_from_slice(b"{\"v\":");
+        super::line::push_u64(&mut b, u64::from(self.v));
         for (name, value) in [
             ("time", self.time.as_str()),
             ("event", self.event),
@@ -99,7 +100,9 @@ impl AuditEvent<'_> {
             key(&mut b, name);
             json_str(&mut b, value);
         }
-        let _ = write!(b, ",\"status\":{}}}", self.status);
+        b.extend_from_slice(b",\"status\":");
+        super::line::push_u64(&mut b, u64::from(self.status));
+        b.push(b'}');
         // Only whole UTF-8 strings and ASCII were written.
         String::from_utf8(b).unwrap_or_default()
     }

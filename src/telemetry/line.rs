@@ -102,7 +102,7 @@ impl Line {
 
     pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
-        let _ = write!(self.buf, "{value}");
+        push_u64(&mut self.buf, value);
         self
     }
 
@@ -113,10 +113,13 @@ impl Line {
         self
     }
 
-    /// A number with three decimals (milliseconds to the microsecond).
-    pub fn millis(&mut self, key: &str, value: f64) -> &mut Self {
+    /// A duration in milliseconds with three decimals (to the microsecond).
+    pub fn millis(&mut self, key: &str, value: std::time::Duration) -> &mut Self {
         self.key(key);
-        let _ = write!(self.buf, "{value:.3}");
+        let micros = value.as_micros();
+        push_u64(&mut self.buf, u64::try_from(micros / 1000).unwrap_or(u64::MAX));
+        self.buf.push(b'.');
+        push_padded(&mut self.buf, (micros % 1000) as u32, 3);
         self
     }
 
@@ -154,7 +157,23 @@ fn timestamp(buf: &mut Vec<u8>) {
         }
         buf.extend_from_slice(cached.1.as_bytes());
     });
-    let _ = write!(buf, ".{:06}Z", since.subsec_micros());
+    buf.push(b'.');
+    push_padded(buf, since.subsec_micros(), 6);
+    buf.push(b'Z');
+}
+
+/// Decimal digits. Numbers are written on every line, and `write!` through
+/// the formatting machinery cost several hundred instructions each.
+pub(crate) fn push_u64(buf: &mut Vec<u8>, value: u64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// `value` in at least `width` decimal digits, zero-padded on the left.
+fn push_padded(buf: &mut Vec<u8>, value: u32, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(value);
+    buf.extend(std::iter::repeat_n(b'0', width.saturating_sub(digits.len())));
+    buf.extend_from_slice(digits.as_bytes());
 }
 
 /// A text value: bare when it is plain, quoted and escaped otherwise.
@@ -303,6 +322,25 @@ mod tests {
         assert_eq!(text("a=b"), "\"a=b\"");
         assert_eq!(text("say \"hi\"\\"), "\"say \\\"hi\\\"\\\\\"");
         assert_eq!(text("é"), "\"é\"");
+    }
+
+    #[test]
+    fn numbers_and_durations() {
+        let mut b = Vec::new();
+        for v in [0, 7, 1_000, u64::MAX] {
+            b.clear();
+            push_u64(&mut b, v);
+            assert_eq!(b, v.to_string().as_bytes());
+        }
+        for (micros, shown) in [(0, "0.000"), (5, "0.005"), (1_234_567, "1234.567")] {
+            let mut line = Line {
+                buf: Vec::new(),
+                json: false,
+                target: "t",
+            };
+            line.millis("d", std::time::Duration::from_micros(micros));
+            assert_eq!(String::from_utf8_lossy(&line.buf), format!(" d={shown}"));
+        }
     }
 
     #[test]

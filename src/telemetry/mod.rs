@@ -203,7 +203,7 @@ impl AccessEvent {
                 .u64("status", u64::from(self.status.as_u16()))
                 .u64("bytes", bytes)
                 .bool("complete", complete)
-                .millis("duration_ms", self.start.elapsed().as_secs_f64() * 1000.0)
+                .millis("duration_ms", self.start.elapsed())
                 .str("error", &detail);
             line.write();
         }
