@@ -117,7 +117,10 @@ impl Line {
     pub fn millis(&mut self, key: &str, value: std::time::Duration) -> &mut Self {
         self.key(key);
         let micros = value.as_micros();
-        push_u64(&mut self.buf, u64::try_from(micros / 1000).unwrap_or(u64::MAX));
+        push_u64(
+            &mut self.buf,
+            u64::try_from(micros / 1000).unwrap_or(u64::MAX),
+        );
         self.buf.push(b'.');
         push_padded(&mut self.buf, (micros % 1000) as u32, 3);
         self
@@ -172,7 +175,10 @@ pub(crate) fn push_u64(buf: &mut Vec<u8>, value: u64) {
 fn push_padded(buf: &mut Vec<u8>, value: u32, width: usize) {
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(value);
-    buf.extend(std::iter::repeat_n(b'0', width.saturating_sub(digits.len())));
+    buf.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
     buf.extend_from_slice(digits.as_bytes());
 }
 

@@ -66,8 +66,9 @@ pub fn token_hash(token: &str) -> String {
     use std::hash::BuildHasher;
     use std::sync::{LazyLock, Mutex};
     const REMEMBERED: usize = 4096;
-    static SEEN: LazyLock<(std::hash::RandomState, Mutex<HashMap<u64, [u8; 8]>>)> =
-        LazyLock::new(Default::default);
+    /// Hash keys, and token key → hex.
+    type Seen = (std::hash::RandomState, Mutex<HashMap<u64, [u8; 8]>>);
+    static SEEN: LazyLock<Seen> = LazyLock::new(Default::default);
     let (keys, seen) = &*SEEN;
     let key = keys.hash_one(token);
     let known = seen.lock().ok().and_then(|m| m.get(&key).copied());
@@ -332,7 +333,11 @@ mod tests {
         assert_eq!(token_hash(&t).len(), 8);
         // The documented recipe: `printf %s TOKEN | sha256sum | cut -c1-8`.
         assert_eq!(token_hash("abc"), "ba7816bf");
-        assert_eq!(token_hash("abc"), "ba7816bf", "and the same when remembered");
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf",
+            "and the same when remembered"
+        );
         assert_eq!(token_hash(&t), token_hash(&t));
         assert_ne!(token_hash(&t), token_hash("other"));
         // Every occurrence of every token, and nothing else.
