@@ -55,9 +55,10 @@ pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut Prefixed<S>) -> io::Result
 mod tests {
     use super::*;
 
-    /// Sniffs a peer that writes `chunks` one at a time, then closes.
+    /// Sniffs a peer that writes `chunks` one at a time, then closes; with
+    /// everything the stream yields after the sniff.
     async fn version_of(chunks: &[&[u8]]) -> io::Result<(Version, Vec<u8>)> {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut peer, ours) = tokio::io::duplex(1 << 16);
         let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
         tokio::spawn(async move {
@@ -68,7 +69,9 @@ mod tests {
         });
         let mut s = Prefixed::new(Vec::new(), ours);
         let v = sniff(&mut s).await?;
-        Ok((v, s.pending().to_vec()))
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await?;
+        Ok((v, all))
     }
 
     #[tokio::test]
@@ -83,7 +86,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v, Version::Http1);
-        assert!(kept.starts_with(b"PRO"));
+        assert_eq!(kept, b"PROPFIND / HTTP/1.1\r\n");
     }
 
     #[tokio::test]
@@ -92,10 +95,65 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v, Version::Http2);
-        assert!(kept.starts_with(H2_PREFACE));
+        assert_eq!(kept, [&H2_PREFACE[..], b"\0\0\0\x04"].concat());
         let e = version_of(&[&H2_PREFACE[..23]]).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         let e = version_of(&[]).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// Whatever the opening bytes and however they are split into reads:
+    /// the version is the one the whole input names, and every byte stays
+    /// in the stream, in order.
+    mod chunking {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn opening() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                // Some of the preface, then anything.
+                (0..=24usize, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
+                    |(n, rest)| {
+                        let mut v = H2_PREFACE[..n].to_vec();
+                        v.extend(rest);
+                        v
+                    }
+                ),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..crate::testing::proptest_config() })]
+            #[test]
+            fn version_and_bytes_survive_any_split(
+                input in opening(),
+                cuts in proptest::collection::vec(0..64usize, 0..6),
+            ) {
+                let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c < input.len()).collect();
+                cuts.sort_unstable();
+                cuts.dedup();
+                let mut chunks = Vec::new();
+                let mut at = 0;
+                for c in cuts.into_iter().chain([input.len()]) {
+                    chunks.push(&input[at..c]);
+                    at = c;
+                }
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let got = rt.block_on(version_of(&chunks));
+                let n = input.len().min(H2_PREFACE.len());
+                if input[..n] != H2_PREFACE[..n] {
+                    let (v, all) = got.unwrap();
+                    prop_assert_eq!(v, Version::Http1);
+                    prop_assert_eq!(all, input);
+                } else if n == H2_PREFACE.len() {
+                    let (v, all) = got.unwrap();
+                    prop_assert_eq!(v, Version::Http2);
+                    prop_assert_eq!(all, input);
+                } else {
+                    prop_assert_eq!(got.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+                }
+            }
+        }
     }
 }
