@@ -209,11 +209,12 @@ async fn plain_http_to_the_tls_listener_gets_nothing() {
 
 /// RFC 9113 §3.3: over TLS, HTTP/2 is spoken only when ALPN agreed on it. A
 /// client that skips ALPN and sends the HTTP/2 preface anyway is read as
-/// HTTP/1.1, which refuses it; a client that agreed on h2 and then sends
-/// nothing (or part of the preface) is let go after `header_timeout`. None
-/// of them reaches the upstream.
+/// HTTP/1.1, which refuses it. A client that agreed on h2 and then sends
+/// nothing (or part of the preface) is let go after `header_timeout`, as is
+/// an HTTP/1.1 one that sends nothing or half a head. None of them reaches
+/// the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_needs_alpn_and_a_prompt_preface() {
+async fn http2_needs_alpn_and_silent_clients_are_let_go() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = FakeUpstream::start().await;
     let gw = TlsGateway::start(&up, "[limits]\nheader_timeout = \"1s\"\n").await;
@@ -256,13 +257,28 @@ async fn http2_needs_alpn_and_a_prompt_preface() {
     );
     assert!(!answer.contains("200"), "{answer:?}");
 
-    // h2 agreed, then silence or half a preface.
-    for (what, opening) in [
-        ("nothing at all", &b""[..]),
-        ("part of the preface", &b"PRI * HTTP/2.0\r\n"[..]),
+    // h2 agreed, then silence or half a preface; and HTTP/1.1 (no ALPN),
+    // then silence, which hyper's own header timer ends.
+    for (what, alpn, opening) in [
+        ("h2, then nothing at all", &[&b"h2"[..]][..], &b""[..]),
+        (
+            "h2, then part of the preface",
+            &[&b"h2"[..]][..],
+            &b"PRI * HTTP/2.0\r\n"[..],
+        ),
+        ("HTTP/1.1, then nothing at all", &[][..], &b""[..]),
+        (
+            "HTTP/1.1, then half a request head",
+            &[][..],
+            &b"GET / HTTP/1.1\r\n"[..],
+        ),
     ] {
-        let mut tls = tls_connect(INSIDE, &gw, "localhost", &[b"h2"]).await;
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let mut tls = tls_connect(INSIDE, &gw, "localhost", alpn).await;
+        assert_eq!(
+            tls.get_ref().1.alpn_protocol(),
+            alpn.first().copied(),
+            "{what}"
+        );
         tls.write_all(opening).await.expect("write");
         let mut out = Vec::new();
         let read = tokio::time::timeout(WAIT, tls.read_to_end(&mut out)).await;
