@@ -324,9 +324,18 @@ fn right_boundary(after: &[u8], eof: bool) -> Decision {
 }
 
 fn ends_url(b: u8, form: Form) -> bool {
-    b.is_ascii_whitespace()
-        || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`')
-        || (form == Form::Percent && b == b'&')
+    // One table lookup per byte: this runs over the rest of every matched
+    // URL, on every response.
+    const ENDS: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b" \t\n\x0c\r\"'<>`"[i] as usize] = true;
+            i += 1;
+        }
+        t
+    };
+    ENDS[usize::from(b)] || (b == b'&' && form == Form::Percent)
 }
 
 /// Looks at the rest of the URL after the origin for a signature parameter.
@@ -410,6 +419,18 @@ pub fn rewrite_all(rules: &Arc<Rules>, input: &[u8]) -> Vec<u8> {
 pub(crate) mod tests {
     use super::*;
     use crate::rewrite::{Origin, RewriteOptions};
+
+    #[test]
+    fn a_url_ends_at_whitespace_quotes_and_angle_brackets() {
+        for form in [Form::Plain, Form::JsonEscaped, Form::Percent] {
+            for b in 0..=255u8 {
+                let expected = b.is_ascii_whitespace()
+                    || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`')
+                    || (form == Form::Percent && b == b'&');
+                assert_eq!(ends_url(b, form), expected, "{b:#x} in {form:?}");
+            }
+        }
+    }
 
     pub(crate) fn rules() -> Arc<Rules> {
         rules_with(RewriteOptions::default())

@@ -422,7 +422,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             // prior knowledge, else HTTP/1.1).
             let limit = limits.header_timeout;
             match io {
-                Io::Plain(s) => match opening(s, limit, peer).await {
+                Io::Plain(s) => match opening(s, limit, peer, stop.clone()).await {
                     None => return,
                     Some((Version::Http1, s)) => {
                         let c = http1_builder(&limits)
@@ -438,7 +438,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 Io::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
                     // Waits for the preface under the deadline; a client
                     // that sends something else gets hyper's HTTP/2 error.
-                    match opening(Prefixed::new(Vec::new(), s), limit, peer).await {
+                    match opening(Prefixed::new(Vec::new(), s), limit, peer, stop.clone()).await {
                         None => return,
                         Some((_, s)) => {
                             let c =
@@ -463,13 +463,19 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
 
 /// The connection's HTTP version from its opening bytes, awaited within
 /// `limit` (no hyper timer runs before them); `None` when the client
-/// closed or stayed silent.
+/// closed or stayed silent, or the gateway began shutting down first (no
+/// request is in flight yet, so there is nothing to drain).
 async fn opening<S: tokio::io::AsyncRead + Unpin>(
     mut s: Prefixed<S>,
     limit: Duration,
     peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
 ) -> Option<(Version, Prefixed<S>)> {
-    match tokio::time::timeout(limit, sniff(&mut s)).await {
+    let sniffed = tokio::select! {
+        r = tokio::time::timeout(limit, sniff(&mut s)) => r,
+        _ = stop.wait_for(|s| *s) => return None,
+    };
+    match sniffed {
         Ok(Ok(v)) => Some((v, s)),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "connection closed before a request");

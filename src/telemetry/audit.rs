@@ -189,8 +189,12 @@ impl AuditSink {
     }
 }
 
+/// Now, as RFC 3339 with milliseconds (`2026-11-27T07:54:43.460Z`).
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    let mut b = Vec::with_capacity(24);
+    super::line::rfc3339_now(&mut b, false);
+    // Only ASCII was written.
+    String::from_utf8(b).unwrap_or_default()
 }
 
 #[cfg(test)]

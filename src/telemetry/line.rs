@@ -139,9 +139,16 @@ impl Line {
 }
 
 /// Now, as RFC 3339 with microseconds (`2026-11-27T07:54:43.460673Z`), the
-/// subscriber's own form. The date and time up to the second are formatted
-/// once per second per thread; only the microseconds are written each time.
+/// subscriber's own form.
 fn timestamp(buf: &mut Vec<u8>) {
+    rfc3339_now(buf, true);
+}
+
+/// Now, as RFC 3339 with milliseconds (`2026-11-27T07:54:43.460Z`), or with
+/// microseconds when `micros`. The date and time up to the second are
+/// formatted once per second per thread; only the fraction is written each
+/// time.
+pub(crate) fn rfc3339_now(buf: &mut Vec<u8>, micros: bool) {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
     thread_local! {
@@ -161,7 +168,11 @@ fn timestamp(buf: &mut Vec<u8>) {
         buf.extend_from_slice(cached.1.as_bytes());
     });
     buf.push(b'.');
-    push_padded(buf, since.subsec_micros(), 6);
+    if micros {
+        push_padded(buf, since.subsec_micros(), 6);
+    } else {
+        push_padded(buf, since.subsec_millis(), 3);
+    }
     buf.push(b'Z');
 }
 
@@ -193,6 +204,22 @@ fn text_value(buf: &mut Vec<u8>, value: &str) {
         return;
     }
     buf.push(b'"');
+    if !may_hold_controls(value) {
+        // Only `"` and `\\` to escape: copy the runs between them whole.
+        let bytes = value.as_bytes();
+        let mut from = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'"' || b == b'\\' {
+                buf.extend_from_slice(&bytes[from..i]);
+                buf.push(b'\\');
+                buf.push(b);
+                from = i + 1;
+            }
+        }
+        buf.extend_from_slice(&bytes[from..]);
+        buf.push(b'"');
+        return;
+    }
     for c in value.chars() {
         match c {
             '"' => buf.extend_from_slice(b"\\\""),
@@ -328,6 +355,8 @@ mod tests {
         assert_eq!(text("a=b"), "\"a=b\"");
         assert_eq!(text("say \"hi\"\\"), "\"say \\\"hi\\\"\\\\\"");
         assert_eq!(text("é"), "\"é\"");
+        assert_eq!(text("a \"b\" \\c\\"), "\"a \\\"b\\\" \\\\c\\\\\"");
+        assert_eq!(text("é \u{85}"), "\"é \\u{85}\"");
     }
 
     #[test]
