@@ -749,6 +749,43 @@ async fn shutdown_finishes_in_flight_requests_and_refuses_new_connections() {
     gw.stopped().await;
 }
 
+/// A connection that has not begun a request when shutdown starts has
+/// nothing in flight: it is closed at once, not held for the grace period
+/// (or for `header_timeout`, both far longer than this test waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_connections_that_never_began_a_request() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.server_extra = "shutdown_grace = \"600s\"\n".to_owned();
+    setup.extra = "[limits]\nheader_timeout = \"600s\"\n".to_owned();
+    let Ops {
+        mut gw,
+        state,
+        _dir,
+        ..
+    } = from_file(&setup.toml(), false).await;
+    let mut silent = connect(INSIDE, gw.addr).await;
+    // Part of the HTTP/2 preface: still telling its version.
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("write");
+    eventually("the silent connection to be accepted", || {
+        let open = state.metrics.active_connections.get();
+        async move { (open == 1).then_some(()) }
+    })
+    .await;
+    gw.begin_shutdown();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(WAIT, silent.read_to_end(&mut out)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection was still open {WAIT:?} into the shutdown"
+    );
+    gw.stopped().await;
+    up.assert_silent("a connection that never began a request");
+}
+
 /// `Option` from a `bool` future, for [`eventually`].
 trait ThenSomeAsync {
     fn then_some_async(
