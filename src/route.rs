@@ -847,41 +847,54 @@ fn hex_digit(nibble: u8) -> u8 {
 /// after merging, `/a/b` to an RFC 3986 §5.2.4 resolver, where `..` removes the
 /// empty segment); and in whether segments are trimmed before they are compared with
 /// `..` (`..%20` is `..` to a forgiving server, an ordinary segment that a later `..`
-/// removes to an exact one). Every combination is returned.
+/// removes to an exact one); and in whether look-alikes (full-width `．`, overlong
+/// UTF-8) are folded to the ASCII they pose as (a "best fit" server) or kept as
+/// ordinary bytes (a `..` after a kept one removes it, not the segment before: the
+/// fuzzer found `/public%2F%ef%bc%8e/..\26`, which is `/public/26` that way). Every
+/// combination is returned.
 fn loose_readings(path: &[u8]) -> Result<Vec<Vec<u8>>, PathError> {
-    let mut cur = path.to_vec();
-    let mut stable = false;
-    for _ in 0..MAX_DECODE_ROUNDS {
-        let next = undo_lookalikes(&percent_decode(&cur).collect::<Vec<u8>>());
-        if next == cur {
-            stable = true;
-            break;
+    let mut readings = Vec::with_capacity(16);
+    for fold in [true, false] {
+        let mut cur = fully_decoded(path, fold)?;
+        for b in &mut cur {
+            if *b == b'\\' {
+                *b = b'/';
+            }
         }
-        cur = next;
-    }
-    if !stable {
-        return Err(PathError::ExcessiveEncoding);
-    }
-    for b in &mut cur {
-        if *b == b'\\' {
-            *b = b'/';
-        }
-    }
-    let cut = cur
-        .iter()
-        .position(|b| matches!(b, b'?' | b'#' | 0))
-        .unwrap_or(cur.len());
-    let head = cur.get(..cut).unwrap_or_default();
-    let mut readings = Vec::with_capacity(8);
-    for empty in [Empty::Merge, Empty::Keep] {
-        for segments in [Segments::Forgiving, Segments::Exact] {
-            readings.push(join(&normalize_segments(head, empty, segments)));
-            readings.push(join(&truncate_at_delimiter(normalize_segments(
-                &cur, empty, segments,
-            ))));
+        let cut = cur
+            .iter()
+            .position(|b| matches!(b, b'?' | b'#' | 0))
+            .unwrap_or(cur.len());
+        let head = cur.get(..cut).unwrap_or_default();
+        for empty in [Empty::Merge, Empty::Keep] {
+            for segments in [Segments::Forgiving, Segments::Exact] {
+                readings.push(join(&normalize_segments(head, empty, segments)));
+                readings.push(join(&truncate_at_delimiter(normalize_segments(
+                    &cur, empty, segments,
+                ))));
+            }
         }
     }
     Ok(readings)
+}
+
+/// Percent-decodes until nothing changes (folding look-alikes on the way when
+/// `fold`), or `ExcessiveEncoding` past the bound.
+fn fully_decoded(path: &[u8], fold: bool) -> Result<Vec<u8>, PathError> {
+    let mut cur = path.to_vec();
+    for _ in 0..MAX_DECODE_ROUNDS {
+        let decoded: Vec<u8> = percent_decode(&cur).collect();
+        let next = if fold {
+            undo_lookalikes(&decoded)
+        } else {
+            decoded
+        };
+        if next == cur {
+            return Ok(cur);
+        }
+        cur = next;
+    }
+    Err(PathError::ExcessiveEncoding)
 }
 
 /// How empty segments take part in dot-segment resolution.
@@ -1394,11 +1407,19 @@ mod tests {
             // `..`, an exact one keeps it as a segment that the next `..` removes.
             "/public/T/r/..%20/..",
             "/public/T/r/..%00%00/..",
+            // And: a full-width dot (`%ef%bc%8e`, NFKC's `.`) folded to `.` makes
+            // `/public/./../26` (no route); kept as an ordinary segment, the `..`
+            // removes it instead and leaves the share page `/public/26`.
+            "/public%2F%ef%bc%8e/..\\26",
+            "/public%2F%EF%BC%8E/../T",
         ] {
             assert!(
                 matches!(
                     classify(&t, Method::GET, target),
-                    Err(PathError::DotSegment | PathError::EncodedDot | PathError::Nul)
+                    Err(PathError::DotSegment
+                        | PathError::EncodedDot
+                        | PathError::EncodedSeparator
+                        | PathError::Nul)
                 ),
                 "{target}"
             );

@@ -62,6 +62,10 @@ fn ambiguous() -> Vec<(std::net::IpAddr, &'static str, String)> {
             "/api/v1/public/{t}/%252e%252e/%252e%252e/workspaces/current/shared",
         ),
         ("PUT", "/api/v1/runs%252F{id}%252Fshare"),
+        // A full-width dot (NFKC's `.`) that a `..` removes as an ordinary
+        // segment, leaving a share page (found by the classify fuzzer).
+        ("GET", "/public%2F%ef%bc%8e/..\\{t}"),
+        ("GET", "/public%2F%EF%BC%8E/../{t}/r"),
     ];
     let mut out: Vec<_> = cases.iter().map(|(m, t)| (OUTSIDE, *m, fill(t))).collect();
     // From inside, a write smuggled onto a read route by a dot segment.
