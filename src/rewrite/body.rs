@@ -323,18 +323,21 @@ fn right_boundary(after: &[u8], eof: bool) -> Decision {
     }
 }
 
+/// A byte-membership table, built at compile time.
+const fn byte_set(bytes: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        t[bytes[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
 fn ends_url(b: u8, form: Form) -> bool {
     // One table lookup per byte: this runs over the rest of every matched
     // URL, on every response.
-    const ENDS: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b" \t\n\x0c\r\"'<>`"[i] as usize] = true;
-            i += 1;
-        }
-        t
-    };
+    const ENDS: [bool; 256] = byte_set(b" \t\n\x0c\r\"'<>`");
     ENDS[usize::from(b)] || (b == b'&' && form == Form::Percent)
 }
 
@@ -360,15 +363,7 @@ fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decisi
 fn has_signature(rest: &[u8]) -> bool {
     // Bytes that can begin a parameter separator; the rest are skipped by
     // one table lookup each (this loop runs over every rewritten URL).
-    const STARTS: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut i = 0;
-        while i < 6 {
-            t[b"?&;%uU"[i] as usize] = true;
-            i += 1;
-        }
-        t
-    };
+    const STARTS: [bool; 256] = byte_set(b"?&;%uU");
     let mut i = 0;
     while i < rest.len() {
         if !STARTS[usize::from(rest[i])] {

@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
-use hyper::body::{Body, Incoming};
-use hyper::rt::{Read, Write};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper::service::{service_fn, HttpService};
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -287,68 +286,28 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     b
 }
 
-/// A hyper connection that can be asked to finish its in-flight requests
-/// and take no more (each of hyper's types has its own method for it).
-trait Drain: Future<Output = hyper::Result<()>> {
-    fn drain(self: Pin<&mut Self>);
-}
-
-impl<I, S, B> Drain for http1::Connection<I, S>
-where
-    I: Read + Write + Unpin,
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn drain(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, B> Drain for http1::UpgradeableConnection<I, S>
-where
-    I: Read + Write + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn drain(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, B> Drain for http2::Connection<I, S, TokioExecutor>
-where
-    I: Read + Write + Unpin,
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn drain(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-/// Runs `conn` to its end; on shutdown lets it finish what is in flight,
-/// and on a hard stop (the grace period is over) drops it.
+/// Runs `conn` to its end; on shutdown `drain`s it (hyper's
+/// `graceful_shutdown`: in-flight requests finish, no new ones start), and
+/// on a hard stop (the grace period is over) drops it.
 ///
 /// Callers box this future: the connection task then holds a pointer, and
 /// each connection pays only for its own protocol's state (a plain HTTP/1.1
 /// connection does not carry room for a TLS or HTTP/2 one), about 4 KiB
 /// less per idle connection.
-async fn serve<C: Drain>(
+async fn serve<C, F>(
     conn: C,
+    drain: F,
     mut stop: watch::Receiver<bool>,
     mut hard: watch::Receiver<bool>,
-) -> hyper::Result<()> {
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+    F: FnOnce(Pin<&mut C>),
+{
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return r,
-        _ = stop.wait_for(|s| *s) => conn.as_mut().drain(),
+        _ = stop.wait_for(|s| *s) => drain(conn.as_mut()),
         _ = hard.wait_for(|s| *s) => return Ok(()),
     }
     tokio::select! {
@@ -370,7 +329,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let state = ctx.state.clone();
             let service = service_fn(move |req| crate::admin::handle(state.clone(), req));
             let conn = http1_builder(&limits).serve_connection(TokioIo::new(stream), service);
-            Box::pin(serve(conn, stop, hard)).await
+            Box::pin(serve(conn, |c| c.graceful_shutdown(), stop, hard)).await
         }
         Kind::Redirect => {
             let https_port = gateway
@@ -383,7 +342,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port)))
             });
             let conn = http1_builder(&limits).serve_connection(TokioIo::new(stream), service);
-            Box::pin(serve(conn, stop, hard)).await
+            Box::pin(serve(conn, |c| c.graceful_shutdown(), stop, hard)).await
         }
         Kind::Traffic(index) => {
             // PROXY header and TLS handshake run under one deadline. Boxed,
@@ -427,11 +386,11 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                         let c = http1_builder(&limits)
                             .serve_connection(TokioIo::new(s), service)
                             .with_upgrades();
-                        Box::pin(serve(c, stop, hard)).await
+                        Box::pin(serve(c, |c| c.graceful_shutdown(), stop, hard)).await
                     }
                     Some((Version::Http2, s)) => {
                         let c = http2_builder(&limits).serve_connection(TokioIo::new(s), service);
-                        Box::pin(serve(c, stop, hard)).await
+                        Box::pin(serve(c, |c| c.graceful_shutdown(), stop, hard)).await
                     }
                 },
                 Io::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
@@ -442,7 +401,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                         Some((_, s)) => {
                             let c =
                                 http2_builder(&limits).serve_connection(TokioIo::new(s), service);
-                            Box::pin(serve(c, stop, hard)).await
+                            Box::pin(serve(c, |c| c.graceful_shutdown(), stop, hard)).await
                         }
                     }
                 }
@@ -450,7 +409,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                     let c = http1_builder(&limits)
                         .serve_connection(TokioIo::new(s), service)
                         .with_upgrades();
-                    Box::pin(serve(c, stop, hard)).await
+                    Box::pin(serve(c, |c| c.graceful_shutdown(), stop, hard)).await
                 }
             }
         }
