@@ -171,8 +171,8 @@ impl<S: AsyncRead + Unpin> Prefixed<S> {
             return Ok(0);
         }
         std::future::poll_fn(|cx| {
-            let mut stack = [0u8; 8192];
-            let mut read = ReadBuf::new(&mut stack[..room]);
+            let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
+            let mut read = ReadBuf::uninit(&mut stack[..room]);
             match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) => {
                     self.prefix.extend_from_slice(read.filled());
