@@ -395,3 +395,63 @@ async fn shutdown_lets_an_open_stream_finish_then_stops_accepting() {
         "the listener must be closed once run() has returned"
     );
 }
+
+/// The upstream pool keeps at most 64 idle connections: after a burst of 80
+/// concurrent requests (80 upstream connections at once), the gateway
+/// closes the 16 it does not keep instead of holding them until the idle
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_leaves_at_most_64_idle_upstream_connections() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const BURST: usize = 80;
+    // An upstream that counts its open connections and answers only once
+    // the whole burst has arrived, so that every request has its own.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let open = Arc::new(AtomicUsize::new(0));
+    let all_in = Arc::new(tokio::sync::Barrier::new(BURST));
+    let counted = open.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let (counted, all_in) = (counted.clone(), all_in.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req: http::Request<Incoming>| {
+                    let all_in = all_in.clone();
+                    async move {
+                        all_in.wait().await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), service)
+                    .await;
+                counted.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let gw = Setup::with_url(format!("http://{addr}")).start().await;
+    let requests: Vec<_> = (0..BURST)
+        .map(|_| {
+            let gw = gw.addr;
+            tokio::spawn(async move { request(INSIDE, gw, "GET", "/assets/app.js", &[], "").await })
+        })
+        .collect();
+    for r in requests {
+        let reply = within("a request of the burst", r)
+            .await
+            .expect("client task");
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    }
+    assert!(open.load(Ordering::SeqCst) <= BURST);
+    eventually("the pool to keep 64 idle upstream connections", || {
+        let now = open.load(Ordering::SeqCst);
+        async move { (now == 64).then_some(()) }
+    })
+    .await;
+}
