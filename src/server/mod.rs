@@ -70,6 +70,7 @@ macro_rules! write_through {
     };
 }
 
+mod idle;
 mod opening;
 pub mod proxy_protocol;
 use opening::{sniff, Version};
@@ -365,15 +366,23 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let conn = Arc::new(conn);
             let peer = conn.peer;
             let state = ctx.state.clone();
+            // HTTP/1.1 connections are watched so that they can give
+            // hyper's buffers back while idle (`idle`).
+            let watch = Arc::new(idle::Watch::default());
+            let service_watch = watch.clone();
             let service = service_fn(move |req| {
                 let state = state.clone();
                 let conn = conn.clone();
+                let request = service_watch.begin();
                 // Boxed: hyper keeps a slot the size of this future in every
                 // connection for its whole life, idle or not; a box is a
                 // pointer there and the request's state lives only as long
                 // as the request (3.5 KiB less per idle connection).
                 let handling = Box::pin(proxy::handle(state, conn, req));
-                async move { Ok::<_, Infallible>(handling.await) }
+                async move {
+                    let response = handling.await;
+                    Ok::<_, Infallible>(response.map(|b| idle::Tracked::new(b, Some(request))))
+                }
             });
             // The HTTP version: on TLS what ALPN agreed (RFC 9113 §3.3: no
             // HTTP/2 without it); on cleartext the opening bytes (HTTP/2 by
@@ -383,10 +392,8 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 Io::Plain(s) => match opening(s, limit, peer, stop.clone()).await {
                     None => return,
                     Some((Version::Http1, s)) => {
-                        let c = http1_builder(&limits)
-                            .serve_connection(TokioIo::new(s), service)
-                            .with_upgrades();
-                        Box::pin(serve(c, |c| c.graceful_shutdown(), stop, hard)).await
+                        let b = http1_builder(&limits);
+                        Box::pin(idle::serve_http1(s, service, watch, b, limit, stop, hard)).await
                     }
                     Some((Version::Http2, s)) => {
                         let c = http2_builder(&limits).serve_connection(TokioIo::new(s), service);
@@ -406,10 +413,9 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                     }
                 }
                 Io::Tls(s) => {
-                    let c = http1_builder(&limits)
-                        .serve_connection(TokioIo::new(s), service)
-                        .with_upgrades();
-                    Box::pin(serve(c, |c| c.graceful_shutdown(), stop, hard)).await
+                    let s = Prefixed::new(Vec::new(), s);
+                    let b = http1_builder(&limits);
+                    Box::pin(idle::serve_http1(s, service, watch, b, limit, stop, hard)).await
                 }
             }
         }

@@ -158,6 +158,17 @@ impl<S: AsyncRead + Unpin> Prefixed<S> {
         &self.prefix[self.pos..]
     }
 
+    /// Puts `bytes` back in front of whatever is still waiting to be
+    /// replayed (bytes hyper read ahead before its connection was taken
+    /// apart).
+    pub fn unread(&mut self, bytes: &[u8]) {
+        let mut prefix = Vec::with_capacity(bytes.len() + self.prefix.len() - self.pos);
+        prefix.extend_from_slice(bytes);
+        prefix.extend_from_slice(&self.prefix[self.pos..]);
+        self.prefix = prefix;
+        self.pos = 0;
+    }
+
     /// Reads what the peer has sent into the replay buffer, keeping at most
     /// `max` (≤ 8 KiB) bytes waiting there; `Ok(0)` at end of stream (or
     /// when `max` bytes are already waiting). The read goes through a stack

@@ -1,0 +1,325 @@
+//! HTTP/1.1 connections that give hyper's buffers back while idle.
+//!
+//! hyper keeps an 8 KiB read and an 8 KiB write buffer for a connection's
+//! whole life, so thousands of idle keep-alive clients (browsers hold them
+//! for minutes) would be most of the gateway's memory. Once a connection
+//! has waited a whole [`TICK`] for its next request, with no request in
+//! flight and nothing left unsent, it is taken apart with hyper's
+//! `into_parts` (the socket and any bytes hyper had read ahead) and waits
+//! for its next bytes on the socket alone, through a stack buffer; those
+//! bytes start a fresh hyper connection on the same socket. nginx does the
+//! same with its keep-alive connections. Under load a connection is never
+//! quiet for a whole tick, so busy connections are not rebuilt.
+//!
+//! Written here because hyper has no setting for it. How the gateway knows
+//! hyper is waiting for a request head: hyper (re)arms its header timer,
+//! through the connection's [`Timer`], exactly when it begins reading a
+//! head; the request counter below says when it stopped. A connection is
+//! parked only when all of these hold: hyper is waiting for a head, every
+//! response body has been dropped by hyper, hyper's last write was
+//! followed by a completed flush (hyper flushes the socket only once its
+//! own buffer is empty), and nothing at all was read, written or begun
+//! for a whole tick.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::rt::{Sleep, Timer};
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+use super::proxy_protocol::Prefixed;
+
+/// How long a connection stays quiet before hyper's buffers are given
+/// back: between one and two ticks after its last activity.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// What a connection's hyper side is doing, shared between the socket
+/// wrapper, the timer, the service and the connection's task (which is
+/// the only reader).
+#[derive(Default)]
+pub struct Watch {
+    /// Bumped by every read, write, request and head wait: a connection is
+    /// quiet when it has not moved between two ticks.
+    activity: AtomicU32,
+    /// Requests begun (parking stays off after a wake-up that found part
+    /// of a request head, until the next request begins).
+    requests: AtomicU32,
+    /// Response bodies hyper has not dropped yet.
+    in_flight: AtomicU32,
+    /// hyper is waiting for a request head.
+    awaiting_head: AtomicBool,
+    /// hyper wrote since its last completed flush.
+    unflushed: AtomicBool,
+}
+
+impl Watch {
+    fn moved(&self) {
+        self.activity.fetch_add(1, Relaxed);
+    }
+
+    /// A request begins; the returned guard ends it when dropped (it rides
+    /// in the response body, which hyper drops once the body is written).
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.awaiting_head.store(false, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+        self.requests.fetch_add(1, Relaxed);
+        self.moved();
+        InFlight(self.clone())
+    }
+
+    /// Nothing in hyper's hands but a wait for the next request head.
+    fn parkable(&self) -> bool {
+        self.awaiting_head.load(Relaxed)
+            && self.in_flight.load(Relaxed) == 0
+            && !self.unflushed.load(Relaxed)
+    }
+}
+
+/// One request in flight on a watched connection.
+pub struct InFlight(Arc<Watch>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.moved();
+    }
+}
+
+/// A response body that ends its request's [`InFlight`] when hyper drops
+/// it (`None` on HTTP/2, which is not parked).
+pub struct Tracked<B> {
+    body: B,
+    _request: Option<InFlight>,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, request: Option<InFlight>) -> Self {
+        Tracked {
+            body,
+            _request: request,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// hyper's timer for a watched connection: tokio's, noting each time
+/// hyper arms the header timer (it begins waiting for a request head).
+struct HeadTimer(Arc<Watch>);
+
+impl HeadTimer {
+    fn awaiting(&self) {
+        self.0.awaiting_head.store(true, Relaxed);
+        self.0.moved();
+    }
+}
+
+impl Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
+        TokioTimer::new().sleep(duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        self.awaiting();
+        TokioTimer::new().sleep_until(deadline)
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
+        self.awaiting();
+        TokioTimer::new().reset(sleep, new_deadline);
+    }
+
+    fn now(&self) -> Instant {
+        TokioTimer::new().now()
+    }
+}
+
+/// The socket as hyper sees it: every byte moved is activity, and a write
+/// leaves the connection unflushed until a flush completes.
+struct Watched<S> {
+    inner: Prefixed<S>,
+    watch: Arc<Watch>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() != before {
+            self.watch.moved();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.wrote();
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.wrote();
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            self.watch.unflushed.store(false, Relaxed);
+        }
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> Watched<S> {
+    fn wrote(&self) {
+        self.watch.unflushed.store(true, Relaxed);
+        self.watch.moved();
+    }
+}
+
+/// Serves HTTP/1.1 on `io` until the client leaves, a timeout, an upgrade
+/// or shutdown, parking the connection whenever it goes quiet (module
+/// docs). `builder` is hyper's settings (its timer is replaced here);
+/// `idle_timeout` bounds the wait for a request head, as hyper's header
+/// timer does while hyper holds the connection. `service` must pass its
+/// requests through `watch.begin()`.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_http1<S, Svc>(
+    io: Prefixed<S>,
+    service: Svc,
+    watch: Arc<Watch>,
+    mut builder: http1::Builder,
+    idle_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut hard: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    Svc: HttpService<Incoming> + Unpin,
+    Svc::ResBody: 'static,
+    <Svc::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    builder.timer(HeadTimer(watch.clone()));
+    let mut io = Watched {
+        inner: io,
+        watch: watch.clone(),
+    };
+    let mut service = service;
+    // Off after a wake-up that found only part of a request head: hyper's
+    // header timer then runs its full course, not restarted by parking.
+    let mut may_park = true;
+    loop {
+        let mut conn = builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let mut draining = false;
+        let mut seen = watch.activity.load(Relaxed);
+        let mut requests = watch.requests.load(Relaxed);
+        let mut quiet_since = tokio::time::Instant::now();
+        let tick = tokio::time::sleep(TICK);
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                r = &mut conn => return r,
+                () = tick.as_mut() => {
+                    let now = watch.activity.load(Relaxed);
+                    let begun = watch.requests.load(Relaxed);
+                    if begun != requests {
+                        requests = begun;
+                        may_park = true;
+                    }
+                    if now == seen && may_park && !draining && watch.parkable() {
+                        break;
+                    }
+                    if now != seen {
+                        seen = now;
+                        quiet_since = tokio::time::Instant::now();
+                    }
+                    tick.as_mut().reset(tokio::time::Instant::now() + TICK);
+                }
+                _ = stop.wait_for(|s| *s), if !draining => {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    draining = true;
+                }
+                _ = hard.wait_for(|s| *s) => return Ok(()),
+            }
+        }
+        // Parked: hyper's state goes, the socket and the bytes hyper read
+        // ahead stay. (`None` only after an upgrade, which ends the loop
+        // above first.)
+        let Some(parts) = conn.into_parts() else {
+            return Ok(());
+        };
+        io = parts.io.into_inner();
+        service = parts.service;
+        // Dropped here, not at the end of the loop: it holds hyper's
+        // whole read buffer.
+        let read_ahead = parts.read_buf;
+        if !read_ahead.is_empty() {
+            io.inner.unread(&read_ahead);
+            may_park = false;
+            continue;
+        }
+        drop(read_ahead);
+        let deadline = quiet_since + idle_timeout;
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, io.inner.read_ahead(8192)) => match r {
+                Ok(Ok(n)) if n > 0 => {}
+                // Idle past the timeout, closed, or failed: as hyper would.
+                _ => return Ok(()),
+            },
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
