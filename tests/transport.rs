@@ -1,13 +1,17 @@
 //! Transport behaviour once a request is allowed: header hygiene in both
 //! directions, streams that must not be buffered, protocol upgrades,
-//! redirects, upstream failures and graceful shutdown.
+//! redirects, upstream failures, graceful shutdown, and idle keep-alive
+//! connections (parked with hyper's buffers given back, then woken).
 
 mod common;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::*;
-use http::StatusCode;
-use http_body_util::BodyExt;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -454,4 +458,300 @@ async fn a_burst_leaves_at_most_64_idle_upstream_connections() {
         async move { (now == 64).then_some(()) }
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// Idle keep-alive connections
+
+fn parked(gw: &TestGateway) -> i64 {
+    gw.state.metrics.parked_connections.get()
+}
+
+/// Waits until `n` connections are parked.
+async fn until_parked(gw: &TestGateway, n: i64) {
+    eventually(&format!("{n} idle connection(s) to be parked"), || {
+        let now = parked(gw);
+        async move { (now == n).then_some(()) }
+    })
+    .await;
+}
+
+/// An HTTP/1.1 client on one keep-alive connection.
+async fn keep_alive(gw: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = connect(INSIDE, gw).await;
+    let (sender, conn) = within(
+        "the HTTP/1.1 handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .expect("HTTP/1.1 handshake");
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+}
+
+/// One request on a kept-alive client connection.
+async fn ask(
+    client: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, hyper::Error> {
+    within("the connection to be ready", client.ready()).await?;
+    within("the response", client.send_request(req)).await
+}
+
+/// Counts the responses in a raw HTTP/1.1 answer by their status lines.
+fn statuses(answer: &[u8]) -> Vec<u16> {
+    String::from_utf8_lossy(answer)
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| {
+            let rest = &String::from_utf8_lossy(answer)[i + 9..];
+            rest.get(..3).and_then(|s| s.parse().ok())
+        })
+        .collect()
+}
+
+/// Reads until the gateway closes the connection.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match within("the gateway to close the connection", stream.read(&mut buf)).await {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A keep-alive connection that has gone quiet gives hyper's buffers back
+/// and is woken by its next request: plain requests, a WebSocket upgrade,
+/// and pipelined requests written while it was parked are all served on
+/// the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_connection_is_parked_and_woken_by_its_next_request() {
+    let up = FakeUpstream::start().await;
+    up.on("/api/v1/ws", Behaviour::UpgradeEcho);
+    let gw = Setup::new(&up).start().await;
+    let share = fill("/public/{t}/r");
+    let mut client = keep_alive(gw.addr).await;
+    for round in 0..3 {
+        let resp = ask(&mut client, build(gw.addr, "GET", &share, &[], ""))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the kept-alive connection failed: {e}"));
+        let reply = read_reply(resp).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+        until_parked(&gw, 1).await;
+    }
+    assert_eq!(up.take().len(), 3);
+
+    // An upgrade on the woken connection.
+    let upgrade = build(
+        gw.addr,
+        "GET",
+        "/api/v1/ws",
+        &[
+            ("Connection", "upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        "",
+    );
+    let mut resp = ask(&mut client, upgrade)
+        .await
+        .expect("upgrade on a woken connection");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let upgraded = within("the client-side upgrade", hyper::upgrade::on(&mut resp))
+        .await
+        .expect("upgraded connection");
+    assert_eq!(parked(&gw), 0, "an upgraded connection is not parked");
+    let mut io = TokioIo::new(upgraded);
+    within("writing through the tunnel", io.write_all(b"ping"))
+        .await
+        .expect("write");
+    let mut echo = [0u8; 4];
+    within("the echo", io.read_exact(&mut echo))
+        .await
+        .expect("echo");
+    assert_eq!(&echo, b"ping");
+    drop(io);
+    up.take();
+
+    // Requests pipelined onto a parked connection.
+    let mut raw = connect(INSIDE, gw.addr).await;
+    let head =
+        |extra: &str| format!("GET {share} HTTP/1.1\r\nHost: gateway.corp.example\r\n{extra}\r\n");
+    raw.write_all(head("").as_bytes()).await.expect("write");
+    until_parked(&gw, 1).await;
+    let pipelined = format!(
+        "{}{}",
+        head("X-Nth: 2\r\n"),
+        head("X-Nth: 3\r\nConnection: close\r\n")
+    );
+    raw.write_all(pipelined.as_bytes()).await.expect("write");
+    let answer = read_to_close(&mut raw).await;
+    assert_eq!(statuses(&answer), [200, 200, 200]);
+    let seen: Vec<_> = up.take().iter().map(|r| r.header("x-nth")).collect();
+    assert_eq!(seen, [None, Some("2".to_owned()), Some("3".to_owned())]);
+    eventually("the parked count to fall back", || {
+        let now = parked(&gw);
+        async move { (now == 0).then_some(()) }
+    })
+    .await;
+}
+
+/// Part of a request head that a pipelining client left behind is kept
+/// through parking, and the head timeout still applies to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_head_survives_parking_and_still_times_out() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nheader_timeout = \"2s\"\n".to_owned();
+    let gw = setup.start().await;
+    let share = fill("/public/{t}/r");
+    let first = format!("GET {share} HTTP/1.1\r\nHost: gateway.corp.example\r\n\r\n");
+    let partial = format!("GET {share}?second HTTP/1.1\r\nHost: gateway.corp.example\r\nX-Sec");
+
+    // Completed after a pause of several ticks: served whole.
+    let mut s = connect(INSIDE, gw.addr).await;
+    s.write_all(format!("{first}{partial}").as_bytes())
+        .await
+        .expect("write");
+    // Pacing the client (a pause longer than the gateway's idle tick), not
+    // waiting for readiness.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.write_all(b"ond: yes\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_to_close(&mut s).await;
+    assert_eq!(statuses(&answer), [200, 200]);
+    let seen = up.take();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].target, format!("{share}?second"));
+    assert_eq!(seen[1].header("x-second").as_deref(), Some("yes"));
+
+    // Never completed: the connection is let go after the head timeout,
+    // not parked and woken for ever.
+    let mut s = connect(INSIDE, gw.addr).await;
+    s.write_all(format!("{first}{partial}").as_bytes())
+        .await
+        .expect("write");
+    let answer = read_to_close(&mut s).await;
+    let got = statuses(&answer);
+    assert!(
+        got == [200] || got == [200, 408],
+        "the first answer, then nothing or a 408: {got:?}"
+    );
+    assert_eq!(up.take().len(), 1, "only the complete request arrived");
+
+    // A parked connection is let go after the head timeout too.
+    let mut s = connect(INSIDE, gw.addr).await;
+    s.write_all(first.as_bytes()).await.expect("write");
+    until_parked(&gw, 1).await;
+    let answer = read_to_close(&mut s).await;
+    assert_eq!(statuses(&answer), [200]);
+    eventually("the parked count to fall back", || {
+        let now = parked(&gw);
+        async move { (now == 0).then_some(()) }
+    })
+    .await;
+}
+
+/// A response still streaming, or an upstream still thinking, keeps its
+/// connection out of parking however long it stays quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_is_never_parked() {
+    let up = FakeUpstream::start().await;
+    let events = up.sse("/api/v1/events");
+    let slow = fill("/public/{t}/r");
+    up.on(
+        &slow,
+        custom(|_| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            upstream_response(StatusCode::OK, &[], upstream_full("slow but sure"))
+        }),
+    );
+    // Far more than the sockets between client and gateway hold, so that
+    // the last of it waits in hyper's buffer while the client is slow.
+    const BIG: usize = 32 << 20;
+    up.on(
+        "/api/v1/big",
+        custom(|_| async {
+            upstream_response(
+                StatusCode::OK,
+                &[("content-type", "application/octet-stream")],
+                upstream_full(vec![b'x'; BIG]),
+            )
+        }),
+    );
+    let gw = Setup::new(&up).start().await;
+    let resp = send(
+        INSIDE,
+        gw.addr,
+        build(
+            gw.addr,
+            "GET",
+            "/api/v1/events",
+            &[("accept", "text/event-stream")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    events
+        .send(Bytes::from_static(b"data: one\n\n"))
+        .expect("event 1");
+    read_until(&mut body, &mut seen, "one").await;
+    // Quiet for several ticks mid-stream (pacing, not readiness).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(parked(&gw), 0, "a streaming connection was parked");
+    events
+        .send(Bytes::from_static(b"data: two\n\n"))
+        .expect("event 2");
+    read_until(&mut body, &mut seen, "two").await;
+    drop(events);
+
+    let mut client = keep_alive(gw.addr).await;
+    for _ in 0..2 {
+        let resp = ask(&mut client, build(gw.addr, "GET", &slow, &[], ""))
+            .await
+            .expect("the slow request on a kept-alive connection");
+        let reply = read_reply(resp).await;
+        assert_eq!(reply.text(), "slow but sure");
+    }
+
+    // A client slow to read a large answer (pacing, not readiness).
+    let resp = ask(&mut client, build(gw.addr, "GET", "/api/v1/big", &[], ""))
+        .await
+        .expect("a large answer");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let body = within("the large body", resp.into_body().collect())
+        .await
+        .expect("the whole large body")
+        .to_bytes();
+    assert_eq!(body.len(), BIG);
+}
+
+/// Shutdown closes parked connections at once: they have nothing in
+/// flight (the grace period and head timeout are far longer than the test
+/// waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_parked_connections() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.server_extra = "shutdown_grace = \"600s\"\n".to_owned();
+    setup.extra = "[limits]\nheader_timeout = \"600s\"\n".to_owned();
+    let mut gw = setup.start().await;
+    let share = fill("/public/{t}/r");
+    let mut s = connect(INSIDE, gw.addr).await;
+    s.write_all(format!("GET {share} HTTP/1.1\r\nHost: gateway.corp.example\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    until_parked(&gw, 1).await;
+    gw.begin_shutdown();
+    let answer = read_to_close(&mut s).await;
+    assert_eq!(statuses(&answer), [200]);
+    gw.stopped().await;
 }

@@ -34,6 +34,7 @@ use hyper::rt::{Sleep, Timer};
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
@@ -227,19 +228,41 @@ impl<S> Watched<S> {
     }
 }
 
+/// How a watched HTTP/1.1 connection is served.
+pub struct Http1 {
+    /// hyper's settings (the timer is replaced with the connection's own).
+    pub builder: http1::Builder,
+    /// The longest wait for a request head, as hyper's header timer bounds
+    /// it while hyper holds the connection.
+    pub idle_timeout: Duration,
+    /// Counts the connections parked right now.
+    pub parked: Gauge,
+}
+
+/// Counts one parked connection while it lives.
+struct Parked(Gauge);
+
+impl Parked {
+    fn new(gauge: &Gauge) -> Parked {
+        gauge.inc();
+        Parked(gauge.clone())
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Serves HTTP/1.1 on `io` until the client leaves, a timeout, an upgrade
 /// or shutdown, parking the connection whenever it goes quiet (module
-/// docs). `builder` is hyper's settings (its timer is replaced here);
-/// `idle_timeout` bounds the wait for a request head, as hyper's header
-/// timer does while hyper holds the connection. `service` must pass its
-/// requests through `watch.begin()`.
-#[allow(clippy::too_many_arguments)]
+/// docs). `service` must pass its requests through `watch.begin()`.
 pub async fn serve_http1<S, Svc>(
     io: Prefixed<S>,
     service: Svc,
     watch: Arc<Watch>,
-    mut builder: http1::Builder,
-    idle_timeout: Duration,
+    settings: Http1,
     mut stop: watch::Receiver<bool>,
     mut hard: watch::Receiver<bool>,
 ) -> hyper::Result<()>
@@ -250,6 +273,11 @@ where
     <Svc::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Http1 {
+        mut builder,
+        idle_timeout,
+        parked,
+    } = settings;
     builder.timer(HeadTimer(watch.clone()));
     let mut io = Watched {
         inner: io,
@@ -313,6 +341,7 @@ where
         }
         drop(read_ahead);
         let deadline = quiet_since + idle_timeout;
+        let _parked = Parked::new(&parked);
         tokio::select! {
             r = tokio::time::timeout_at(deadline, io.inner.read_ahead(8192)) => match r {
                 Ok(Ok(n)) if n > 0 => {}

@@ -273,6 +273,15 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
     b
 }
 
+/// A traffic listener's HTTP/1.1 settings, with idle parking (`idle`).
+fn http1_settings(limits: &Limits, state: &State) -> idle::Http1 {
+    idle::Http1 {
+        builder: http1_builder(limits),
+        idle_timeout: limits.header_timeout,
+        parked: state.metrics.parked_connections.clone(),
+    }
+}
+
 /// hyper's HTTP/2 server settings.
 fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
@@ -392,8 +401,8 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 Io::Plain(s) => match opening(s, limit, peer, stop.clone()).await {
                     None => return,
                     Some((Version::Http1, s)) => {
-                        let b = http1_builder(&limits);
-                        Box::pin(idle::serve_http1(s, service, watch, b, limit, stop, hard)).await
+                        let settings = http1_settings(&limits, &ctx.state);
+                        Box::pin(idle::serve_http1(s, service, watch, settings, stop, hard)).await
                     }
                     Some((Version::Http2, s)) => {
                         let c = http2_builder(&limits).serve_connection(TokioIo::new(s), service);
@@ -414,8 +423,8 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 }
                 Io::Tls(s) => {
                     let s = Prefixed::new(Vec::new(), s);
-                    let b = http1_builder(&limits);
-                    Box::pin(idle::serve_http1(s, service, watch, b, limit, stop, hard)).await
+                    let settings = http1_settings(&limits, &ctx.state);
+                    Box::pin(idle::serve_http1(s, service, watch, settings, stop, hard)).await
                 }
             }
         }

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub upstream_seconds: Family<ClassLabels, Histogram>,
     pub response_bytes: Family<ClassLabels, Counter>,
     pub active_connections: Gauge,
+    /// Idle HTTP/1.1 connections holding no hyper buffers.
+    pub parked_connections: Gauge,
     pub connections: Counter,
     pub reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<HashLabels, Gauge>,
@@ -133,6 +135,12 @@ impl Metrics {
             "Client connections currently open",
             active_connections.clone(),
         );
+        let parked_connections = Gauge::default();
+        registry.register(
+            "parked_connections",
+            "Idle HTTP/1.1 keep-alive connections whose buffers were given back",
+            parked_connections.clone(),
+        );
         let connections = Counter::default();
         registry.register(
             "connections",
@@ -177,6 +185,7 @@ impl Metrics {
             upstream_seconds,
             response_bytes,
             active_connections,
+            parked_connections,
             connections,
             reloads,
             config_info,

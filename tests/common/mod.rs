@@ -501,6 +501,8 @@ allow_from = "any"
 pub struct TestGateway {
     /// Where a client connects (loopback even for a wildcard listener).
     pub addr: SocketAddr,
+    /// Its state, for metrics.
+    pub state: Arc<State>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -532,11 +534,16 @@ impl TestGateway {
             ip => ip,
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(sharegate::server::run(vec![listener], state, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(sharegate::server::run(
+            vec![listener],
+            state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         TestGateway {
             addr: SocketAddr::new(ip, local.port()),
+            state,
             stop: Some(stop),
             task: Some(task),
         }
@@ -750,11 +757,16 @@ impl TestGateway {
             .local_addr()
             .expect("gateway address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(sharegate::server::run(listeners, state, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(sharegate::server::run(
+            listeners,
+            state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         TestGateway {
             addr: local,
+            state,
             stop: Some(stop),
             task: Some(task),
         }
