@@ -289,3 +289,42 @@ async fn http2_needs_alpn_and_silent_clients_are_let_go() {
     }
     up.assert_silent("h2 without ALPN, and silent h2 clients");
 }
+
+/// An idle HTTP/1.1 keep-alive connection over TLS gives hyper's buffers
+/// back like a plain one, and its next request, read through TLS, wakes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tls_connection_is_parked_and_woken() {
+    let up = FakeUpstream::start().await;
+    let gw = start_tls(&up).await;
+    let addr = gw.gw.addr;
+    let tls = tls_connect(INSIDE, &gw, "localhost", &[b"http/1.1"]).await;
+    let (mut sender, conn) = within(
+        "the HTTP/1.1 handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)),
+    )
+    .await
+    .expect("HTTP/1.1 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let share = fill("/api/v1/public/{t}/run");
+    for round in 0..2 {
+        within("the connection to be ready", sender.ready())
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the connection closed: {e}"));
+        let resp = within(
+            "the response",
+            sender.send_request(absolute(addr, "GET", &share, "")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let reply = read_reply(resp).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+        eventually("the idle TLS connection to be parked", || {
+            let parked = gw.gw.state.metrics.parked_connections.get();
+            async move { (parked == 1).then_some(()) }
+        })
+        .await;
+    }
+    assert_eq!(up.take().len(), 2);
+}

@@ -290,6 +290,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unread_goes_before_what_is_still_waiting() {
+        let mut p = Prefixed::new(b"abcdef".to_vec(), &b"ghi"[..]);
+        let mut two = [0u8; 2];
+        p.read_exact(&mut two).await.unwrap();
+        assert_eq!(&two, b"ab");
+        p.unread(b"XY");
+        let mut out = Vec::new();
+        p.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"XYcdefghi");
+        p.unread(b"again");
+        out.clear();
+        p.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"again");
+    }
+
+    #[tokio::test]
     async fn malformed_and_truncated() {
         assert!(matches!(
             parse(b"PROXY TCP4 not-an-ip 10.0.0.1 1 2\r\n").await,
