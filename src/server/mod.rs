@@ -376,7 +376,8 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let peer = conn.peer;
             let state = ctx.state.clone();
             // HTTP/1.1 connections are watched so that they can give
-            // hyper's buffers back while idle (`idle`).
+            // hyper's buffers back while idle (`idle`); on HTTP/2, which is
+            // not parked, the watch is kept up to date and never read.
             let watch = Arc::new(idle::Watch::default());
             let service_watch = watch.clone();
             let service = service_fn(move |req| {
