@@ -288,9 +288,13 @@ where
     // header timer then runs its full course, not restarted by parking.
     let mut may_park = true;
     loop {
-        let mut conn = builder
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
+        // Boxed, so that a parked connection does not keep room for
+        // hyper's connection state in its task.
+        let mut conn = Box::new(
+            builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
         let mut draining = false;
         let mut seen = watch.activity.load(Relaxed);
         let mut requests = watch.requests.load(Relaxed);
@@ -317,7 +321,7 @@ where
                     tick.as_mut().reset(tokio::time::Instant::now() + TICK);
                 }
                 _ = stop.wait_for(|s| *s), if !draining => {
-                    Pin::new(&mut conn).graceful_shutdown();
+                    Pin::new(&mut *conn).graceful_shutdown();
                     draining = true;
                 }
                 _ = hard.wait_for(|s| *s) => return Ok(()),
@@ -326,7 +330,7 @@ where
         // Parked: hyper's state goes, the socket and the bytes hyper read
         // ahead stay. (`None` only after an upgrade, which ends the loop
         // above first.)
-        let Some(parts) = conn.into_parts() else {
+        let Some(parts) = (*conn).into_parts() else {
             return Ok(());
         };
         io = parts.io.into_inner();
