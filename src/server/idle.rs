@@ -330,7 +330,13 @@ where
         // Parked: hyper's state goes, the socket and the bytes hyper read
         // ahead stay. (`None` only after an upgrade, which ends the loop
         // above first.)
-        let Some(parts) = (*conn).into_parts() else {
+        // The box is freed here (its binding ends), not at the end of the
+        // loop: a parked connection keeps none of hyper's state.
+        let parts = {
+            let conn = conn;
+            (*conn).into_parts()
+        };
+        let Some(parts) = parts else {
             return Ok(());
         };
         io = parts.io.into_inner();

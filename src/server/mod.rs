@@ -296,6 +296,27 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     b
 }
 
+/// HTTP/2 on `io` (its connection state built inside the caller's box).
+async fn serve_http2<I, S>(
+    io: I,
+    service: S,
+    limits: &Limits,
+    stop: watch::Receiver<bool>,
+    hard: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http2_builder(limits).serve_connection(TokioIo::new(io), service);
+    serve(conn, |c| c.graceful_shutdown(), stop, hard).await
+}
+
 /// Runs `conn` to its end; on shutdown `drain`s it (hyper's
 /// `graceful_shutdown`: in-flight requests finish, no new ones start), and
 /// on a hard stop (the grace period is over) drops it.
@@ -338,8 +359,12 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
         Kind::Admin => {
             let state = ctx.state.clone();
             let service = service_fn(move |req| crate::admin::handle(state.clone(), req));
-            let conn = http1_builder(&limits).serve_connection(TokioIo::new(stream), service);
-            Box::pin(serve(conn, |c| c.graceful_shutdown(), stop, hard)).await
+            let builder = http1_builder(&limits);
+            Box::pin(async move {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                serve(conn, |c| c.graceful_shutdown(), stop, hard).await
+            })
+            .await
         }
         Kind::Redirect => {
             let https_port = gateway
@@ -351,8 +376,12 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let service = service_fn(move |req: http::Request<Incoming>| {
                 std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port)))
             });
-            let conn = http1_builder(&limits).serve_connection(TokioIo::new(stream), service);
-            Box::pin(serve(conn, |c| c.graceful_shutdown(), stop, hard)).await
+            let builder = http1_builder(&limits);
+            Box::pin(async move {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                serve(conn, |c| c.graceful_shutdown(), stop, hard).await
+            })
+            .await
         }
         Kind::Traffic(index) => {
             // PROXY header and TLS handshake run under one deadline. Boxed,
@@ -399,27 +428,23 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             // prior knowledge, else HTTP/1.1).
             let limit = limits.header_timeout;
             match io {
-                Io::Plain(s) => match opening(s, limit, peer, stop.clone()).await {
+                Io::Plain(s) => match Box::pin(opening(s, limit, peer, stop.clone())).await {
                     None => return,
                     Some((Version::Http1, s)) => {
                         let settings = http1_settings(&limits, &ctx.state);
                         Box::pin(idle::serve_http1(s, service, watch, settings, stop, hard)).await
                     }
                     Some((Version::Http2, s)) => {
-                        let c = http2_builder(&limits).serve_connection(TokioIo::new(s), service);
-                        Box::pin(serve(c, |c| c.graceful_shutdown(), stop, hard)).await
+                        Box::pin(serve_http2(s, service, &limits, stop, hard)).await
                     }
                 },
                 Io::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
                     // Waits for the preface under the deadline; a client
                     // that sends something else gets hyper's HTTP/2 error.
-                    match opening(Prefixed::new(Vec::new(), s), limit, peer, stop.clone()).await {
+                    let s = Prefixed::new(Vec::new(), s);
+                    match Box::pin(opening(s, limit, peer, stop.clone())).await {
                         None => return,
-                        Some((_, s)) => {
-                            let c =
-                                http2_builder(&limits).serve_connection(TokioIo::new(s), service);
-                            Box::pin(serve(c, |c| c.graceful_shutdown(), stop, hard)).await
-                        }
+                        Some((_, s)) => Box::pin(serve_http2(s, service, &limits, stop, hard)).await,
                     }
                 }
                 Io::Tls(s) => {
