@@ -44,7 +44,7 @@ pub struct AuditIdentity<'a> {
 
 impl AuditEvent<'_> {
     /// The event as one line of JSON (no newline), fields in the
-    /// documented order, every string escaped by [`json_str`].
+    /// documented order, every string escaped by `json_str`.
     pub fn to_json(&self) -> String {
         let mut b = Vec::with_capacity(512);
         b.extend_from_slice(b"{\"v\":");
