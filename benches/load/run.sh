@@ -338,7 +338,9 @@ done
             kill -0 "$client" 2>/dev/null || break
             sleep 0.1
         done
-        sleep 1
+        # Held idle for 2 s before RSS is read (sharegate gives an idle
+        # HTTP/1.1 connection's buffers back after 0.25-0.5 s quiet).
+        sleep 2
         # shellcheck disable=SC2086
         with=$(status_kib VmRSS $mem)
         served=$(awk '/^ready/{print $2}' "$WORK/out/idle-$t.txt")
