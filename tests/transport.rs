@@ -755,3 +755,70 @@ async fn shutdown_closes_parked_connections() {
     assert_eq!(statuses(&answer), [200]);
     gw.stopped().await;
 }
+
+/// An HTTP/2 connection (prior knowledge on cleartext) is closed once it
+/// has had nothing in flight for the idle timeout, but never while a
+/// stream is open, however quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_but_an_open_stream_keeps_it() {
+    let up = FakeUpstream::start().await;
+    let events = up.sse("/api/v1/events");
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nheader_timeout = \"1s\"\n".to_owned();
+    let gw = setup.start().await;
+    let stream = connect(INSIDE, gw.addr).await;
+    let (mut client, conn) = within(
+        "the HTTP/2 handshake",
+        hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        ),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+
+    let share = fill("/public/{t}/r");
+    let resp = within(
+        "the response",
+        client.send_request(build(gw.addr, "GET", &share, &[], "")),
+    )
+    .await
+    .expect("a request over HTTP/2");
+    assert_eq!(read_reply(resp).await.status, StatusCode::OK);
+
+    let resp = within(
+        "the stream",
+        client.send_request(build(
+            gw.addr,
+            "GET",
+            "/api/v1/events",
+            &[("accept", "text/event-stream")],
+            "",
+        )),
+    )
+    .await
+    .expect("a stream over HTTP/2");
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    events.send(Bytes::from_static(b"data: one\n\n")).expect("event 1");
+    read_until(&mut body, &mut seen, "one").await;
+    // Quiet for twice the idle timeout with the stream open (pacing, not
+    // readiness).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!conn.is_finished(), "closed with a stream open");
+    events.send(Bytes::from_static(b"data: two\n\n")).expect("event 2");
+    read_until(&mut body, &mut seen, "two").await;
+    drop(events);
+    let rest = within("the end of the stream", body.collect())
+        .await
+        .expect("stream end");
+    assert!(rest.to_bytes().is_empty());
+
+    // Now idle: the gateway closes it.
+    let ended = within("the idle HTTP/2 connection to be closed", conn)
+        .await
+        .expect("connection task");
+    assert!(ended.is_ok(), "closed gracefully: {ended:?}");
+    assert_eq!(up.take().len(), 2);
+}

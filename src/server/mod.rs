@@ -296,10 +296,12 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     b
 }
 
-/// HTTP/2 on `io` (its connection state built inside the caller's box).
+/// HTTP/2 on `io` (its connection state built inside the caller's box),
+/// closed gracefully once idle for `limits.header_timeout` (`idle`).
 async fn serve_http2<I, S>(
     io: I,
     service: S,
+    watch: Arc<idle::Watch>,
     limits: &Limits,
     stop: watch::Receiver<bool>,
     hard: watch::Receiver<bool>,
@@ -314,30 +316,34 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let conn = http2_builder(limits).serve_connection(TokioIo::new(io), service);
-    serve(conn, |c| c.graceful_shutdown(), stop, hard).await
+    let idle = idle::close_when_idle(&watch, limits.header_timeout);
+    serve(conn, |c| c.graceful_shutdown(), idle, stop, hard).await
 }
 
-/// Runs `conn` to its end; on shutdown `drain`s it (hyper's
-/// `graceful_shutdown`: in-flight requests finish, no new ones start), and
-/// on a hard stop (the grace period is over) drops it.
+/// Runs `conn` to its end; on shutdown, or once `idle` completes, `drain`s
+/// it (hyper's `graceful_shutdown`: in-flight requests finish, no new ones
+/// start), and on a hard stop (the grace period is over) drops it.
 ///
 /// Callers box this future: the connection task then holds a pointer, and
 /// each connection pays only for its own protocol's state (a plain HTTP/1.1
 /// connection does not carry room for a TLS or HTTP/2 one), about 4 KiB
 /// less per idle connection.
-async fn serve<C, F>(
+async fn serve<C, F, D>(
     conn: C,
     drain: F,
+    idle: D,
     mut stop: watch::Receiver<bool>,
     mut hard: watch::Receiver<bool>,
 ) -> hyper::Result<()>
 where
     C: Future<Output = hyper::Result<()>>,
     F: FnOnce(Pin<&mut C>),
+    D: Future<Output = ()>,
 {
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return r,
+        () = idle => drain(conn.as_mut()),
         _ = stop.wait_for(|s| *s) => drain(conn.as_mut()),
         _ = hard.wait_for(|s| *s) => return Ok(()),
     }
@@ -362,7 +368,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let builder = http1_builder(&limits);
             Box::pin(async move {
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
-                serve(conn, |c| c.graceful_shutdown(), stop, hard).await
+                serve(conn, |c| c.graceful_shutdown(), std::future::pending(), stop, hard).await
             })
             .await
         }
@@ -379,7 +385,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let builder = http1_builder(&limits);
             Box::pin(async move {
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
-                serve(conn, |c| c.graceful_shutdown(), stop, hard).await
+                serve(conn, |c| c.graceful_shutdown(), std::future::pending(), stop, hard).await
             })
             .await
         }
@@ -404,9 +410,8 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let conn = Arc::new(conn);
             let peer = conn.peer;
             let state = ctx.state.clone();
-            // HTTP/1.1 connections are watched so that they can give
-            // hyper's buffers back while idle (`idle`); on HTTP/2, which is
-            // not parked, the watch is kept up to date and never read.
+            // Connections are watched so that an idle HTTP/1.1 one gives
+            // hyper's buffers back and an idle HTTP/2 one is closed (`idle`).
             let watch = Arc::new(idle::Watch::default());
             let service_watch = watch.clone();
             let service = service_fn(move |req| {
@@ -435,7 +440,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                         Box::pin(idle::serve_http1(s, service, watch, settings, stop, hard)).await
                     }
                     Some((Version::Http2, s)) => {
-                        Box::pin(serve_http2(s, service, &limits, stop, hard)).await
+                        Box::pin(serve_http2(s, service, watch, &limits, stop, hard)).await
                     }
                 },
                 Io::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
@@ -444,7 +449,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                     let s = Prefixed::new(Vec::new(), s);
                     match Box::pin(opening(s, limit, peer, stop.clone())).await {
                         None => return,
-                        Some((_, s)) => Box::pin(serve_http2(s, service, &limits, stop, hard)).await,
+                        Some((_, s)) => Box::pin(serve_http2(s, service, watch, &limits, stop, hard)).await,
                     }
                 }
                 Io::Tls(s) => {
