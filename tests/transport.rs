@@ -807,6 +807,14 @@ async fn an_idle_http2_connection_is_closed_but_an_open_stream_keeps_it() {
     // readiness).
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert!(!conn.is_finished(), "closed with a stream open");
+    // Not even closing gracefully: a new request is still taken.
+    let resp = within(
+        "the response",
+        client.send_request(build(gw.addr, "GET", &share, &[], "")),
+    )
+    .await
+    .expect("a request beside the open stream");
+    assert_eq!(read_reply(resp).await.status, StatusCode::OK);
     events.send(Bytes::from_static(b"data: two\n\n")).expect("event 2");
     read_until(&mut body, &mut seen, "two").await;
     drop(events);
@@ -820,5 +828,5 @@ async fn an_idle_http2_connection_is_closed_but_an_open_stream_keeps_it() {
         .await
         .expect("connection task");
     assert!(ended.is_ok(), "closed gracefully: {ended:?}");
-    assert_eq!(up.take().len(), 2);
+    assert_eq!(up.take().len(), 3);
 }
