@@ -801,7 +801,9 @@ async fn an_idle_http2_connection_is_closed_but_an_open_stream_keeps_it() {
     .expect("a stream over HTTP/2");
     let mut body = resp.into_body();
     let mut seen = String::new();
-    events.send(Bytes::from_static(b"data: one\n\n")).expect("event 1");
+    events
+        .send(Bytes::from_static(b"data: one\n\n"))
+        .expect("event 1");
     read_until(&mut body, &mut seen, "one").await;
     // Quiet for twice the idle timeout with the stream open (pacing, not
     // readiness).
@@ -815,7 +817,9 @@ async fn an_idle_http2_connection_is_closed_but_an_open_stream_keeps_it() {
     .await
     .expect("a request beside the open stream");
     assert_eq!(read_reply(resp).await.status, StatusCode::OK);
-    events.send(Bytes::from_static(b"data: two\n\n")).expect("event 2");
+    events
+        .send(Bytes::from_static(b"data: two\n\n"))
+        .expect("event 2");
     read_until(&mut body, &mut seen, "two").await;
     drop(events);
     let rest = within("the end of the stream", body.collect())

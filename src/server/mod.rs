@@ -368,7 +368,14 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let builder = http1_builder(&limits);
             Box::pin(async move {
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
-                serve(conn, |c| c.graceful_shutdown(), std::future::pending(), stop, hard).await
+                serve(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    std::future::pending(),
+                    stop,
+                    hard,
+                )
+                .await
             })
             .await
         }
@@ -385,7 +392,14 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let builder = http1_builder(&limits);
             Box::pin(async move {
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
-                serve(conn, |c| c.graceful_shutdown(), std::future::pending(), stop, hard).await
+                serve(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    std::future::pending(),
+                    stop,
+                    hard,
+                )
+                .await
             })
             .await
         }
@@ -449,7 +463,9 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                     let s = Prefixed::new(Vec::new(), s);
                     match Box::pin(opening(s, limit, peer, stop.clone())).await {
                         None => return,
-                        Some((_, s)) => Box::pin(serve_http2(s, service, watch, &limits, stop, hard)).await,
+                        Some((_, s)) => {
+                            Box::pin(serve_http2(s, service, watch, &limits, stop, hard)).await
+                        }
                     }
                 }
                 Io::Tls(s) => {
