@@ -33,6 +33,14 @@ fn private(text: &str) -> String {
             "https%3A%2F%2Fsmith.example.com",
             "https%3A%2F%2Flangsmith.corp.example",
         )
+        .replace(
+            "https:\\u002F\\u002Fsmith.example.com",
+            "https:\\u002F\\u002Flangsmith.corp.example",
+        )
+        .replace(
+            "https:\\u002f\\u002fSMITH.example.com",
+            "https:\\u002F\\u002Flangsmith.corp.example",
+        )
 }
 
 /// The upstream answers `path` with `status`, `headers` and `body`.
@@ -78,14 +86,14 @@ async fn json_urls_are_rewritten_in_every_spelling() {
     let up = FakeUpstream::start().await;
     let gw = rewriting_gateway(&up).await;
     let body = fill(
-        r#"{"share_url":"https://smith.example.com/public/{t}/r","escaped":"https:\/\/smith.example.com\/public\/{t}\/r","encoded":"https://smith.example.com/login?next=https%3A%2F%2Fsmith.example.com%2Fpublic%2F{t}%2Fr","root":"https://smith.example.com"}"#,
+        r#"{"share_url":"https://smith.example.com/public/{t}/r","escaped":"https:\/\/smith.example.com\/public\/{t}\/r","encoded":"https://smith.example.com/login?next=https%3A%2F%2Fsmith.example.com%2Fpublic%2F{t}%2Fr","root":"https://smith.example.com","unicode":"https:\u002F\u002Fsmith.example.com\u002Fpublic\u002F{t}\u002Fr","lower":"https:\u002f\u002fSMITH.example.com"}"#,
     );
     let route = fill("/api/v1/public/{t}/runs/{id}");
     up.on(&route, fixed(StatusCode::OK, &[JSON], body.clone()));
     let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     let want = fill(
-        r#"{"share_url":"https://langsmith.corp.example/public/{t}/r","escaped":"https:\/\/langsmith.corp.example\/public\/{t}\/r","encoded":"https://langsmith.corp.example/login?next=https%3A%2F%2Flangsmith.corp.example%2Fpublic%2F{t}%2Fr","root":"https://langsmith.corp.example"}"#,
+        r#"{"share_url":"https://langsmith.corp.example/public/{t}/r","escaped":"https:\/\/langsmith.corp.example\/public\/{t}\/r","encoded":"https://langsmith.corp.example/login?next=https%3A%2F%2Flangsmith.corp.example%2Fpublic%2F{t}%2Fr","root":"https://langsmith.corp.example","unicode":"https:\u002F\u002Flangsmith.corp.example\u002Fpublic\u002F{t}\u002Fr","lower":"https:\u002F\u002Flangsmith.corp.example"}"#,
     );
     assert_eq!(r.text(), want);
     assert_eq!(want, private(&body));
@@ -100,7 +108,7 @@ async fn html_links_are_rewritten() {
     let up = FakeUpstream::start().await;
     let gw = rewriting_gateway(&up).await;
     let page = fill(
-        r#"<!doctype html><a href="https://smith.example.com/public/{t}/r">run</a><script>window.base="https://smith.example.com";</script>"#,
+        r#"<!doctype html><a href="https://smith.example.com/public/{t}/r">run</a><script>window.base="https://smith.example.com";window.__STATE__={"share":"https:\u002F\u002Fsmith.example.com\u002Fpublic\u002F{t}\u002Fr"};</script>"#,
     );
     let route = fill("/public/{t}/r");
     up.on(
@@ -125,6 +133,9 @@ async fn html_links_are_rewritten() {
     assert!(r
         .text()
         .contains("href=\"https://langsmith.corp.example/public/"));
+    assert!(r
+        .text()
+        .contains("\"share\":\"https:\\u002F\\u002Flangsmith.corp.example\\u002Fpublic"));
     up.only("the share page");
 }
 

@@ -228,6 +228,9 @@ pub(crate) enum Form {
     Plain,
     /// `https:\/\/host`, as JSON encoders that escape `/` write it.
     JsonEscaped,
+    /// `https:\u002F\u002Fhost`, as serializers that escape `/` for
+    /// embedding in an HTML `<script>` write it (either hex case).
+    JsonUnicode,
     /// `https%3A%2F%2Fhost`, as the URL sits inside another URL's query.
     Percent,
 }
@@ -238,6 +241,7 @@ impl Form {
         match self {
             Form::Plain => format!("{}://{}", origin.scheme, auth),
             Form::JsonEscaped => format!("{}:\\/\\/{}", origin.scheme, auth),
+            Form::JsonUnicode => format!("{}:\\u002F\\u002F{}", origin.scheme, auth),
             Form::Percent => format!(
                 "{}%3A%2F%2F{}",
                 origin.scheme,
@@ -336,7 +340,12 @@ impl Rules {
         }
         let mut patterns = Vec::new();
         for f in &from {
-            for form in [Form::Plain, Form::JsonEscaped, Form::Percent] {
+            for form in [
+                Form::Plain,
+                Form::JsonEscaped,
+                Form::JsonUnicode,
+                Form::Percent,
+            ] {
                 patterns.push(Pattern {
                     form,
                     anchor_at: f.scheme.len(),
@@ -354,7 +363,18 @@ impl Rules {
         let anchors = aho_corasick::packed::Config::new()
             .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
             .builder()
-            .extend(["://", ":\\/\\/", "%3A%2F", "%3a%2f", "%3A%2f", "%3a%2F"])
+            .extend([
+                "://",
+                ":\\/\\/",
+                ":\\u002F\\u002F",
+                ":\\u002f\\u002f",
+                ":\\u002F\\u002f",
+                ":\\u002f\\u002F",
+                "%3A%2F",
+                "%3a%2f",
+                "%3A%2f",
+                "%3a%2F",
+            ])
             .build();
         let max_pattern_len = patterns.iter().map(|p| p.lower.len()).max().unwrap_or(0);
         let mut first_bytes = [false; 256];
@@ -547,5 +567,9 @@ mod tests {
         let o = Origin::parse("https://a.example:8443").unwrap();
         assert_eq!(Form::Percent.spell(&o), "https%3A%2F%2Fa.example%3A8443");
         assert_eq!(Form::JsonEscaped.spell(&o), "https:\\/\\/a.example:8443");
+        assert_eq!(
+            Form::JsonUnicode.spell(&o),
+            "https:\\u002F\\u002Fa.example:8443"
+        );
     }
 }

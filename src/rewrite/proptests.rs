@@ -42,6 +42,7 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
         vec![
             (format!("{}://{}", o.scheme, auth), false),
             (format!("{}:\\/\\/{}", o.scheme, auth), false),
+            (format!("{}:\\u002F\\u002F{}", o.scheme, auth), false),
             (
                 format!("{}%3A%2F%2F{}", o.scheme, auth.replace(':', "%3A")),
                 true,
@@ -133,6 +134,9 @@ fn fragment() -> impl Strategy<Value = &'static str> {
         "https://smith.langchain.com",
         "HTTPS://Smith.LangChain.COM",
         "https:\\/\\/smith.langchain.com",
+        "https:\\u002F\\u002Fsmith.langchain.com",
+        "https:\\u002f\\u002FSmith.langchain.com:8443",
+        "\\u002F",
         "https%3A%2F%2Fsmith.langchain.com",
         "https%3a%2f%2fSMITH.langchain.com",
         "https://smith.langchain.com:8443",
