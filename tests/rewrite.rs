@@ -485,6 +485,37 @@ async fn origin_and_referer_reach_the_upstream_as_the_public_origin() {
     );
 }
 
+/// A compressed body that expands thousands of times (a decompression
+/// bomb: 64 MiB of zeros is about 2 KiB of zstd) is cut off with an error
+/// instead of being decoded into memory, and the gateway goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_is_cut_off() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let bomb = compress("zstd", &vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 16 << 10, "{} bytes", bomb.len());
+    let route = "/api/v1/runs/bomb";
+    up.on(
+        route,
+        fixed(StatusCode::OK, &[JSON, ("content-encoding", "zstd")], bomb),
+    );
+    for accept in ["zstd", "identity"] {
+        // The connection is cut, before or after the head went out.
+        let io = connect(INSIDE, gw.addr).await;
+        let req = build(gw.addr, "GET", route, &[("accept-encoding", accept)], "");
+        let got = exchange_on(io, req).await;
+        assert!(
+            got.is_err(),
+            "accepting {accept}: the bomb was served whole ({} bytes)",
+            got.map(|r| r.body.len()).unwrap_or_default()
+        );
+    }
+    let share = fill("/api/v1/public/{t}/runs/{id}");
+    up.on(&share, fixed(StatusCode::OK, &[JSON], "{}"));
+    let r = request(INSIDE, gw.addr, "GET", &share, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_responses_keep_their_entity_headers() {
     let up = FakeUpstream::start().await;

@@ -114,14 +114,44 @@ pub(crate) fn accepts(accept_encoding: Option<&http::HeaderValue>, coding: Conte
 
 /// An incremental decoder.
 pub(crate) enum Decoder {
-    Gzip(Box<MultiGzDecoder<Vec<u8>>>),
+    Gzip(Box<MultiGzDecoder<Capped>>),
     /// HTTP "deflate" is zlib (RFC 9110 §8.4.1.2), but some servers send raw
     /// deflate; the first two bytes tell which (RFC 1950 §2.2 header check).
     DeflateSniff(Vec<u8>),
-    Zlib(Box<ZlibDecoder<Vec<u8>>>),
-    RawDeflate(Box<DeflateDecoder<Vec<u8>>>),
-    Brotli(Box<brotli::DecompressorWriter<Vec<u8>>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
+    Zlib(Box<ZlibDecoder<Capped>>),
+    RawDeflate(Box<DeflateDecoder<Capped>>),
+    Brotli(Box<brotli::DecompressorWriter<Capped>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Capped>>),
+}
+
+/// The most one write to a decoder may produce: 4,096 times a
+/// [`DECODE_SLICE`](super::response::DECODE_SLICE) of input. deflate cannot
+/// expand more than about 1,032 times, and real text does not come near
+/// this with brotli or zstd either; a body that does is a decompression
+/// bomb (a few bytes of brotli can ask for gigabytes), refused with an
+/// error before it takes the gateway's memory.
+pub(crate) const MAX_DECODED_PER_WRITE: usize = 16 * 1024 * 1024;
+
+/// The decoders' output: a `Vec` that refuses to grow past
+/// [`MAX_DECODED_PER_WRITE`] (the caller empties it after each write).
+#[derive(Default)]
+pub(crate) struct Capped(Vec<u8>);
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_DECODED_PER_WRITE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the compressed body expands more than 4,096 times (a decompression bomb)",
+            ));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Decoder {
@@ -135,15 +165,15 @@ const BROTLI_BUFFER: usize = 16 * 1024;
 impl Decoder {
     pub(crate) fn new(coding: ContentCoding) -> io::Result<Decoder> {
         Ok(match coding {
-            ContentCoding::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(Vec::new()))),
+            ContentCoding::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(Capped::default()))),
             ContentCoding::Deflate => Decoder::DeflateSniff(Vec::new()),
             ContentCoding::Brotli => Decoder::Brotli(Box::new(brotli::DecompressorWriter::new(
-                Vec::new(),
+                Capped::default(),
                 BROTLI_BUFFER,
             ))),
-            ContentCoding::Zstd => {
-                Decoder::Zstd(Box::new(zstd::stream::write::Decoder::new(Vec::new())?))
-            }
+            ContentCoding::Zstd => Decoder::Zstd(Box::new(zstd::stream::write::Decoder::new(
+                Capped::default(),
+            )?)),
         })
     }
 
@@ -158,19 +188,19 @@ impl Decoder {
             let zlib =
                 head[0] & 0x0f == 8 && (u16::from(head[0]) << 8 | u16::from(head[1])) % 31 == 0;
             *self = if zlib {
-                Decoder::Zlib(Box::new(ZlibDecoder::new(Vec::new())))
+                Decoder::Zlib(Box::new(ZlibDecoder::new(Capped::default())))
             } else {
-                Decoder::RawDeflate(Box::new(DeflateDecoder::new(Vec::new())))
+                Decoder::RawDeflate(Box::new(DeflateDecoder::new(Capped::default())))
             };
             return self.write(&head, out);
         }
         match self {
             Decoder::DeflateSniff(_) => {}
-            Decoder::Gzip(d) => drain(d.as_mut(), input, out, |d| d.get_mut())?,
-            Decoder::Zlib(d) => drain(d.as_mut(), input, out, |d| d.get_mut())?,
-            Decoder::RawDeflate(d) => drain(d.as_mut(), input, out, |d| d.get_mut())?,
-            Decoder::Brotli(d) => drain(d.as_mut(), input, out, |d| d.get_mut())?,
-            Decoder::Zstd(d) => drain(d.as_mut(), input, out, |d| d.get_mut())?,
+            Decoder::Gzip(d) => drain(d.as_mut(), input, out, |d| &mut d.get_mut().0)?,
+            Decoder::Zlib(d) => drain(d.as_mut(), input, out, |d| &mut d.get_mut().0)?,
+            Decoder::RawDeflate(d) => drain(d.as_mut(), input, out, |d| &mut d.get_mut().0)?,
+            Decoder::Brotli(d) => drain(d.as_mut(), input, out, |d| &mut d.get_mut().0)?,
+            Decoder::Zstd(d) => drain(d.as_mut(), input, out, |d| &mut d.get_mut().0)?,
         }
         Ok(())
     }
@@ -182,12 +212,12 @@ impl Decoder {
         match self {
             Decoder::DeflateSniff(head) if head.is_empty() => {}
             Decoder::DeflateSniff(_) => return Err(truncated()),
-            Decoder::Gzip(d) => out.extend(d.finish()?),
-            Decoder::Zlib(d) => out.extend(d.finish()?),
-            Decoder::RawDeflate(d) => out.extend(d.finish()?),
-            Decoder::Brotli(d) => out.extend(d.into_inner().map_err(|_| truncated())?),
+            Decoder::Gzip(d) => out.extend(d.finish()?.0),
+            Decoder::Zlib(d) => out.extend(d.finish()?.0),
+            Decoder::RawDeflate(d) => out.extend(d.finish()?.0),
+            Decoder::Brotli(d) => out.extend(d.into_inner().map_err(|_| truncated())?.0),
             // zstd's `finish` reports a frame left incomplete.
-            Decoder::Zstd(d) => out.extend(d.finish()?),
+            Decoder::Zstd(d) => out.extend(d.finish()?.0),
         }
         Ok(())
     }
@@ -324,6 +354,36 @@ pub(crate) mod tests {
         ContentCoding::Brotli,
         ContentCoding::Zstd,
     ];
+
+    #[test]
+    fn a_decompression_bomb_is_refused_at_the_cap() {
+        // 64 MiB of zeros is a few KiB of brotli or zstd: one write of it
+        // would expand over 10,000 times.
+        let zeros = vec![0u8; 64 * 1024 * 1024];
+        for coding in [ContentCoding::Brotli, ContentCoding::Zstd] {
+            let bomb = encode(coding, &zeros);
+            assert!(bomb.len() < 16 * 1024, "{coding:?}: {} bytes", bomb.len());
+            let mut d = Decoder::new(coding).unwrap();
+            let mut out = Vec::new();
+            let e = d.write(&bomb, &mut out).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{coding:?}");
+            assert!(e.to_string().contains("decompression bomb"), "{e}");
+            assert!(out.len() <= MAX_DECODED_PER_WRITE);
+        }
+        // deflate at its densest (about 1,032 times) stays under the cap
+        // slice by slice, however long the body.
+        let dense = encode(ContentCoding::Gzip, &zeros);
+        let mut d = Decoder::new(ContentCoding::Gzip).unwrap();
+        let mut total = 0;
+        for slice in dense.chunks(crate::rewrite::response::DECODE_SLICE) {
+            let mut out = Vec::new();
+            d.write(slice, &mut out).unwrap();
+            total += out.len();
+        }
+        let mut out = Vec::new();
+        d.finish(&mut out).unwrap();
+        assert_eq!(total + out.len(), zeros.len());
+    }
 
     #[test]
     fn round_trip_each_coding_byte_by_byte() {

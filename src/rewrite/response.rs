@@ -32,8 +32,9 @@
 //!
 //! Memory: an upstream chunk is decoded in slices of [`DECODE_SLICE`] bytes
 //! and each slice's output is rewritten and handed on before the next slice
-//! is decoded, so what is held is one slice's expansion plus the rewriter's
-//! carry, not the chunk's or the body's.
+//! is decoded, so what is held is one slice's expansion (at most
+//! `codec::MAX_DECODED_PER_WRITE`; more is a decompression bomb and an
+//! error) plus the rewriter's carry, not the chunk's or the body's.
 
 use std::collections::VecDeque;
 use std::error::Error as StdError;
