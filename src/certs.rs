@@ -122,6 +122,9 @@ fn list(paths: &[PathBuf]) -> String {
 pub struct Written {
     pub files: Vec<PathBuf>,
     pub replaced: Vec<PathBuf>,
+    /// Client certificates of earlier runs left in the directory when the
+    /// CA was replaced: they no longer verify against it.
+    pub stale: Vec<PathBuf>,
 }
 
 /// Generates and writes everything, tells stderr which files it replaced,
@@ -130,6 +133,12 @@ pub fn run(args: &CertsArgs) -> Result<Vec<PathBuf>, CertsError> {
     let written = generate(args)?;
     for p in &written.replaced {
         eprintln!("sharegate certs: replaced {}", p.display());
+    }
+    for p in &written.stale {
+        eprintln!(
+            "sharegate certs: {} was issued by the replaced CA and no longer verifies; reissue it with --client or remove it",
+            p.display()
+        );
     }
     Ok(written.files)
 }
@@ -237,7 +246,28 @@ pub fn generate(args: &CertsArgs) -> Result<Written, CertsError> {
         put(key_path, key_pem, true)?;
         put(crt, cert_pem, false)?;
     }
+    if out.replaced.contains(&files.ca_crt) {
+        out.stale = older_client_certs(&args.dir, &out.files);
+    }
     Ok(out)
+}
+
+/// `client-*.crt` files in `dir` that this run did not write.
+fn older_client_certs(dir: &Path, written: &[PathBuf]) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut stale: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("client-") && n.ends_with(".crt"))
+                && !written.contains(p)
+        })
+        .collect();
+    stale.sort();
+    stale
 }
 
 /// The lines of a config that use what was written, for the CLI to print.
@@ -635,6 +665,23 @@ mod tests {
         assert_ne!(fs::read_to_string(dir.join("server.key")).unwrap(), "old");
         #[cfg(unix)]
         assert_eq!(mode(&dir.join("server.key")), 0o600);
+    }
+
+    #[test]
+    fn force_names_client_certificates_the_new_ca_no_longer_signs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        generate(&args(dir, &["alice"])).expect("first run");
+        let forced = |clients: &[&str]| {
+            generate(&CertsArgs {
+                force: true,
+                ..args(dir, clients)
+            })
+            .expect("forced run")
+        };
+        assert_eq!(forced(&["bob"]).stale, vec![dir.join("client-alice.crt")]);
+        // Reissuing alice too leaves nothing stale.
+        assert!(forced(&["alice", "bob"]).stale.is_empty());
     }
 
     #[test]
