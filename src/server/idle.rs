@@ -107,14 +107,14 @@ impl Drop for InFlight {
 }
 
 /// A response body that ends its request's [`InFlight`] when hyper drops
-/// it (`None` on HTTP/2, which is not parked).
+/// it.
 pub struct Tracked<B> {
     body: B,
-    _request: Option<InFlight>,
+    _request: InFlight,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(body: B, request: Option<InFlight>) -> Self {
+    pub fn new(body: B, request: InFlight) -> Self {
         Tracked {
             body,
             _request: request,

@@ -439,7 +439,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 let handling = Box::pin(proxy::handle(state, conn, req));
                 async move {
                     let response = handling.await;
-                    Ok::<_, Infallible>(response.map(|b| idle::Tracked::new(b, Some(request))))
+                    Ok::<_, Infallible>(response.map(|b| idle::Tracked::new(b, request)))
                 }
             });
             // The HTTP version: on TLS what ALPN agreed (RFC 9113 §3.3: no
