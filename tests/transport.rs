@@ -500,14 +500,11 @@ async fn ask(
     within("the response", client.send_request(req)).await
 }
 
-/// Counts the responses in a raw HTTP/1.1 answer by their status lines.
+/// The status of each response in a raw HTTP/1.1 answer, in order.
 fn statuses(answer: &[u8]) -> Vec<u16> {
-    String::from_utf8_lossy(answer)
-        .match_indices("HTTP/1.1 ")
-        .filter_map(|(i, _)| {
-            let rest = &String::from_utf8_lossy(answer)[i + 9..];
-            rest.get(..3).and_then(|s| s.parse().ok())
-        })
+    let text = String::from_utf8_lossy(answer);
+    text.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
         .collect()
 }
 
