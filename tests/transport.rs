@@ -467,28 +467,13 @@ fn parked(gw: &TestGateway) -> i64 {
     gw.state.metrics.parked_connections.get()
 }
 
-/// Waits until `n` connections are parked.
+/// Waits until exactly `n` connections are parked.
 async fn until_parked(gw: &TestGateway, n: i64) {
     eventually(&format!("{n} idle connection(s) to be parked"), || {
         let now = parked(gw);
         async move { (now == n).then_some(()) }
     })
     .await;
-}
-
-/// An HTTP/1.1 client on one keep-alive connection.
-async fn keep_alive(gw: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let stream = connect(INSIDE, gw).await;
-    let (sender, conn) = within(
-        "the HTTP/1.1 handshake",
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
-    )
-    .await
-    .expect("HTTP/1.1 handshake");
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    sender
 }
 
 /// One request on a kept-alive client connection.
@@ -530,7 +515,7 @@ async fn a_quiet_connection_is_parked_and_woken_by_its_next_request() {
     up.on("/api/v1/ws", Behaviour::UpgradeEcho);
     let gw = Setup::new(&up).start().await;
     let share = fill("/public/{t}/r");
-    let mut client = keep_alive(gw.addr).await;
+    let mut client = http1_client(INSIDE, gw.addr).await;
     for round in 0..3 {
         let resp = ask(&mut client, build(gw.addr, "GET", &share, &[], ""))
             .await
@@ -590,11 +575,7 @@ async fn a_quiet_connection_is_parked_and_woken_by_its_next_request() {
     assert_eq!(statuses(&answer), [200, 200, 200]);
     let seen: Vec<_> = up.take().iter().map(|r| r.header("x-nth")).collect();
     assert_eq!(seen, [None, Some("2".to_owned()), Some("3".to_owned())]);
-    eventually("the parked count to fall back", || {
-        let now = parked(&gw);
-        async move { (now == 0).then_some(()) }
-    })
-    .await;
+    until_parked(&gw, 0).await;
 }
 
 /// Part of a request head that a pipelining client left behind is kept
@@ -647,11 +628,7 @@ async fn a_partial_head_survives_parking_and_still_times_out() {
     until_parked(&gw, 1).await;
     let answer = read_to_close(&mut s).await;
     assert_eq!(statuses(&answer), [200]);
-    eventually("the parked count to fall back", || {
-        let now = parked(&gw);
-        async move { (now == 0).then_some(()) }
-    })
-    .await;
+    until_parked(&gw, 0).await;
 }
 
 /// A response still streaming, or an upstream still thinking, keeps its
@@ -710,7 +687,7 @@ async fn a_request_in_flight_is_never_parked() {
     read_until(&mut body, &mut seen, "two").await;
     drop(events);
 
-    let mut client = keep_alive(gw.addr).await;
+    let mut client = http1_client(INSIDE, gw.addr).await;
     for _ in 0..2 {
         let resp = ask(&mut client, build(gw.addr, "GET", &slow, &[], ""))
             .await

@@ -296,6 +296,26 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     b
 }
 
+/// HTTP/1.1 on an admin or redirect connection (no parking: probes and
+/// browsers on plain HTTP), its state built inside the caller's box.
+async fn serve_plain_http1<S>(
+    stream: TcpStream,
+    service: S,
+    limits: &Limits,
+    stop: watch::Receiver<bool>,
+    hard: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http1_builder(limits).serve_connection(TokioIo::new(stream), service);
+    let never_idle = std::future::pending();
+    serve(conn, |c| c.graceful_shutdown(), never_idle, stop, hard).await
+}
+
 /// HTTP/2 on `io` (its connection state built inside the caller's box),
 /// closed gracefully once idle for `limits.header_timeout` (`idle`).
 async fn serve_http2<I, S>(
@@ -365,19 +385,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
         Kind::Admin => {
             let state = ctx.state.clone();
             let service = service_fn(move |req| crate::admin::handle(state.clone(), req));
-            let builder = http1_builder(&limits);
-            Box::pin(async move {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                serve(
-                    conn,
-                    |c| c.graceful_shutdown(),
-                    std::future::pending(),
-                    stop,
-                    hard,
-                )
-                .await
-            })
-            .await
+            Box::pin(serve_plain_http1(stream, service, &limits, stop, hard)).await
         }
         Kind::Redirect => {
             let https_port = gateway
@@ -389,19 +397,7 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
             let service = service_fn(move |req: http::Request<Incoming>| {
                 std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port)))
             });
-            let builder = http1_builder(&limits);
-            Box::pin(async move {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                serve(
-                    conn,
-                    |c| c.graceful_shutdown(),
-                    std::future::pending(),
-                    stop,
-                    hard,
-                )
-                .await
-            })
-            .await
+            Box::pin(serve_plain_http1(stream, service, &limits, stop, hard)).await
         }
         Kind::Traffic(index) => {
             // PROXY header and TLS handshake run under one deadline. Boxed,

@@ -591,11 +591,14 @@ pub async fn connect(from: IpAddr, to: SocketAddr) -> TcpStream {
         .unwrap_or_else(|e| panic!("connect {from} -> {to}: {e}"))
 }
 
-/// Sends one HTTP/1.1 request on a fresh connection from `from` and returns
-/// the response with its body still streaming.
-pub async fn send(from: IpAddr, gw: SocketAddr, req: Request<Full<Bytes>>) -> Response<Incoming> {
+/// An HTTP/1.1 client on one fresh connection from `from` (kept alive
+/// between requests; upgrades allowed).
+pub async fn http1_client(
+    from: IpAddr,
+    gw: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let stream = connect(from, gw).await;
-    let (mut sender, conn) = within(
+    let (sender, conn) = within(
         "the HTTP/1.1 handshake",
         hyper::client::conn::http1::handshake(TokioIo::new(stream)),
     )
@@ -604,6 +607,13 @@ pub async fn send(from: IpAddr, gw: SocketAddr, req: Request<Full<Bytes>>) -> Re
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
+    sender
+}
+
+/// Sends one HTTP/1.1 request on a fresh connection from `from` and returns
+/// the response with its body still streaming.
+pub async fn send(from: IpAddr, gw: SocketAddr, req: Request<Full<Bytes>>) -> Response<Incoming> {
+    let mut sender = http1_client(from, gw).await;
     within("the gateway's response headers", sender.send_request(req))
         .await
         .expect("send the request")
