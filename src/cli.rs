@@ -1,4 +1,5 @@
-//! The command line: `run`, `check` and `demo`, and the exit codes.
+//! The command line: `run`, `check`, `explain`, `certs`, `demo` and
+//! `probe`, and the exit codes.
 //!
 //! Exit status: 0 success; 64 a config problem (`EX_USAGE`); 69 a runtime
 //! failure such as an address already in use or an unreadable certificate
@@ -74,6 +75,16 @@ pub enum Command {
     /// Create a development CA, a server certificate and mTLS client
     /// certificates (for trials and tests; use your PKI in production).
     Certs(crate::certs::CertsArgs),
+    /// Ask a running gateway's admin listener whether it is up: exit 0 on a
+    /// 2xx answer, 1 otherwise (for container health checks without curl).
+    Probe {
+        /// The URL to ask (plain HTTP, a loopback or local address).
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: http::Uri,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Run a built-in stand-in LangSmith and the gateway in front of it, and
     /// print a tour of curl commands. Runs until Ctrl-C.
     Demo {
@@ -114,6 +125,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(if usage { EXIT_CONFIG } else { EXIT_UNAVAILABLE })
             }
         },
+        Command::Probe { url, timeout } => probe(&url, timeout),
         Command::Demo { listen } => runtime().map_or_else(
             |code| code,
             |rt| match rt.block_on(demo::run(listen)) {
@@ -125,6 +137,64 @@ pub fn main() -> ExitCode {
             },
         ),
     }
+}
+
+/// `sharegate probe`: one GET, status 2xx or not.
+fn probe(url: &http::Uri, timeout: std::time::Duration) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sharegate probe: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(async { tokio::time::timeout(timeout, probe_once(url)).await }) {
+        Ok(Ok(status)) if status.is_success() => ExitCode::SUCCESS,
+        Ok(Ok(status)) => {
+            eprintln!("sharegate probe: {url} answered {status}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("sharegate probe: {url}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("sharegate probe: {url}: no answer within {timeout:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn probe_once(url: &http::Uri) -> Result<http::StatusCode, String> {
+    if url.scheme_str() != Some("http") {
+        return Err("only http:// URLs (the admin listener speaks plain HTTP)".into());
+    }
+    let host = url.host().ok_or("the URL names no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let authority = url.authority().map_or(host, |a| a.as_str());
+    let req = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::USER_AGENT, "sharegate-probe")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    Ok(resp.status())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

@@ -488,6 +488,47 @@ async fn the_audit_file_records_share_requests_without_tokens() {
     assert_eq!(r["reason"], "network");
 }
 
+/// `sharegate probe` (the container health check without curl): exit 0
+/// for a 2xx answer from the admin listener, 1 with the reason otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_exits_zero_only_for_a_2xx_answer() {
+    let up = FakeUpstream::start().await;
+    let ops = from_file(&Setup::new(&up).toml(), true).await;
+    let admin = ops.admin.expect("admin listener");
+    let closed = {
+        // Bound and closed again: nothing listens there (an address no
+        // other test uses).
+        let l = std::net::TcpListener::bind("127.0.0.77:0").expect("bind");
+        l.local_addr().expect("address")
+    };
+    let cases = [
+        (format!("http://{admin}/healthz"), true, ""),
+        (format!("http://{admin}/readyz"), true, ""),
+        (format!("http://{admin}/nope"), false, "404"),
+        (format!("http://{closed}/healthz"), false, "connect"),
+        (format!("https://{admin}/healthz"), false, "only http://"),
+    ];
+    for (url, ok, says) in cases {
+        let out = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_sharegate"))
+                    .args(["probe", "--timeout", "10s", "--url", &url])
+                    .output()
+                    .expect("run sharegate probe")
+            }
+        });
+        let out = within("sharegate probe", out).await.expect("probe task");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{url}: {stderr}");
+        if !ok {
+            assert_eq!(out.status.code(), Some(1), "{url}");
+            assert!(stderr.contains(says), "{url}: {stderr}");
+        }
+    }
+    up.assert_silent("probes go to the admin listener only");
+}
+
 // ---------------------------------------------------------------------------
 // Limits
 
