@@ -849,18 +849,7 @@ async fn the_grace_period_ends_a_never_ending_stream() {
     let mut setup = Setup::new(&up);
     setup.server_extra = "shutdown_grace = \"500ms\"\n".to_owned();
     let mut gw = setup.start().await;
-    let resp = send(
-        INSIDE,
-        gw.addr,
-        build(
-            gw.addr,
-            "GET",
-            "/api/v1/events",
-            &[("accept", "text/event-stream")],
-            "",
-        ),
-    )
-    .await;
+    let resp = send(INSIDE, gw.addr, events_get(gw.addr, "/api/v1/events")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
     events

@@ -77,8 +77,11 @@ async fn h2_request(tls: TlsStream<tokio::net::TcpStream>, req: Request<Full<Byt
     read_reply(resp).await
 }
 
-async fn h1_request(tls: TlsStream<tokio::net::TcpStream>, req: Request<Full<Bytes>>) -> Reply {
-    let (mut sender, conn) = within(
+/// An HTTP/1.1 client over `tls`, kept alive between requests.
+async fn h1_client(
+    tls: TlsStream<tokio::net::TcpStream>,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let (sender, conn) = within(
         "the HTTP/1.1 handshake",
         hyper::client::conn::http1::handshake(TokioIo::new(tls)),
     )
@@ -87,6 +90,11 @@ async fn h1_request(tls: TlsStream<tokio::net::TcpStream>, req: Request<Full<Byt
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    sender
+}
+
+async fn h1_request(tls: TlsStream<tokio::net::TcpStream>, req: Request<Full<Bytes>>) -> Reply {
+    let mut sender = h1_client(tls).await;
     let resp = within("the HTTP/1.1 response", sender.send_request(req))
         .await
         .expect("HTTP/1.1 request");
@@ -298,15 +306,7 @@ async fn a_quiet_tls_connection_is_parked_and_woken() {
     let gw = start_tls(&up).await;
     let addr = gw.gw.addr;
     let tls = tls_connect(INSIDE, &gw, "localhost", &[b"http/1.1"]).await;
-    let (mut sender, conn) = within(
-        "the HTTP/1.1 handshake",
-        hyper::client::conn::http1::handshake(TokioIo::new(tls)),
-    )
-    .await
-    .expect("HTTP/1.1 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut sender = h1_client(tls).await;
     let share = fill("/api/v1/public/{t}/run");
     for round in 0..2 {
         within("the connection to be ready", sender.ready())

@@ -118,6 +118,19 @@ async fn read_until(body: &mut Incoming, seen: &mut String, want: &str) {
     }
 }
 
+/// Releases the event `data: {word}` and reads until it has arrived.
+async fn next_event(
+    events: &tokio::sync::mpsc::UnboundedSender<Bytes>,
+    body: &mut Incoming,
+    seen: &mut String,
+    word: &str,
+) {
+    events
+        .send(Bytes::from(format!("data: {word}\n\n")))
+        .expect("release an event");
+    read_until(body, seen, word).await;
+}
+
 /// One event reaches the client before the upstream has even produced the
 /// next: the test releases event 2 only once the client holds event 1.
 async fn assert_streams_unbuffered(method: &str, route: &str, accept_sse: bool) {
@@ -371,16 +384,10 @@ async fn shutdown_lets_an_open_stream_finish_then_stops_accepting() {
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
     let mut seen = String::new();
-    events
-        .send(Bytes::from_static(b"data: one\n\n"))
-        .expect("event 1");
-    read_until(&mut body, &mut seen, "one").await;
+    next_event(&events, &mut body, &mut seen, "one").await;
 
     gw.begin_shutdown();
-    events
-        .send(Bytes::from_static(b"data: two\n\n"))
-        .expect("event 2");
-    read_until(&mut body, &mut seen, "two").await;
+    next_event(&events, &mut body, &mut seen, "two").await;
     drop(events);
     within("the stream to end", body.collect())
         .await
@@ -658,32 +665,15 @@ async fn a_request_in_flight_is_never_parked() {
         }),
     );
     let gw = Setup::new(&up).start().await;
-    let resp = send(
-        INSIDE,
-        gw.addr,
-        build(
-            gw.addr,
-            "GET",
-            "/api/v1/events",
-            &[("accept", "text/event-stream")],
-            "",
-        ),
-    )
-    .await;
+    let resp = send(INSIDE, gw.addr, events_get(gw.addr, "/api/v1/events")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
     let mut seen = String::new();
-    events
-        .send(Bytes::from_static(b"data: one\n\n"))
-        .expect("event 1");
-    read_until(&mut body, &mut seen, "one").await;
+    next_event(&events, &mut body, &mut seen, "one").await;
     // Quiet for several ticks mid-stream (pacing, not readiness).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(parked(&gw), 0, "a streaming connection was parked");
-    events
-        .send(Bytes::from_static(b"data: two\n\n"))
-        .expect("event 2");
-    read_until(&mut body, &mut seen, "two").await;
+    next_event(&events, &mut body, &mut seen, "two").await;
     drop(events);
 
     let mut client = http1_client(INSIDE, gw.addr).await;
@@ -762,22 +752,13 @@ async fn an_idle_http2_connection_is_closed_but_an_open_stream_keeps_it() {
 
     let resp = within(
         "the stream",
-        client.send_request(build(
-            gw.addr,
-            "GET",
-            "/api/v1/events",
-            &[("accept", "text/event-stream")],
-            "",
-        )),
+        client.send_request(events_get(gw.addr, "/api/v1/events")),
     )
     .await
     .expect("a stream over HTTP/2");
     let mut body = resp.into_body();
     let mut seen = String::new();
-    events
-        .send(Bytes::from_static(b"data: one\n\n"))
-        .expect("event 1");
-    read_until(&mut body, &mut seen, "one").await;
+    next_event(&events, &mut body, &mut seen, "one").await;
     // Quiet for twice the idle timeout with the stream open (pacing, not
     // readiness).
     tokio::time::sleep(Duration::from_millis(2000)).await;
@@ -790,10 +771,7 @@ async fn an_idle_http2_connection_is_closed_but_an_open_stream_keeps_it() {
     .await
     .expect("a request beside the open stream");
     assert_eq!(read_reply(resp).await.status, StatusCode::OK);
-    events
-        .send(Bytes::from_static(b"data: two\n\n"))
-        .expect("event 2");
-    read_until(&mut body, &mut seen, "two").await;
+    next_event(&events, &mut body, &mut seen, "two").await;
     drop(events);
     let rest = within("the end of the stream", body.collect())
         .await

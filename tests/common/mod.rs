@@ -695,6 +695,11 @@ pub fn build(
     req
 }
 
+/// A GET of an event stream at `path` (see [`FakeUpstream::sse`]).
+pub fn events_get(gw: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+    build(gw, "GET", path, &[("accept", "text/event-stream")], "")
+}
+
 /// One request from `from` to the gateway, body read to the end.
 pub async fn request(
     from: IpAddr,
