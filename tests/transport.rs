@@ -695,6 +695,11 @@ async fn a_request_in_flight_is_never_parked() {
         .expect("the whole large body")
         .to_bytes();
     assert_eq!(body.len(), BIG);
+    assert_eq!(
+        up.take().len(),
+        4,
+        "the stream, two slow reads, the large answer"
+    );
 }
 
 /// Shutdown closes parked connections at once: they have nothing in
@@ -716,6 +721,7 @@ async fn shutdown_closes_parked_connections() {
     gw.begin_shutdown();
     let answer = read_to_close(&mut s).await;
     assert_eq!(statuses(&answer), [200]);
+    up.only("the one request before parking");
     gw.stopped().await;
 }
 
