@@ -880,14 +880,39 @@ async fn the_grace_period_ends_a_never_ending_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_exits_0_on_sigterm() {
+    serve_then_sigterm("workers = 2", None, (2, "multi-threaded")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_runs_the_single_threaded_scheduler() {
+    serve_then_sigterm("workers = 1", None, (1, "single-threaded")).await;
+    // `workers = 0` takes tokio's own variable before the CPU count.
+    serve_then_sigterm("workers = 0", Some("1"), (1, "single-threaded")).await;
+    serve_then_sigterm("workers = 0", Some("3"), (3, "multi-threaded")).await;
+}
+
+/// Runs the real binary with `server_extra` (and `TOKIO_WORKER_THREADS`
+/// when given), checks the runtime it reports starting, serves a request
+/// through it and stops it with SIGTERM: exit status 0, port closed.
+async fn serve_then_sigterm(
+    server_extra: &str,
+    tokio_workers: Option<&str>,
+    (workers, scheduler): (u64, &str),
+) {
     let up = FakeUpstream::start().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("sharegate.toml");
     let mut setup = Setup::new(&up);
+    server_extra.clone_into(&mut setup.server_extra);
     setup.extra =
         "[admin]\nlisten = \"off\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n".to_owned();
     std::fs::write(&path, setup.toml()).expect("write the config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sharegate"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sharegate"));
+    match tokio_workers {
+        Some(n) => command.env("TOKIO_WORKER_THREADS", n),
+        None => command.env_remove("TOKIO_WORKER_THREADS"),
+    };
+    let mut child = command
         .arg("run")
         .arg("--config")
         .arg(&path)
@@ -923,6 +948,7 @@ async fn the_binary_exits_0_on_sigterm() {
     }
     let mut reap = Reap(Some(pid));
 
+    let mut runtime = None;
     let addr: SocketAddr = loop {
         let line = within("the gateway to log its address", lines.recv())
             .await
@@ -930,6 +956,9 @@ async fn the_binary_exits_0_on_sigterm() {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
+        if event["message"] == "runtime started" {
+            runtime = Some((event["workers"].as_u64(), event["scheduler"].clone()));
+        }
         if event["message"] == "listening" {
             break event["address"]
                 .as_str()
@@ -938,6 +967,11 @@ async fn the_binary_exits_0_on_sigterm() {
                 .expect("a socket address");
         }
     };
+    assert_eq!(
+        runtime,
+        Some((Some(workers), serde_json::json!(scheduler))),
+        "the runtime the gateway reported starting ({server_extra}, TOKIO_WORKER_THREADS {tokio_workers:?})"
+    );
     // Serving a request shows the server loop (and its signal handler) runs.
     let r = request(LOCAL, addr, "GET", "/api/v1/info", &[], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());

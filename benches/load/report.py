@@ -106,7 +106,7 @@ def main():
       f"wrk on another core. {meta.get('rounds')} alternating rounds × {meta.get('duration')} s, "
       f"medians shown. Access/audit logs: {meta.get('logs')}. "
       f"sharegate threads: {meta.get('sharegate_threads')} "
-      f"({meta.get('sharegate_tokio_workers')} tokio worker(s) with TOKIO_WORKER_THREADS=1).\n")
+      f"(runtime: {meta.get('sharegate_runtime')}).\n")
     p(f"Load average (1 min) before / after: {meta.get('loadavg_start', '?')} / {meta.get('loadavg_end', '?')} "
       "(well above 0 means other work shared the cores: treat the figures as noisy).\n")
     p("CPU/req is process CPU time (user+system, /proc/PID/stat) divided by requests served; "

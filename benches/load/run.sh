@@ -164,10 +164,10 @@ NGINX_PID=$!; PIDS+=("$NGINX_PID")
 # -db: foreground, one process (no master), so its PID is the one to read.
 taskset -c "$PROXY_CORE" haproxy -db -f "$WORK/proxy-haproxy.cfg" 2>>"$WORK/proxy-haproxy.error.log" &
 HAP_PID=$!; PIDS+=("$HAP_PID")
-TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CORE" "$WORK/sharegate" run -c "$WORK/sharegate.toml" \
+taskset -c "$PROXY_CORE" "$WORK/sharegate" run -c "$WORK/sharegate.toml" \
     2>"$WORK/sharegate.log" >&2 &
 SG_PID=$!; PIDS+=("$SG_PID")
-TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CORE" "$WORK/sharegate" run -c "$WORK/sharegate-jwt.toml" \
+taskset -c "$PROXY_CORE" "$WORK/sharegate" run -c "$WORK/sharegate-jwt.toml" \
     2>"$WORK/sharegate-jwt.log" >&2 &
 SGJ_PID=$!; PIDS+=("$SGJ_PID")
 
@@ -204,7 +204,7 @@ UP_MEMBERS=$(members "$UP_PID" | tr '\n' ' ')
     echo "haproxy_idle_rss_kib=$(status_kib VmRSS $HAP_MEMBERS)"
     echo "haproxy_threads=$(ls /proc/"$HAP_PID"/task | wc -l)"
     echo "sharegate_threads=$(ls /proc/"$SG_PID"/task | wc -l)"
-    echo "sharegate_tokio_workers=$(cat /proc/"$SG_PID"/task/*/comm | grep -c '^tokio-r' || true)"
+    echo "sharegate_runtime=$(grep -o 'runtime started.*' "$WORK/sharegate.log" | head -n 1 | cut -d' ' -f3-)"
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "rounds=$ROUNDS"
     echo "duration=$DURATION"
