@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -145,7 +146,7 @@ fn bench(c: &mut Criterion) {
             Err(e) => panic!("token header: {e}"),
         };
 
-        let identity: Identity = match rt.block_on(verifier.verify(&headers)) {
+        let identity: Arc<Identity> = match rt.block_on(verifier.verify(&headers)) {
             Ok(Some(id)) => id,
             other => panic!("{}: the token did not verify: {other:?}", key.name),
         };
@@ -155,7 +156,7 @@ fn bench(c: &mut Criterion) {
         });
 
         // The stand-in cache: token → identity, looked up per request.
-        let mut cache: HashMap<String, (Identity, u64)> = HashMap::new();
+        let mut cache: HashMap<String, (Arc<Identity>, u64)> = HashMap::new();
         cache.insert(token.clone(), (identity.clone(), u64::MAX));
         group.bench_function(format!("cache_hit/{}", key.name), |b| {
             b.iter(|| {

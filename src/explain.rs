@@ -289,7 +289,7 @@ async fn evaluate(
     });
 
     let verified = match &identity {
-        IdentityOutcome::Verified(id) => Some(id),
+        IdentityOutcome::Verified(id) => Some(&**id),
         _ => None,
     };
     let out = proxy::upstream_headers(

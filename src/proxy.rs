@@ -48,7 +48,7 @@ pub struct Conn {
     pub tcp_peer: SocketAddr,
     pub tls: bool,
     /// The verified mTLS client certificate, as an identity.
-    pub client_cert: Option<Identity>,
+    pub client_cert: Option<Arc<Identity>>,
 }
 
 /// One loaded configuration and everything built from it: the upstream
@@ -269,7 +269,7 @@ struct Facts {
     token_hashes: Vec<String>,
     rule: String,
     decided_by: &'static str,
-    identity: Option<Identity>,
+    identity: Option<Arc<Identity>>,
 }
 
 /// Serves one request. Never fails: every error becomes a response here.
@@ -462,7 +462,7 @@ async fn pipeline(
         head: req.method() == Method::HEAD,
     });
     let verified = match &identity {
-        IdentityOutcome::Verified(id) => Some(id),
+        IdentityOutcome::Verified(id) => Some(&**id),
         _ => None,
     };
     let req = if route.class.is_public() {
@@ -517,10 +517,10 @@ async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<Body>, R
 pub(crate) async fn identify(
     jwt: Option<&JwtVerifier>,
     claims: &crate::identity::ClaimRules,
-    client_cert: Option<&Identity>,
+    client_cert: Option<&Arc<Identity>>,
     headers: &HeaderMap,
 ) -> IdentityOutcome {
-    let check = |id: Identity| match claims.check(&id) {
+    let check = |id: Arc<Identity>| match claims.check(&id) {
         Ok(()) => IdentityOutcome::Verified(id),
         Err(f) => IdentityOutcome::Rejected {
             claim: f.claim().to_owned(),

@@ -204,7 +204,6 @@ UP_MEMBERS=$(members "$UP_PID" | tr '\n' ' ')
     echo "haproxy_idle_rss_kib=$(status_kib VmRSS $HAP_MEMBERS)"
     echo "haproxy_threads=$(ls /proc/"$HAP_PID"/task | wc -l)"
     echo "sharegate_threads=$(ls /proc/"$SG_PID"/task | wc -l)"
-    echo "sharegate_runtime=$(grep -o 'runtime started.*' "$WORK/sharegate.log" | head -n 1 | cut -d' ' -f3-)"
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "rounds=$ROUNDS"
     echo "duration=$DURATION"
@@ -369,6 +368,8 @@ done
 } >>"$WORK/meta.txt"
 
 echo "loadavg_end=$(cut -d' ' -f1 /proc/loadavg)" >>"$WORK/meta.txt"
+# Read at the end: the gateway's log lines reach the file in batches.
+echo "sharegate_runtime=$(grep -o 'runtime started.*' "$WORK/sharegate.log" | head -n 1 | cut -d' ' -f3-)" >>"$WORK/meta.txt"
 
 # --- 6. report ----------------------------------------------------------------
 python3 "$HERE/report.py" "$WORK"

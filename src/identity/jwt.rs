@@ -600,12 +600,13 @@ struct Inner {
 /// and a browser or SDK sends the same token on every request.
 const CACHE_ENTRIES: usize = 4096;
 
-/// A verified token's claims, keyed by the token's SHA-256 (so the cache
-/// never holds tokens). An entry is used only while `exp` (without leeway)
+/// A verified token's identity, keyed by the token's SHA-256 (so the cache
+/// never holds tokens), shared with the requests that present it. An entry is used only while `exp` (without leeway)
 /// and `nbf` hold and, with a JWKS URL, while the key set is the one it was
 /// verified with, so a key removed from the set stops its tokens at once.
 struct Verified {
-    claims: Map<String, Value>,
+    identity: Arc<Identity>,
+    source: Source,
     exp: u64,
     nbf: Option<u64>,
     generation: Option<u64>,
@@ -882,7 +883,7 @@ impl JwtVerifier {
 
     /// Finds the token (sources in order, first present wins) and verifies it.
     /// `Ok(None)`: no token. `Err`: a token is present but not acceptable.
-    pub async fn verify(&self, headers: &HeaderMap) -> Result<Option<Identity>, JwtError> {
+    pub async fn verify(&self, headers: &HeaderMap) -> Result<Option<Arc<Identity>>, JwtError> {
         let Some((source, token)) = self.find_token(headers)? else {
             return Ok(None);
         };
@@ -895,37 +896,41 @@ impl JwtVerifier {
             cache
                 .get(&key)
                 .filter(|v| {
-                    now < v.exp && v.nbf.is_none_or(|nbf| nbf <= now) && v.generation == generation
+                    now < v.exp
+                        && v.nbf.is_none_or(|nbf| nbf <= now)
+                        && v.generation == generation
+                        // The identity names its source: the same token
+                        // from another source is verified (and kept) anew.
+                        && v.source == *source
                 })
-                .map(|v| v.claims.clone())
+                .map(|v| Arc::clone(&v.identity))
         });
-        let claims = match cached {
-            Some(claims) => claims,
-            None => {
-                let result = self.verify_token(&token).await;
-                if let Err(e) = &result {
-                    tracing::debug!(source = %source.label(), reason = e.reason(), "token rejected");
-                }
-                let claims = result?;
-                self.remember(key, &claims);
-                claims
-            }
-        };
-        Ok(Some(Identity {
+        if let Some(identity) = cached {
+            return Ok(Some(identity));
+        }
+        let result = self.verify_token(&token).await;
+        if let Err(e) = &result {
+            tracing::debug!(source = %source.label(), reason = e.reason(), "token rejected");
+        }
+        let claims = result?;
+        let identity = Arc::new(Identity {
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             issuer: claims.get("iss").and_then(Value::as_str).map(str::to_owned),
             source: source.label(),
             claims,
-        }))
+        });
+        self.remember(key, source, &identity);
+        Ok(Some(identity))
     }
 
-    fn remember(&self, key: [u8; 32], claims: &Map<String, Value>) {
-        let secs = |name: &str| claims.get(name).and_then(Value::as_u64);
+    fn remember(&self, key: [u8; 32], source: &Source, identity: &Arc<Identity>) {
+        let secs = |name: &str| identity.claims.get(name).and_then(Value::as_u64);
         let Some(exp) = secs("exp") else {
             return;
         };
         let entry = Verified {
-            claims: claims.clone(),
+            identity: Arc::clone(identity),
+            source: source.clone(),
             exp,
             nbf: secs("nbf"),
             generation: self.inner.remote.as_ref().map(|r| r.generation()),
@@ -1293,7 +1298,7 @@ mod tests {
         map
     }
 
-    async fn check(v: &JwtVerifier, token: &str) -> Result<Option<Identity>, JwtError> {
+    async fn check(v: &JwtVerifier, token: &str) -> Result<Option<Arc<Identity>>, JwtError> {
         v.verify(&bearer_headers(token)).await
     }
 
@@ -1344,7 +1349,10 @@ mod tests {
         // Verified once, then served from the cache with the same claims.
         let first = check(&v, &token).await.expect("valid").expect("present");
         let second = check(&v, &token).await.expect("valid").expect("present");
-        assert_eq!(first, second);
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "a cache hit shares the identity"
+        );
         // A tampered copy is another token: verified, and refused.
         let mut tampered = token.clone();
         tampered.pop();

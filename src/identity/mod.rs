@@ -25,6 +25,8 @@ pub use jwt::{JwtError, JwtSettings, JwtVerifier, RefreshHandle};
 /// Config problems found here are reported with all the others.
 pub use crate::config::Problem;
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 /// A verified identity. `claims` holds the JWT's claims, or for a client
@@ -41,7 +43,10 @@ pub struct Identity {
 }
 
 /// What the request's credentials amounted to, computed before the
-/// (synchronous) policy decision.
+/// (synchronous) policy decision. Identities are shared, not copied: the
+/// token cache, a connection's client certificate and the request's log
+/// lines all point at the same one (a copy of a JWT's claims cost more than
+/// the cached verification itself).
 #[derive(Debug, Clone, PartialEq)]
 pub enum IdentityOutcome {
     /// No credential was presented.
@@ -50,13 +55,16 @@ pub enum IdentityOutcome {
     /// stable snake_case code, never the token.
     Invalid { reason: &'static str },
     /// Verified, but a claim requirement does not hold.
-    Rejected { identity: Identity, claim: String },
+    Rejected {
+        identity: Arc<Identity>,
+        claim: String,
+    },
     /// Verified and every claim requirement holds.
-    Verified(Identity),
+    Verified(Arc<Identity>),
 }
 
 impl IdentityOutcome {
-    pub fn identity(&self) -> Option<&Identity> {
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
         match self {
             IdentityOutcome::Rejected { identity, .. } | IdentityOutcome::Verified(identity) => {
                 Some(identity)

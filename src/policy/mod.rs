@@ -503,12 +503,12 @@ revoked_tokens = ["dead"]
     }
 
     fn verified() -> IdentityOutcome {
-        IdentityOutcome::Verified(Identity {
+        IdentityOutcome::Verified(std::sync::Arc::new(Identity {
             subject: Some("alice".into()),
             issuer: Some("idp".into()),
             source: "bearer".into(),
             claims: serde_json::Map::new(),
-        })
+        }))
     }
 
     const INSIDE: &str = "10.1.2.3";

@@ -599,7 +599,8 @@ async fn accept(
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|leaf| client_cert::identity(leaf.as_ref()));
+                .and_then(|leaf| client_cert::identity(leaf.as_ref()))
+                .map(std::sync::Arc::new);
             Ok((
                 Io::Tls(Box::new(tls)),
                 Conn {

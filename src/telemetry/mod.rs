@@ -170,7 +170,7 @@ pub struct AccessEvent {
     /// Which check granted: "network", "identity", "network+identity",
     /// "open" (`any`), or empty when refused.
     pub decided_by: &'static str,
-    pub identity: Option<Identity>,
+    pub identity: Option<std::sync::Arc<Identity>>,
     pub status: StatusCode,
     pub error: Option<RequestError>,
     pub start: Instant,
@@ -231,7 +231,7 @@ impl AccessEvent {
                 client_ip: Some(client),
                 method: self.method.as_str(),
                 path: &self.path,
-                identity: self.identity.as_ref().map(AuditIdentity::of),
+                identity: self.identity.as_deref().map(AuditIdentity::of),
                 decision: self.decision.as_str(),
                 rule: &self.rule,
                 reason,
