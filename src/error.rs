@@ -46,6 +46,11 @@ pub enum RequestError {
     UpstreamTimeout(Duration),
     #[error("upstream failed")]
     Upstream(#[source] BoxError),
+    /// A `101` the gateway did not ask for: to a request that was not a
+    /// WebSocket upgrade (any other `Upgrade` is dropped on the way), or
+    /// switching to another protocol. Never made a tunnel.
+    #[error("upstream switched protocols without a WebSocket upgrade to switch to")]
+    UpstreamSwitched,
 }
 
 impl RequestError {
@@ -65,7 +70,9 @@ impl RequestError {
                 DenialKind::Identity { .. } | DenialKind::SharingDisabled => StatusCode::FORBIDDEN,
                 DenialKind::Revoked => StatusCode::NOT_FOUND,
             },
-            RequestError::UpstreamConnect(_) | RequestError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            RequestError::UpstreamConnect(_)
+            | RequestError::Upstream(_)
+            | RequestError::UpstreamSwitched => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -83,6 +90,7 @@ impl RequestError {
             RequestError::UpstreamConnect(_) => "upstream_connect",
             RequestError::UpstreamTimeout(_) => "upstream_timeout",
             RequestError::Upstream(_) => "upstream_error",
+            RequestError::UpstreamSwitched => "upstream_switched_protocols",
         }
     }
 
@@ -121,7 +129,9 @@ impl RequestError {
                     "Creating new shared links is disabled on this gateway."
                 }
             },
-            RequestError::UpstreamConnect(_) | RequestError::Upstream(_) => "Bad gateway.",
+            RequestError::UpstreamConnect(_)
+            | RequestError::Upstream(_)
+            | RequestError::UpstreamSwitched => "Bad gateway.",
             RequestError::UpstreamTimeout(_) => "Gateway timeout.",
         }
     }

@@ -455,7 +455,7 @@ async fn pipeline(
     };
 
     // prepare → forward → respond
-    let upgrade = route.class == RouteClass::Other && is_upgrade(req.headers());
+    let upgrade = route.class == RouteClass::Other && is_websocket_upgrade(req.headers());
     let rewrite = cfg.rewrite.as_ref().map(|rw| Rewrite {
         rules: &rw.rules,
         accept_encoding: req.headers().get(header::ACCEPT_ENCODING).cloned(),
@@ -479,7 +479,7 @@ async fn pipeline(
             class: route.class.name(),
         })
         .observe(sent.elapsed().as_secs_f64());
-    Ok(respond(resp, client_upgrade, rewrite))
+    respond(resp, client_upgrade, rewrite)
 }
 
 /// Reads a share route's request body up to the limit before anything is
@@ -581,8 +581,22 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+/// A WebSocket upgrade: `Connection: upgrade` and one `Upgrade` line naming
+/// exactly `websocket`. The only upgrade passed on: after a `101` the
+/// client's bytes reach the upstream unchecked, so an upgrade to a protocol
+/// the upstream may also speak for requests (`h2c`: "h2c smuggling") would
+/// let them past every rule. Any other `Upgrade` is dropped as hop-by-hop
+/// and the request goes on as an ordinary one.
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    connection_has(headers, "upgrade") && upgrade_is_websocket(headers)
+}
+
+fn upgrade_is_websocket(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    }
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -694,11 +708,8 @@ pub(crate) fn upstream_headers(
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned)
     });
-    let upgrade_value = if upgrade {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
+    // Checked by `is_websocket_upgrade`; sent in its one spelling.
+    let upgrade_value = upgrade.then(|| HeaderValue::from_static("websocket"));
     let peer = conn.peer.ip().to_canonical();
     let trusted_peer = gw.config.policy.trusted_proxies.contains(peer);
     let mut client_text = Vec::with_capacity(40);
@@ -815,34 +826,43 @@ struct Rewrite<'a> {
 }
 
 /// Cleans the upstream's response for the client (and rewrites it when
-/// configured); a `101` hands both connections over to a byte pipe.
+/// configured); a `101` to a WebSocket upgrade hands both connections over
+/// to a byte pipe, any other `101` is refused.
 fn respond(
     mut resp: Response<Incoming>,
     client_upgrade: OnUpgrade,
     rewrite: Option<Rewrite<'_>>,
-) -> Response<Body> {
+) -> Result<Response<Body>, RequestError> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_side) = client_upgrade {
-            let upstream_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
-                    let mut c = TokioIo::new(c);
-                    let mut u = TokioIo::new(u);
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                }
-            });
-            let (parts, body) = resp.into_parts();
-            return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
-        }
+        let Some(client_side) = client_upgrade.filter(|_| upgrade_is_websocket(resp.headers()))
+        else {
+            return Err(RequestError::UpstreamSwitched);
+        };
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
+                let mut c = TokioIo::new(c);
+                let mut u = TokioIo::new(u);
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+            }
+        });
+        let (parts, body) = resp.into_parts();
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ));
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    match rewrite {
+    Ok(match rewrite {
         None => Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()),
         Some(rw) => {
             crate::rewrite::rewrite_response_headers(rw.rules, &mut parts.headers);
             if rw.head {
-                return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+                return Ok(Response::from_parts(
+                    parts,
+                    body.map_err(BoxError::from).boxed_unsync(),
+                ));
             }
             let body = crate::rewrite::rewrite_response(
                 rw.rules,
@@ -852,5 +872,5 @@ fn respond(
             );
             Response::from_parts(parts, body.boxed_unsync())
         }
-    }
+    })
 }

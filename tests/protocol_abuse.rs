@@ -918,3 +918,101 @@ async fn request_smuggled_in_the_body_of_a_refused_request_never_arrives() {
     }
     assert_still_up("smuggling in a refused body", &gw, &up).await;
 }
+
+// ---------------------------------------------------------------------------
+// Protocol upgrades (h2c smuggling)
+
+/// An upgrade is a raw tunnel to the upstream: whatever the client writes
+/// after a `101` reaches the upstream unchecked. So only WebSocket, the one
+/// upgrade a web app needs, is passed on (on an ordinary route; share routes
+/// take none). `Upgrade: h2c` is the classic smuggle: an upstream that
+/// speaks h2c would switch, and the client's HTTP/2 requests inside the
+/// tunnel would skip every rule. The gateway drops such an `Upgrade` (it is
+/// hop-by-hop) and forwards the request as an ordinary one; and a `101` the
+/// client did not get to ask for, or naming another protocol than the one
+/// asked for, is a bad upstream answer (502), never a tunnel.
+///
+/// The upstream here answers `101` to anything, as a server that speaks
+/// h2c would to an h2c upgrade. After the head, the client writes the
+/// share-management DELETE the policy refuses the outsider: it must be
+/// read by the gateway as the next request (403), never reach the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_websocket_upgrades_are_tunnelled() {
+    let (up, gw) = start().await;
+    up.on("/api/v1/ws", Behaviour::UpgradeEcho);
+    up.on(
+        "/api/v1/ws-h2c",
+        custom(|_| async {
+            let mut r = http::Response::new(upstream_full(""));
+            *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut()
+                .insert("connection", http::HeaderValue::from_static("upgrade"));
+            r.headers_mut()
+                .insert("upgrade", http::HeaderValue::from_static("h2c"));
+            r
+        }),
+    );
+    let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
+    let websocket = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let cases = [
+        ("an h2c upgrade", "/api/v1/ws", h2c.to_owned(), None),
+        (
+            "an h2c upgrade in capitals",
+            "/api/v1/ws",
+            "Connection: upgrade\r\nUpgrade: H2C\r\n".to_owned(),
+            None,
+        ),
+        (
+            "WebSocket offered beside h2c",
+            "/api/v1/ws",
+            format!("Connection: upgrade\r\nUpgrade: websocket, h2c\r\n{websocket}"),
+            None,
+        ),
+        (
+            "two Upgrade lines",
+            "/api/v1/ws",
+            format!("Connection: upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n{websocket}"),
+            None,
+        ),
+        (
+            "an upgrade to TLS",
+            "/api/v1/ws",
+            "Connection: upgrade\r\nUpgrade: TLS/1.2\r\n".to_owned(),
+            None,
+        ),
+        (
+            "a WebSocket upgrade the upstream answers with h2c",
+            "/api/v1/ws-h2c",
+            format!("Connection: upgrade\r\nUpgrade: websocket\r\n{websocket}"),
+            Some("websocket"),
+        ),
+    ];
+    for (what, path, headers, forwarded_upgrade) in cases {
+        let raw = format!(
+            "GET {path} HTTP/1.1\r\nHost: sharegate.test\r\n{headers}\r\n{}",
+            smuggled()
+        );
+        let a = exchange(OUTSIDE, gw.addr, raw.as_bytes()).await;
+        assert_eq!(
+            a.statuses(),
+            [502, 403],
+            "{what}: the upstream's 101 is refused, the next bytes are a request: {a:?}"
+        );
+        assert!(a.trailing.is_empty(), "{what}: {a:?}");
+        let got = up.take();
+        assert_eq!(
+            got.iter()
+                .map(|r| format!("{} {}", r.method, r.target))
+                .collect::<Vec<_>>(),
+            [format!("GET {path}")],
+            "{what}: what the upstream received"
+        );
+        assert_eq!(
+            got[0].header("upgrade").as_deref(),
+            forwarded_upgrade,
+            "{what}: the Upgrade the upstream saw"
+        );
+        assert_eq!(got[0].header("http2-settings"), None, "{what}");
+    }
+    assert_still_up("upgrades", &gw, &up).await;
+}
