@@ -952,42 +952,65 @@ async fn only_websocket_upgrades_are_tunnelled() {
             r
         }),
     );
+    // A refused WebSocket handshake: the connection stays HTTP/1.1 (a proxy
+    // that tunnelled on the client's request alone, not the upstream's 101,
+    // has been broken this way).
+    up.on(
+        "/api/v1/ws-426",
+        custom(|_| async {
+            let mut r = http::Response::new(upstream_full("upgrade required"));
+            *r.status_mut() = http::StatusCode::UPGRADE_REQUIRED;
+            r
+        }),
+    );
     let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
     let websocket = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     let cases = [
-        ("an h2c upgrade", "/api/v1/ws", h2c.to_owned(), None),
+        ("an h2c upgrade", "/api/v1/ws", h2c.to_owned(), None, 502),
         (
             "an h2c upgrade in capitals",
             "/api/v1/ws",
             "Connection: upgrade\r\nUpgrade: H2C\r\n".to_owned(),
             None,
+            502,
         ),
         (
             "WebSocket offered beside h2c",
             "/api/v1/ws",
             format!("Connection: upgrade\r\nUpgrade: websocket, h2c\r\n{websocket}"),
             None,
+            502,
         ),
         (
             "two Upgrade lines",
             "/api/v1/ws",
             format!("Connection: upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n{websocket}"),
             None,
+            502,
         ),
         (
             "an upgrade to TLS",
             "/api/v1/ws",
             "Connection: upgrade\r\nUpgrade: TLS/1.2\r\n".to_owned(),
             None,
+            502,
         ),
         (
             "a WebSocket upgrade the upstream answers with h2c",
             "/api/v1/ws-h2c",
             format!("Connection: upgrade\r\nUpgrade: websocket\r\n{websocket}"),
             Some("websocket"),
+            502,
+        ),
+        (
+            "a WebSocket upgrade the upstream refuses",
+            "/api/v1/ws-426",
+            format!("Connection: upgrade\r\nUpgrade: WebSocket\r\n{websocket}"),
+            Some("websocket"),
+            426,
         ),
     ];
-    for (what, path, headers, forwarded_upgrade) in cases {
+    for (what, path, headers, forwarded_upgrade, answer) in cases {
         let raw = format!(
             "GET {path} HTTP/1.1\r\nHost: sharegate.test\r\n{headers}\r\n{}",
             smuggled()
@@ -995,8 +1018,8 @@ async fn only_websocket_upgrades_are_tunnelled() {
         let a = exchange(OUTSIDE, gw.addr, raw.as_bytes()).await;
         assert_eq!(
             a.statuses(),
-            [502, 403],
-            "{what}: the upstream's 101 is refused, the next bytes are a request: {a:?}"
+            [answer, 403],
+            "{what}: no tunnel, the next bytes are a request: {a:?}"
         );
         assert!(a.trailing.is_empty(), "{what}: {a:?}");
         let got = up.take();
