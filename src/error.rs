@@ -40,6 +40,8 @@ pub enum RequestError {
     PayloadTooLarge,
     #[error("cannot read the request body")]
     BodyRead(#[source] BoxError),
+    #[error("the client sent no request body bytes for {0:?}")]
+    BodyTimeout(Duration),
     #[error("upstream unreachable")]
     UpstreamConnect(#[source] BoxError),
     #[error("upstream sent no response headers within {0:?}")]
@@ -62,6 +64,7 @@ impl RequestError {
             | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
             RequestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             RequestError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             RequestError::Denied { denial, .. } => match denial.kind {
                 DenialKind::Network { .. } => StatusCode::FORBIDDEN,
                 DenialKind::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -87,6 +90,7 @@ impl RequestError {
             RequestError::RateLimited { .. } => "rate_limited",
             RequestError::PayloadTooLarge => "payload_too_large",
             RequestError::BodyRead(_) => "body_read",
+            RequestError::BodyTimeout(_) => "body_timeout",
             RequestError::UpstreamConnect(_) => "upstream_connect",
             RequestError::UpstreamTimeout(_) => "upstream_timeout",
             RequestError::Upstream(_) => "upstream_error",
@@ -104,6 +108,7 @@ impl RequestError {
             RequestError::Malformed(_) | RequestError::BodyRead(_) => "Bad request.",
             RequestError::RateLimited { .. } => "Too many requests: slow down and retry shortly.",
             RequestError::PayloadTooLarge => "Request body too large for a shared link.",
+            RequestError::BodyTimeout(_) => "Request timeout: the request body stopped arriving.",
             RequestError::Denied { denial, class } => match (&denial.kind, class) {
                 (DenialKind::Network { .. }, RouteClass::ShareManage) => {
                     "Share management is available only on the company network."

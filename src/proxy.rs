@@ -9,8 +9,10 @@
 //! config.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -465,10 +467,13 @@ async fn pipeline(
         IdentityOutcome::Verified(id) => Some(&**id),
         _ => None,
     };
+    let idle = cfg.limits.body_timeout;
     let req = if route.class.is_public() {
-        limit_body(req, cfg.limits.max_public_body_bytes).await?
-    } else {
+        limit_body(req, cfg.limits.max_public_body_bytes, idle).await?
+    } else if req.body().is_end_stream() {
         req.map(|b| b.map_err(BoxError::from).boxed_unsync())
+    } else {
+        req.map(|b| IdleBody::new(b, idle).boxed_unsync())
     };
     let (upstream_req, client_upgrade) = prepare(gw, conn, client, &route, req, upgrade, verified)?;
     let sent = Instant::now();
@@ -485,7 +490,11 @@ async fn pipeline(
 /// Reads a share route's request body up to the limit before anything is
 /// forwarded, so an oversized body is refused (413) without the upstream
 /// seeing any of it. Share routes only take small JSON queries.
-async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<Body>, RequestError> {
+async fn limit_body(
+    req: Request<Incoming>,
+    max: u64,
+    idle: Duration,
+) -> Result<Request<Body>, RequestError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -496,18 +505,104 @@ async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<Body>, R
     }
     let (parts, body) = req.into_parts();
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let bytes = http_body_util::Limited::new(body, limit)
+    let bytes = http_body_util::Limited::new(IdleBody::new(body, idle), limit)
         .collect()
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 RequestError::PayloadTooLarge
+            } else if let Some(stalled) = stalled(&*e) {
+                RequestError::BodyTimeout(stalled)
             } else {
                 RequestError::BodyRead(e)
             }
         })?
         .to_bytes();
     Ok(Request::from_parts(parts, crate::error::full(bytes)))
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyStalled`] once the client has
+    /// sent nothing for `idle` while the gateway waits for it (nginx's
+    /// `client_body_timeout`). Without it a body trickled in, a byte a
+    /// minute, holds its connection for ever, and on a share route the
+    /// request too, since its body is read whole before it is forwarded.
+    /// The body is always polled before the timer, so bytes that have
+    /// arrived are never refused for a deadline that passed while nobody
+    /// was reading (an upstream slow to take them). The timer is made only
+    /// when the body first has to wait.
+    struct IdleBody {
+        #[pin]
+        inner: Incoming,
+        idle: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        armed: bool,
+    }
+}
+
+impl IdleBody {
+    fn new(inner: Incoming, idle: Duration) -> IdleBody {
+        IdleBody {
+            inner,
+            idle,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+/// The client stopped sending a request body (`limits.body_timeout`).
+#[derive(Debug, thiserror::Error)]
+#[error("no request body bytes for {0:?}")]
+struct BodyStalled(Duration);
+
+impl http_body::Body for IdleBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            *this.armed = false;
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+        }
+        let deadline = tokio::time::Instant::now() + *this.idle;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !*this.armed {
+            timer.as_mut().reset(deadline);
+            *this.armed = true;
+        }
+        match std::future::Future::poll(timer.as_mut(), cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(*this.idle))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How long the body had stalled, when `e` (or what caused it) is
+/// [`BodyStalled`].
+fn stalled(e: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(BodyStalled(idle)) = err.downcast_ref::<BodyStalled>() {
+            return Some(*idle);
+        }
+        cause = err.source();
+    }
+    None
 }
 
 /// What the request's credentials amount to: a JWT from the configured
@@ -793,8 +888,11 @@ async fn forward(gw: &Gateway, req: Request<Body>) -> Result<Response<Incoming>,
     match tokio::time::timeout(limit, gw.client.request(req)).await {
         Err(_) => Err(RequestError::UpstreamTimeout(limit)),
         Ok(Err(e)) if e.is_connect() => Err(RequestError::UpstreamConnect(Box::new(e))),
-        Ok(Err(e)) if client_body_failed(&e) => Err(RequestError::BodyRead(Box::new(e))),
-        Ok(Err(e)) => Err(RequestError::Upstream(Box::new(e))),
+        Ok(Err(e)) => Err(match stalled(&e) {
+            Some(idle) => RequestError::BodyTimeout(idle),
+            None if client_body_failed(&e) => RequestError::BodyRead(Box::new(e)),
+            None => RequestError::Upstream(Box::new(e)),
+        }),
         Ok(Ok(resp)) => Ok(resp),
     }
 }

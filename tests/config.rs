@@ -40,6 +40,9 @@ corp = ["10.0.0.0/33"]
 
 [share]
 allow_from = ["corp", "office"]
+
+[limits]
+body_timeout = "0s"
 "#;
 
 fn expected_problems() -> Vec<Problem> {
@@ -71,6 +74,10 @@ fn expected_problems() -> Vec<Problem> {
         p(
             "share.allow_from",
             "\"office\" is neither a network name from [networks] (known: corp) nor a CIDR such as \"10.1.0.0/16\"",
+        ),
+        p(
+            "limits.body_timeout",
+            "\"0s\" is zero; give a positive duration such as \"5s\"",
         ),
     ]
 }
@@ -177,7 +184,7 @@ fn every_problem_is_reported_at_once() {
     let err = Config::from_toml(BROKEN, Path::new(".")).expect_err("the config is broken");
     assert_problems(&err.problems, &expected_problems());
     let report = err.to_string();
-    assert!(report.starts_with("config has 6 problems:\n"), "{report}");
+    assert!(report.starts_with("config has 7 problems:\n"), "{report}");
     for p in expected_problems() {
         assert!(
             report.contains(&format!("  - {p}\n")),
@@ -192,7 +199,7 @@ fn every_problem_is_reported_at_once() {
     assert_problems(&err.problems, &expected_problems());
     assert!(err
         .to_string()
-        .starts_with(&format!("{} has 6 problems:", path.display())));
+        .starts_with(&format!("{} has 7 problems:", path.display())));
 }
 
 #[test]
@@ -241,7 +248,7 @@ fn check_reports_every_problem_and_exits_64() {
         .expect("run sharegate check");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
-    assert!(stderr.contains("6 problems"), "{stderr}");
+    assert!(stderr.contains("7 problems"), "{stderr}");
     for p in expected_problems() {
         assert!(
             stderr.contains(&p.to_string()),

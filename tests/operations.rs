@@ -590,6 +590,88 @@ async fn a_slow_header_is_cut_off_while_others_are_served() {
 /// HTTP/1 from HTTP/2, when no hyper timer runs yet: a client that sends
 /// nothing (or part of the HTTP/2 preface) must still be let go after
 /// `header_timeout`, while a request already under way is never cut by it.
+/// A request body that stops arriving (slow POST, "R-U-Dead-Yet") is cut
+/// off after `limits.body_timeout` of silence with a 408, on a share route
+/// (whose body is read whole before forwarding: the upstream sees nothing)
+/// and on an ordinary route (streamed: the upstream never gets the body
+/// whole). A body that keeps coming, however slowly, is not: the timeout
+/// is between reads, not for the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_is_cut_off_with_408() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nbody_timeout = \"2s\"\n".to_owned();
+    let gw = setup.start().await;
+    // The streamed request's upstream side ends when the gateway gives up
+    // on the body; the handler says how much of it arrived.
+    let (ended_tx, mut ended) = mpsc::unbounded_channel::<usize>();
+    up.on(
+        "/api/v1/runs/query",
+        custom(move |r| {
+            let _ = ended_tx.send(r.body.len());
+            async { http::Response::new(upstream_full("")) }
+        }),
+    );
+    let share = fill("/api/v1/public/{t}/runs/query");
+    for target in [share.as_str(), "/api/v1/runs/query"] {
+        let (mut rd, mut wr) = connect(INSIDE, gw.addr).await.into_split();
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nHost: gateway.corp.example\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"limit\":"
+        );
+        wr.write_all(head.as_bytes()).await.expect("write the head");
+        // Then nothing more, with the connection kept open.
+        let mut answer = Vec::new();
+        within("the stalled body to be cut off", async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(raw_status(&answer), 408, "{target}: {answer:?}");
+        drop(wr);
+        if target == share {
+            up.assert_silent(target);
+        } else {
+            let got = within("the upstream's side to end", ended.recv())
+                .await
+                .expect("the upstream handler ran");
+            assert!(got < 100, "{target}: the upstream got the whole body");
+            assert_eq!(up.take().len(), 1, "{target}");
+        }
+    }
+    // A body trickled a byte at a time, each well inside the timeout, for
+    // longer than the timeout in all, is taken whole.
+    let body = r#"{"limit":1}"#;
+    let (mut rd, mut wr) = connect(INSIDE, gw.addr).await.into_split();
+    let head = format!(
+        "POST {share} HTTP/1.1\r\nHost: gateway.corp.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    wr.write_all(head.as_bytes()).await.expect("write the head");
+    for byte in body.as_bytes() {
+        // Pacing the client (11 bytes over about 2.75 s), not waiting for
+        // readiness.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        wr.write_all(&[*byte]).await.expect("write a body byte");
+    }
+    let mut answer = Vec::new();
+    within("the trickled request's answer", rd.read_to_end(&mut answer))
+        .await
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(raw_status(&answer), 200, "{answer:?}");
+    let r = up.only("the trickled request");
+    assert_eq!(r.body, body.as_bytes());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_starts_a_request_is_closed() {
     let up = FakeUpstream::start().await;

@@ -67,6 +67,10 @@ pub struct Limits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub header_timeout: Duration,
+    /// Longest wait for the next bytes of a request body (slow-body
+    /// attacks: a body trickled in holds its connection and, on share
+    /// routes, the request before it is forwarded).
+    pub body_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_public_body_bytes: u64,
