@@ -791,3 +791,54 @@ async fn an_idle_http2_connection_is_closed_but_an_open_stream_keeps_it() {
     assert!(ended.is_ok(), "closed gracefully: {ended:?}");
     assert_eq!(up.take().len(), 3);
 }
+
+/// A client that asks for a stream and then reads nothing is let go after
+/// `limits.send_timeout` without progress: the gateway closes its
+/// connection and drops the upstream response feeding it (which the
+/// upstream sees as its body being dropped), instead of holding both for
+/// as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_let_go() {
+    let up = FakeUpstream::start().await;
+    let events = up.sse("/api/v1/stream");
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nsend_timeout = \"1s\"\n".to_owned();
+    let gw = setup.start().await;
+    let mut client = connect(INSIDE, gw.addr).await;
+    client
+        .write_all(b"GET /api/v1/stream HTTP/1.1\r\nHost: gateway.corp.example\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .expect("write the request");
+    // More than every buffer between the upstream and the client can hold
+    // (socket buffers on both sides, hyper's and the gateway's), so the
+    // gateway's writes to the client must wait.
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let total = 1024;
+    for _ in 0..total {
+        if events.send(chunk.clone()).is_err() {
+            break;
+        }
+    }
+    within(
+        "the gateway to give up on the client and drop the stream",
+        events.closed(),
+    )
+    .await;
+    // Whatever the client reads now ends before the stream would have.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    within("the closed connection to end", async {
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        got < total * chunk.len(),
+        "the client still got the whole stream ({got} bytes)"
+    );
+    up.only("the stream request");
+}

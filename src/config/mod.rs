@@ -71,6 +71,9 @@ pub struct Limits {
     /// attacks: a body trickled in holds its connection and, on share
     /// routes, the request before it is forwarded).
     pub body_timeout: Duration,
+    /// Longest wait for a client that has stopped reading to make room for
+    /// the next bytes of a response (then the connection is closed).
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_public_body_bytes: u64,

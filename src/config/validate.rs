@@ -672,6 +672,7 @@ fn limits(raw: &File, r: &mut Report<'_>) -> Option<Limits> {
     let handshake = duration("limits.handshake_timeout", &l.handshake_timeout, r);
     let header = duration("limits.header_timeout", &l.header_timeout, r);
     let body = duration("limits.body_timeout", &l.body_timeout, r);
+    let send = duration("limits.send_timeout", &l.send_timeout, r);
     if l.max_connections == 0 {
         r.add(
             "limits.max_connections",
@@ -703,6 +704,7 @@ fn limits(raw: &File, r: &mut Report<'_>) -> Option<Limits> {
         handshake_timeout: handshake?,
         header_timeout: header?,
         body_timeout: body?,
+        send_timeout: send?,
         max_header_bytes: l.max_header_bytes,
         max_headers: l.max_headers,
         max_public_body_bytes: l.max_public_body_bytes,

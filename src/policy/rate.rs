@@ -87,6 +87,7 @@ mod tests {
             handshake_timeout: Duration::from_secs(1),
             header_timeout: Duration::from_secs(1),
             body_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
             max_header_bytes: 8192,
             max_headers: 10,
             max_public_body_bytes: 1,

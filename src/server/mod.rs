@@ -73,6 +73,7 @@ macro_rules! write_through {
 mod idle;
 mod opening;
 pub mod proxy_protocol;
+mod stall;
 use opening::{sniff, Version};
 use proxy_protocol::{read_header, Prefixed, ProxyHeader};
 
@@ -531,7 +532,7 @@ fn redirect<B>(req: &http::Request<B>, https_port: u16) -> Response<crate::error
     r
 }
 
-type Stream = Prefixed<TcpStream>;
+type Stream = Prefixed<stall::SendDeadline<TcpStream>>;
 
 enum Io {
     Plain(Stream),
@@ -561,6 +562,7 @@ async fn accept(
         .cloned()
         .flatten()
         .map(TlsAcceptor::from);
+    let stream = stall::SendDeadline::new(stream, gateway.config.limits.send_timeout);
     let pp = &listener.proxy_protocol;
     let (peer, stream) = if pp.from.is_empty() {
         (tcp_peer, Prefixed::new(Vec::new(), stream))

@@ -1,0 +1,145 @@
+//! A deadline on writes to a client that has stopped reading (nginx's
+//! `send_timeout`): without it a client that asks for a large or endless
+//! response and then reads nothing holds its connection, and the upstream
+//! connection feeding it, for as long as it likes.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// A client socket whose writes fail with `TimedOut` once one has waited
+/// `limit` for the client to make room. The wait is per write, not for the
+/// whole response: a slow reader that keeps reading is never cut. The timer
+/// is made the first time a write has to wait.
+pub struct SendDeadline<S> {
+    inner: S,
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl<S> SendDeadline<S> {
+    pub fn new(inner: S, limit: Duration) -> Self {
+        SendDeadline {
+            inner,
+            limit,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// Passes a finished write through (and disarms the timer), or starts
+    /// or checks the wait for an unfinished one.
+    fn settle<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.armed = false;
+            return r;
+        }
+        if !self.armed {
+            let deadline = Instant::now() + self.limit;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        let Some(timer) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        match std::future::Future::poll(timer.as_mut(), cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {:?} (limits.send_timeout)",
+                    self.limit
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for SendDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for SendDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.settle(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.settle(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.settle(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_never_makes_room_for_times_out() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut s = SendDeadline::new(ours, Duration::from_secs(60));
+        // Fills the pipe, then waits; the paused clock jumps to the deadline.
+        let err = s.write_all(&[7u8; 256]).await.expect_err("timed out");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let mut first = Vec::new();
+        drop(s);
+        theirs.read_to_end(&mut first).await.expect("read");
+        assert_eq!(first.len(), 64, "what fitted before the wait");
+        // A reader that keeps making room is never cut, however long the
+        // whole takes.
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut s = SendDeadline::new(ours, Duration::from_secs(60));
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                match theirs.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            got
+        });
+        s.write_all(&[1u8; 256]).await.expect("written");
+        drop(s);
+        assert_eq!(reader.await.expect("reader").len(), 256);
+    }
+}
