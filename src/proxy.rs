@@ -30,6 +30,7 @@ use crate::identity::{JwtVerifier, RefreshHandle};
 use crate::policy::rate::RateLimits;
 use crate::policy::{self, network, Grant, METHOD_OVERRIDE_HEADERS};
 use crate::route::{PostRule, Route, RouteClass};
+use crate::server::stall::Stall;
 use crate::state::State;
 use crate::telemetry::audit::AuditSink;
 use crate::telemetry::metrics::ClassLabels;
@@ -523,20 +524,17 @@ async fn limit_body(
 
 pin_project_lite::pin_project! {
     /// A request body that fails with [`BodyStalled`] once the client has
-    /// sent nothing for `idle` while the gateway waits for it (nginx's
-    /// `client_body_timeout`). Without it a body trickled in, a byte a
-    /// minute, holds its connection for ever, and on a share route the
-    /// request too, since its body is read whole before it is forwarded.
-    /// The body is always polled before the timer, so bytes that have
-    /// arrived are never refused for a deadline that passed while nobody
-    /// was reading (an upstream slow to take them). The timer is made only
-    /// when the body first has to wait.
+    /// sent nothing for `limits.body_timeout` while the gateway waits for
+    /// it (nginx's `client_body_timeout`). Without it a body trickled in, a
+    /// byte a minute, holds its connection for ever, and on a share route
+    /// the request too, since its body is read whole before it is
+    /// forwarded. The body is always polled before the timer, so bytes that
+    /// have arrived are never refused for a deadline that passed while
+    /// nobody was reading (an upstream slow to take them).
     struct IdleBody {
         #[pin]
         inner: Incoming,
-        idle: Duration,
-        timer: Option<Pin<Box<tokio::time::Sleep>>>,
-        armed: bool,
+        stall: Stall,
     }
 }
 
@@ -544,9 +542,7 @@ impl IdleBody {
     fn new(inner: Incoming, idle: Duration) -> IdleBody {
         IdleBody {
             inner,
-            idle,
-            timer: None,
-            armed: false,
+            stall: Stall::new(idle),
         }
     }
 }
@@ -566,19 +562,11 @@ impl http_body::Body for IdleBody {
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
         let this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            *this.armed = false;
+            this.stall.progressed();
             return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
         }
-        let deadline = tokio::time::Instant::now() + *this.idle;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !*this.armed {
-            timer.as_mut().reset(deadline);
-            *this.armed = true;
-        }
-        match std::future::Future::poll(timer.as_mut(), cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(*this.idle))))),
+        match this.stall.poll_expired(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(this.stall.limit()))))),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -601,9 +601,10 @@ struct Inner {
 const CACHE_ENTRIES: usize = 4096;
 
 /// A verified token's identity, keyed by the token's SHA-256 (so the cache
-/// never holds tokens), shared with the requests that present it. An entry is used only while `exp` (without leeway)
-/// and `nbf` hold and, with a JWKS URL, while the key set is the one it was
-/// verified with, so a key removed from the set stops its tokens at once.
+/// never holds tokens), shared with the requests that present it. An entry
+/// is used only while `exp` (without leeway) and `nbf` hold and, with a JWKS
+/// URL, while the key set is the one it was verified with, so a key removed
+/// from the set stops its tokens at once.
 struct Verified {
     identity: Arc<Identity>,
     source: Source,

@@ -73,7 +73,7 @@ macro_rules! write_through {
 mod idle;
 mod opening;
 pub mod proxy_protocol;
-mod stall;
+pub(crate) mod stall;
 use opening::{sniff, Version};
 use proxy_protocol::{read_header, Prefixed, ProxyHeader};
 

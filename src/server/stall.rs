@@ -11,34 +11,38 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// A client socket whose writes fail with `TimedOut` once one has waited
-/// `limit` for the client to make room. The wait is per write, not for the
-/// whole response: a slow reader that keeps reading is never cut. The timer
-/// is made the first time a write has to wait.
-pub struct SendDeadline<S> {
-    inner: S,
+/// How long something has been waiting: counted from the first `Pending`
+/// after the last progress, checked on each poll. Shared by the client
+/// socket's writes (`limits.send_timeout`, [`SendDeadline`]) and request
+/// bodies (`limits.body_timeout`). The timer is made the first time
+/// something has to wait, so what never waits carries no timer.
+pub(crate) struct Stall {
     limit: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
-impl<S> SendDeadline<S> {
-    pub fn new(inner: S, limit: Duration) -> Self {
-        SendDeadline {
-            inner,
+impl Stall {
+    pub(crate) fn new(limit: Duration) -> Self {
+        Stall {
             limit,
             timer: None,
             armed: false,
         }
     }
 
-    /// Passes a finished write through (and disarms the timer), or starts
-    /// or checks the wait for an unfinished one.
-    fn settle<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if r.is_ready() {
-            self.armed = false;
-            return r;
-        }
+    pub(crate) fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Progress was made: the next wait starts a new count.
+    pub(crate) fn progressed(&mut self) {
+        self.armed = false;
+    }
+
+    /// Nothing could be done on this poll: `Ready` once the wait has lasted
+    /// `limit` (the task is woken then).
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.armed {
             let deadline = Instant::now() + self.limit;
             match &mut self.timer {
@@ -47,15 +51,41 @@ impl<S> SendDeadline<S> {
             }
             self.armed = true;
         }
-        let Some(timer) = self.timer.as_mut() else {
-            return Poll::Pending;
-        };
-        match std::future::Future::poll(timer.as_mut(), cx) {
+        match self.timer.as_mut() {
+            Some(timer) => std::future::Future::poll(timer.as_mut(), cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A client socket whose writes fail with `TimedOut` once one has waited
+/// `limit` for the client to make room. The wait is per write, not for the
+/// whole response: a slow reader that keeps reading is never cut.
+pub struct SendDeadline<S> {
+    inner: S,
+    stall: Stall,
+}
+
+impl<S> SendDeadline<S> {
+    pub fn new(inner: S, limit: Duration) -> Self {
+        SendDeadline {
+            inner,
+            stall: Stall::new(limit),
+        }
+    }
+
+    /// Passes a finished write through, or counts an unfinished one's wait.
+    fn settle<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stall.progressed();
+            return r;
+        }
+        match self.stall.poll_expired(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
                     "the client read nothing for {:?} (limits.send_timeout)",
-                    self.limit
+                    self.stall.limit()
                 ),
             ))),
             Poll::Pending => Poll::Pending,
