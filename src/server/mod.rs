@@ -1,5 +1,6 @@
 //! Listeners: accept loop, TLS handshake, HTTP/1.1 and HTTP/2 serving, idle
-//! connections (`idle`: parked or closed), and graceful shutdown.
+//! connections (`idle`: parked or closed), clients that stop reading or
+//! sending (`stall`), and graceful shutdown.
 //!
 //! [`run`] takes listeners the caller has bound (so tests own their sockets
 //! and can use port 0) and a shutdown future. Each accepted connection gets
