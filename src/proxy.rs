@@ -469,16 +469,19 @@ async fn pipeline(
         _ => None,
     };
     let idle = cfg.limits.body_timeout;
+    let mut progress = None;
     let req = if route.class.is_public() {
         limit_body(req, cfg.limits.max_public_body_bytes, idle).await?
     } else if req.body().is_end_stream() {
         req.map(|b| b.map_err(BoxError::from).boxed_unsync())
     } else {
-        req.map(|b| IdleBody::new(b, idle).boxed_unsync())
+        let p = Arc::new(BodyProgress::new());
+        progress = Some(p.clone());
+        req.map(|b| IdleBody::new(b, idle, Some(p)).boxed_unsync())
     };
     let (upstream_req, client_upgrade) = prepare(gw, conn, client, &route, req, upgrade, verified)?;
     let sent = Instant::now();
-    let resp = forward(gw, upstream_req).await?;
+    let resp = forward(gw, upstream_req, progress.as_deref()).await?;
     gw.metrics
         .upstream_seconds
         .get_or_create(&ClassLabels {
@@ -506,7 +509,7 @@ async fn limit_body(
     }
     let (parts, body) = req.into_parts();
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let bytes = http_body_util::Limited::new(IdleBody::new(body, idle), limit)
+    let bytes = http_body_util::Limited::new(IdleBody::new(body, idle, None), limit)
         .collect()
         .await
         .map_err(|e| {
@@ -535,15 +538,48 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         stall: Stall,
+        // Marked at each chunk handed on (a streamed body).
+        progress: Option<Arc<BodyProgress>>,
     }
 }
 
 impl IdleBody {
-    fn new(inner: Incoming, idle: Duration) -> IdleBody {
+    fn new(inner: Incoming, idle: Duration, progress: Option<Arc<BodyProgress>>) -> IdleBody {
         IdleBody {
             inner,
             stall: Stall::new(idle),
+            progress,
         }
+    }
+}
+
+/// When a streamed request body last moved on towards the upstream: the
+/// response timeout counts from then, so an upload is never cut for taking
+/// long while it moves (hyper polls the body only when the upstream
+/// connection can take more, so a chunk handed on is the upstream taking
+/// the one before).
+struct BodyProgress {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start`.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl BodyProgress {
+    fn new() -> BodyProgress {
+        BodyProgress {
+            start: tokio::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        let ms = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        self.start + Duration::from_millis(ms)
     }
 }
 
@@ -563,6 +599,9 @@ impl http_body::Body for IdleBody {
         let this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             this.stall.progressed();
+            if let Some(p) = this.progress {
+                p.mark();
+            }
             return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
         }
         match this.stall.poll_expired(cx) {
@@ -871,17 +910,35 @@ pub(crate) fn upstream_headers(
     headers
 }
 
-async fn forward(gw: &Gateway, req: Request<Body>) -> Result<Response<Incoming>, RequestError> {
+/// Sends the request and waits for the response head: at most
+/// `upstream.response_timeout` from the sending or, for a streamed body,
+/// from the last chunk of it the upstream took.
+async fn forward(
+    gw: &Gateway,
+    req: Request<Body>,
+    progress: Option<&BodyProgress>,
+) -> Result<Response<Incoming>, RequestError> {
     let limit = gw.config.upstream.response_timeout;
-    match tokio::time::timeout(limit, gw.client.request(req)).await {
-        Err(_) => Err(RequestError::UpstreamTimeout(limit)),
-        Ok(Err(e)) if e.is_connect() => Err(RequestError::UpstreamConnect(Box::new(e))),
-        Ok(Err(e)) => Err(match stalled(&e) {
+    let sent = tokio::time::Instant::now();
+    let response = gw.client.request(req);
+    tokio::pin!(response);
+    let answered = loop {
+        let from = progress.map_or(sent, |p| p.last().max(sent));
+        match tokio::time::timeout_at(from + limit, &mut response).await {
+            Ok(answered) => break answered,
+            // The body moved on during the wait: count from then.
+            Err(_) if progress.is_some_and(|p| p.last() > from) => {}
+            Err(_) => return Err(RequestError::UpstreamTimeout(limit)),
+        }
+    };
+    match answered {
+        Err(e) if e.is_connect() => Err(RequestError::UpstreamConnect(Box::new(e))),
+        Err(e) => Err(match stalled(&e) {
             Some(idle) => RequestError::BodyTimeout(idle),
             None if client_body_failed(&e) => RequestError::BodyRead(Box::new(e)),
             None => RequestError::Upstream(Box::new(e)),
         }),
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(resp) => Ok(resp),
     }
 }
 

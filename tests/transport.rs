@@ -842,3 +842,39 @@ async fn a_client_that_stops_reading_is_let_go() {
     );
     up.only("the stream request");
 }
+
+/// `upstream.response_timeout` counts from the last request-body bytes the
+/// upstream took, so an upload that keeps moving is never cut for taking
+/// longer in all; an upstream silent after the whole body is still a 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_upload_that_keeps_moving_is_not_a_gateway_timeout() {
+    let up = FakeUpstream::start().await;
+    up.on("/api/v1/hang", Behaviour::Hang);
+    let mut setup = Setup::new(&up);
+    setup.response_timeout = "2s";
+    let gw = setup.start().await;
+    let chunk = "x".repeat(1024);
+    let chunks = 16;
+    for (path, answer) in [("/api/v1/datasets/upload", 200), ("/api/v1/hang", 504)] {
+        let (mut rd, mut wr) = connect(INSIDE, gw.addr).await.into_split();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: gateway.corp.example\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            chunk.len() * chunks
+        );
+        wr.write_all(head.as_bytes()).await.expect("write the head");
+        for _ in 0..chunks {
+            // Pacing the upload (16 chunks over about 4 s, twice the
+            // response timeout), not waiting for readiness.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            wr.write_all(chunk.as_bytes()).await.expect("write a chunk");
+        }
+        let mut answer_bytes = Vec::new();
+        within("the upload's answer", rd.read_to_end(&mut answer_bytes))
+            .await
+            .expect("read the answer");
+        let text = String::from_utf8_lossy(&answer_bytes);
+        assert_eq!(raw_status(&text), answer, "{path}: {text:?}");
+        let r = up.only(path);
+        assert_eq!(r.body.len(), chunk.len() * chunks, "{path}: the whole body");
+    }
+}
