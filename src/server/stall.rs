@@ -3,6 +3,7 @@
 //! response and then reads nothing holds its connection, and the upstream
 //! connection feeding it, for as long as it likes.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,11 +16,15 @@ use tokio::time::{Instant, Sleep};
 /// after the last progress, checked on each poll. Shared by the client
 /// socket's writes (`limits.send_timeout`, [`SendDeadline`]) and request
 /// bodies (`limits.body_timeout`). The timer is made the first time
-/// something has to wait, so what never waits carries no timer.
+/// something has to wait, so what never waits carries no timer; after that
+/// it is not moved at every wait (a large response waits on the socket
+/// hundreds of times): one set for an earlier wait fires early and is then
+/// moved on to the current wait's deadline.
 pub(crate) struct Stall {
     limit: Duration,
     timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    /// When the current wait began; `None` while things move.
+    since: Option<Instant>,
 }
 
 impl Stall {
@@ -27,7 +32,7 @@ impl Stall {
         Stall {
             limit,
             timer: None,
-            armed: false,
+            since: None,
         }
     }
 
@@ -37,23 +42,27 @@ impl Stall {
 
     /// Progress was made: the next wait starts a new count.
     pub(crate) fn progressed(&mut self) {
-        self.armed = false;
+        self.since = None;
     }
 
     /// Nothing could be done on this poll: `Ready` once the wait has lasted
     /// `limit` (the task is woken then).
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.armed {
-            let deadline = Instant::now() + self.limit;
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let deadline = since + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
-            self.armed = true;
-        }
-        match self.timer.as_mut() {
-            Some(timer) => std::future::Future::poll(timer.as_mut(), cx),
-            None => Poll::Pending,
+            if timer.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            // Set for an earlier wait: move it on, and poll again so that
+            // it wakes this task.
+            timer.as_mut().reset(deadline);
         }
     }
 }
