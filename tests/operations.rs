@@ -778,7 +778,7 @@ async fn an_oversized_body_on_a_share_read_is_413_before_the_upstream() {
 async fn the_share_rate_limit_is_per_client_and_follows_reloads() {
     let up = FakeUpstream::start().await;
     let mut setup = Setup::new(&up);
-    setup.inside = vec!["127.0.0.2/32", "127.0.0.6/32"];
+    setup.inside = vec!["127.0.0.2/32", "127.0.0.6/32", "2001:db8::/32"];
     setup.extra = "[limits]\nshare_rate = \"3/min\"\n".to_owned();
     let ops = from_file(&setup.toml(), false).await;
 
@@ -804,6 +804,38 @@ async fn the_share_rate_limit_is_per_client_and_follows_reloads() {
         "another client has its own budget"
     );
     up.only("another client");
+
+    // IPv6 clients (here behind the trusted proxy) are counted by their
+    // /64: a host given a /64 cannot take a fresh budget per address.
+    let via_proxy = |client: &'static str| {
+        let addr = ops.gw.addr;
+        async move {
+            request(
+                PROXY,
+                addr,
+                "GET",
+                &fill("/api/v1/public/{t}/run"),
+                &[("X-Forwarded-For", client)],
+                "",
+            )
+            .await
+            .status
+        }
+    };
+    for client in ["2001:db8:1:2::a", "2001:db8:1:2::b", "2001:db8:1:2::c"] {
+        assert_eq!(via_proxy(client).await, StatusCode::OK, "{client}");
+    }
+    assert_eq!(
+        via_proxy("2001:db8:1:2::d").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a fourth address of the same /64"
+    );
+    assert_eq!(
+        via_proxy("2001:db8:1:3::a").await,
+        StatusCode::OK,
+        "the next /64"
+    );
+    assert_eq!(up.take().len(), 4);
 
     // A new limit after a reload serves the throttled client again.
     setup.extra = "[limits]\nshare_rate = \"60/min\"\n".to_owned();

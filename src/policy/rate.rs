@@ -1,6 +1,8 @@
 //! Per-client-IP rate limits on share routes, with a separate, tighter one
 //! for the LLM-backed generate-query read. Token buckets from `governor`;
-//! the key is the client IP after trusted-proxy resolution.
+//! the key is the client IP after trusted-proxy resolution, and for IPv6
+//! its /64: one host or site is routinely given a whole /64, so keying by
+//! the full address would give one client 2^64 budgets.
 //!
 //! `governor` runs on its std clock (`Instant`, a vDSO read), not on
 //! `quanta`: a quanta clock identifies the CPU with `cpuid` when it is made,
@@ -61,7 +63,7 @@ impl RateLimits {
                 l.retain_recent();
             }
         }
-        let key = client.to_canonical();
+        let key = rate_key(client);
         let limiters = [
             generate_query.then_some(&self.generate_query),
             Some(&self.share),
@@ -73,6 +75,15 @@ impl RateLimits {
                 .map_err(|not_until| not_until.wait_time_from(l.clock().now()))?;
         }
         Ok(())
+    }
+}
+
+/// The bucket a client draws from: its IPv4 address (IPv4-mapped IPv6
+/// included), or the /64 its IPv6 address is in.
+fn rate_key(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -116,6 +127,20 @@ mod tests {
         // Another client has its own bucket; mapped IPv6 is the same client.
         assert!(r.check(b, false).is_ok());
         assert!(r.check("::ffff:10.0.0.1".parse().unwrap(), false).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let r = RateLimits::new(&limits("2/h"));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(r.check(ip("2001:db8:1:2::a"), false).is_ok());
+        assert!(r
+            .check(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), false)
+            .is_ok());
+        // Another address in the same /64 draws from the same bucket.
+        assert!(r.check(ip("2001:db8:1:2::b"), false).is_err());
+        // The next /64 is another client.
+        assert!(r.check(ip("2001:db8:1:3::a"), false).is_ok());
     }
 
     #[test]
