@@ -469,15 +469,16 @@ async fn pipeline(
         _ => None,
     };
     let idle = cfg.limits.body_timeout;
-    let mut progress = None;
-    let req = if route.class.is_public() {
-        limit_body(req, cfg.limits.max_public_body_bytes, idle).await?
+    let (req, progress) = if route.class.is_public() {
+        let whole = limit_body(req, cfg.limits.max_public_body_bytes, idle).await?;
+        (whole, None)
     } else if req.body().is_end_stream() {
-        req.map(|b| b.map_err(BoxError::from).boxed_unsync())
+        (req.map(|b| b.map_err(BoxError::from).boxed_unsync()), None)
     } else {
-        let p = Arc::new(BodyProgress::new());
-        progress = Some(p.clone());
-        req.map(|b| IdleBody::new(b, idle, Some(p)).boxed_unsync())
+        let progress = Arc::new(BodyProgress::new());
+        let marked = Some(progress.clone());
+        let streamed = req.map(|b| IdleBody::new(b, idle, marked).boxed_unsync());
+        (streamed, Some(progress))
     };
     let (upstream_req, client_upgrade) = prepare(gw, conn, client, &route, req, upgrade, verified)?;
     let sent = Instant::now();
@@ -622,14 +623,7 @@ impl http_body::Body for IdleBody {
 /// How long the body had stalled, when `e` (or what caused it) is
 /// [`BodyStalled`].
 fn stalled(e: &(dyn std::error::Error + 'static)) -> Option<Duration> {
-    let mut cause = Some(e);
-    while let Some(err) = cause {
-        if let Some(BodyStalled(idle)) = err.downcast_ref::<BodyStalled>() {
-            return Some(*idle);
-        }
-        cause = err.source();
-    }
-    None
+    causes(e).find_map(|c| c.downcast_ref::<BodyStalled>().map(|s| s.0))
 }
 
 /// What the request's credentials amount to: a JWT from the configured
@@ -947,17 +941,17 @@ async fn forward(
 /// stream's error as a user error. That is the client's fault (400), not
 /// the upstream's (502).
 fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(err) = cause {
-        if err
-            .downcast_ref::<hyper::Error>()
+    causes(e).any(|c| {
+        c.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_user)
-        {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
+    })
+}
+
+/// `e` and the chain of errors that caused it.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |c| c.source())
 }
 
 /// How the response is to be rewritten: the rules, the client's

@@ -614,29 +614,14 @@ async fn a_stalled_request_body_is_cut_off_with_408() {
     );
     let share = fill("/api/v1/public/{t}/runs/query");
     for target in [share.as_str(), "/api/v1/runs/query"] {
-        let (mut rd, mut wr) = connect(INSIDE, gw.addr).await.into_split();
+        // The head and part of the body, then nothing more, with the
+        // connection kept open: the gateway answers and closes.
         let head = format!(
             "POST {target} HTTP/1.1\r\nHost: gateway.corp.example\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"limit\":"
         );
-        wr.write_all(head.as_bytes()).await.expect("write the head");
-        // Then nothing more, with the connection kept open.
-        let mut answer = Vec::new();
-        within("the stalled body to be cut off", async {
-            let mut buf = [0u8; 4096];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => answer.extend_from_slice(&buf[..n]),
-                }
-                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-        })
-        .await;
+        let answer = raw_exchange(INSIDE, gw.addr, head.as_bytes()).await;
         let answer = String::from_utf8_lossy(&answer);
         assert_eq!(raw_status(&answer), 408, "{target}: {answer:?}");
-        drop(wr);
         if target == share {
             up.assert_silent(target);
         } else {
