@@ -466,6 +466,13 @@ pub fn policy_table(cfg: &Config) -> String {
             nets.join(", ")
         )
     };
+    let hosts = if p.hosts.is_any() {
+        "any (server.hosts is empty: a request naming any host is served, DNS rebinding included)"
+            .to_owned()
+    } else {
+        format!("{} (any other: 421)", p.hosts.describe().join(", "))
+    };
+    let _ = writeln!(out, "hosts       {hosts}");
     let _ = writeln!(out, "client ip   {trusted}");
     let _ = writeln!(
         out,

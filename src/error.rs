@@ -16,6 +16,7 @@ use http::header::{
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::policy::hosts::HostRefusal;
 use crate::policy::network::ForwardedError;
 use crate::policy::{Denial, DenialKind};
 use crate::route::{PathError, RouteClass};
@@ -34,6 +35,9 @@ pub enum RequestError {
     Denied { denial: Denial, class: RouteClass },
     #[error("malformed request: {0}")]
     Malformed(&'static str),
+    /// The request names a host outside `server.hosts`.
+    #[error("misdirected: {0}")]
+    Misdirected(#[from] HostRefusal),
     #[error("rate limit exceeded; retry after {retry_after:?}")]
     RateLimited { retry_after: Duration },
     #[error("request body over limits.max_public_body_bytes")]
@@ -62,6 +66,7 @@ impl RequestError {
             | RequestError::Forwarded(_)
             | RequestError::Malformed(_)
             | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            RequestError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             RequestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             RequestError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -87,6 +92,7 @@ impl RequestError {
             RequestError::Forwarded(_) => "forwarded_header",
             RequestError::Denied { denial, .. } => denial.kind.reason(),
             RequestError::Malformed(_) => "malformed",
+            RequestError::Misdirected(_) => "misdirected_host",
             RequestError::RateLimited { .. } => "rate_limited",
             RequestError::PayloadTooLarge => "payload_too_large",
             RequestError::BodyRead(_) => "body_read",
@@ -106,6 +112,9 @@ impl RequestError {
                 "Bad request: the client address could not be determined."
             }
             RequestError::Malformed(_) | RequestError::BodyRead(_) => "Bad request.",
+            RequestError::Misdirected(_) => {
+                "Misdirected request: this gateway does not serve that host name."
+            }
             RequestError::RateLimited { .. } => "Too many requests: slow down and retry shortly.",
             RequestError::PayloadTooLarge => "Request body too large for a shared link.",
             RequestError::BodyTimeout(_) => "Request timeout: the request body stopped arriving.",
@@ -322,6 +331,13 @@ mod tests {
         assert_eq!(
             RequestError::UpstreamTimeout(Duration::from_secs(1)).status(),
             StatusCode::GATEWAY_TIMEOUT
+        );
+        let e = RequestError::from(HostRefusal::NotListed("attacker.example".to_owned()));
+        assert_eq!(e.status(), StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(e.reason(), "misdirected_host");
+        assert_eq!(
+            body_text(e.to_response(false)).await,
+            r#"{"detail":"Misdirected request: this gateway does not serve that host name."}"#
         );
         let e = RequestError::UpstreamConnect("connection refused 10.1.2.3:80".into());
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);

@@ -21,6 +21,7 @@ use crate::cli::emit;
 use crate::config::Config;
 use crate::error::{wants_html, RequestError};
 use crate::identity::IdentityOutcome;
+use crate::policy::hosts::HostRefusal;
 use crate::policy::{self, network, Check};
 use crate::proxy::{self, Conn, Gateway};
 use crate::route::RouteClass;
@@ -208,6 +209,35 @@ async fn evaluate(
     ex: &mut Explanation,
 ) -> Result<(), RequestError> {
     let cfg = &gw.config;
+    let named = authority.and_then(|a| a.parse::<http::uri::Authority>().ok());
+    match cfg.policy.hosts.check(named.as_ref(), headers, conn.tls) {
+        Ok(()) => ex.checks.push(Check {
+            check: "host",
+            outcome: "pass",
+            detail: if cfg.policy.hosts.is_any() {
+                "any host is served (server.hosts is empty)".to_owned()
+            } else {
+                "in server.hosts".to_owned()
+            },
+        }),
+        // A bare path names no host, but a real request always does
+        // (HTTP/1.1 `Host`, HTTP/2 `:authority`): not a refusal here.
+        Err(HostRefusal::Missing) => ex.checks.push(Check {
+            check: "host",
+            outcome: "skip",
+            detail: "no host given; a full URL or -H 'Host: NAME' checks it against server.hosts"
+                .to_owned(),
+        }),
+        Err(e) => {
+            ex.checks.push(Check {
+                check: "host",
+                outcome: "fail",
+                detail: e.to_string(),
+            });
+            ex.rule = "server.hosts".to_owned();
+            return Err(e.into());
+        }
+    }
     let route = match cfg.routes.classify(method, target) {
         Ok(r) => r,
         Err(e) => {

@@ -8,7 +8,8 @@
 //!
 //! ```text
 //!  server ──▶ proxy::handle ──────────────────────────────────────────────▶ upstream
-//!  (accept,    │ route::classify    canonical path, route class, share token
+//!  (accept,    │ policy::hosts      the named host is one of server.hosts
+//!              │ route::classify    canonical path, route class, share token
 //!   TLS,       │ policy::client_ip  TCP peer, or trusted-proxy forwarding headers
 //!   h1/h2)     │ policy::authorize  network, view-only methods, override tricks
 //!              │ proxy::prepare     checked path, hop-by-hop removal, X-Forwarded-*
@@ -19,7 +20,8 @@
 //!
 //! - [`config`]: the file format and the validated [`config::Config`].
 //! - [`route`]: the route table (built-in LangSmith profile + `[[routes]]`).
-//! - [`policy`]: networks, client IP, and the decision with its reason.
+//! - [`policy`]: host names, networks, client IP, and the decision with its
+//!   reason.
 //! - [`proxy`]: the pipeline above. [`server`]: sockets and connections.
 //! - [`tls`]: certificate loading. [`telemetry`]: logs. [`error`]: responses.
 //! - [`state`]: the config snapshot in force and hot reload. [`admin`]:

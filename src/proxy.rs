@@ -353,6 +353,14 @@ async fn decide(
     if req.method() == Method::CONNECT {
         return Err(RequestError::Malformed("CONNECT"));
     }
+    if let Err(e) = cfg
+        .policy
+        .hosts
+        .check(req.uri().authority(), req.headers(), conn.tls)
+    {
+        facts.rule = "server.hosts".to_owned();
+        return Err(e.into());
+    }
     let target = match (req.uri().scheme(), req.uri().path_and_query()) {
         (_, Some(pq)) => pq.as_str(),
         (Some(_), None) => "/",

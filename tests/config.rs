@@ -235,6 +235,64 @@ fn check_accepts_the_example_config() {
     );
     assert!(stdout.contains("config/sharegate.toml: OK"), "{stdout}");
     assert!(stdout.contains("http://langsmith-frontend"), "{stdout}");
+    assert!(
+        stdout.contains("\nhosts       langsmith.corp.example (any other: 421)\n"),
+        "{stdout}"
+    );
+}
+
+/// `server.hosts`: every bad entry reported with the fix; the environment
+/// gives the list comma-separated; `check` says when any host is served.
+#[test]
+fn server_hosts_are_validated_and_shown() {
+    let bad = GOOD.replace(
+        "listen = [\"127.0.0.1:8443\"]",
+        "listen = [\"127.0.0.1:8443\"]\nhosts = [\"https://langsmith.corp.example\", \"*.10.0.0.1\", \"ok.example\"]",
+    );
+    let err = Config::from_toml(&bad, Path::new(".")).expect_err("two bad entries");
+    let fix = "write a name as clients type it: \"langsmith.corp.example\", \"*.corp.example\" (any subdomain), or with a port to allow only that port (\"langsmith.corp.example:8443\")";
+    assert_problems(
+        &err.problems,
+        &[
+            Problem {
+                key: "server.hosts".to_owned(),
+                message: format!(
+                    "\"https://langsmith.corp.example\" is a URL, not a host name; {fix}"
+                ),
+            },
+            Problem {
+                key: "server.hosts".to_owned(),
+                message: format!("\"*.10.0.0.1\" puts a wildcard on an IP address; {fix}"),
+            },
+        ],
+    );
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = write(dir.path(), "sharegate.toml", GOOD);
+    let cfg = Config::load_with_env(
+        &path,
+        Some(env(&[(
+            "SHAREGATE__SERVER__HOSTS",
+            "langsmith.corp.example,*.corp.example",
+        )])),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.policy.hosts.describe(),
+        ["langsmith.corp.example", "*.corp.example"]
+    );
+
+    let out = sharegate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run sharegate check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("\nhosts       any (server.hosts is empty: a request naming any host is served, DNS rebinding included)\n"),
+        "{stdout}"
+    );
 }
 
 #[test]

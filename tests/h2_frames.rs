@@ -615,6 +615,59 @@ async fn authority_and_host_disagreeing_never_redirect_the_upstream() {
     assert_still_up(":authority and host", &gw, &up).await;
 }
 
+/// `server.hosts` over HTTP/2: `:authority` and every `host` field must
+/// name a listed host, or the stream gets `421` and the upstream nothing
+/// (the HTTP/1.1 cases are in `protocol_abuse.rs`). The connection goes on
+/// serving: a `421` is an answer, not a stream error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorities_outside_server_hosts_are_misdirected() {
+    let up = FakeUpstream::start().await;
+    let gw = TlsGateway::start_with(&up, r#"hosts = ["localhost"]"#, "").await;
+    let auth = authority(&gw);
+    let get = share_get();
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            ":authority the attacker's",
+            pseudo("GET", "attacker.example", &get),
+        ),
+        ("host the attacker's", {
+            let mut f = pseudo("GET", &auth, &get);
+            f.push(("host", "attacker.example"));
+            f
+        }),
+        (
+            "no :authority, host the attacker's",
+            vec![
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", &get),
+                ("host", "attacker.example"),
+            ],
+        ),
+        (
+            ":authority with user info",
+            pseudo("GET", "localhost@attacker.example", &get),
+        ),
+    ];
+    let mut h2 = H2::start(tls_h2(INSIDE, &gw).await).await;
+    let mut stream = 1;
+    for (what, fields) in &cases {
+        h2.send(&headers_frame(stream, fields, true))
+            .await
+            .expect("send");
+        assert_eq!(h2.outcome(stream).await, Event::Status(421), "{what}");
+        up.assert_silent(what);
+        stream += 2;
+    }
+    h2.send(&headers_frame(stream, &pseudo("GET", &auth, &get), true))
+        .await
+        .expect("send");
+    assert_eq!(h2.outcome(stream).await, Event::Status(200));
+    let r = up.only("the listed host");
+    assert_eq!(r.header("x-forwarded-host"), Some(auth.clone()));
+    assert_still_up("misdirected authorities", &gw, &up).await;
+}
+
 /// DATA beyond the declared `content-length` (RFC 9113 §8.1.1): malformed,
 /// a stream error. Forwarded as HTTP/1.1 with that Content-Length, the
 /// excess would be the start of the next request. On a share route the

@@ -1134,6 +1134,44 @@ async fn a_revoked_token_is_404_and_a_reload_revokes_at_once() {
     up.assert_silent("the newly revoked token");
 }
 
+/// `server.hosts` is part of the policy a reload swaps: a name added is
+/// served at once, and emptying the list serves any name again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_hosts_follow_reloads() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.server_extra = "hosts = [\"sharegate.test\"]\n".to_owned();
+    let ops = from_file(&setup.toml(), false).await;
+    let path = fill("/public/{t}/r");
+    let get = |host: &'static str| {
+        let path = path.clone();
+        async move { request(INSIDE, ops.gw.addr, "GET", &path, &[("host", host)], "").await }
+    };
+    assert_eq!(get("sharegate.test").await.status, StatusCode::OK);
+    up.only("a listed name");
+    let r = get("other.example").await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{}", r.summary());
+    up.assert_silent("a name not listed yet");
+
+    for (hosts, what) in [
+        (
+            "hosts = [\"sharegate.test\", \"other.example\"]\n",
+            "a name added",
+        ),
+        ("", "the list emptied"),
+    ] {
+        setup.server_extra = hosts.to_owned();
+        replace_file(&ops.path, setup.toml());
+        ops.state.reload().await.expect("reload");
+        let r = get("other.example").await;
+        assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.summary());
+        assert_eq!(
+            up.only(what).header("x-forwarded-host").as_deref(),
+            Some("other.example")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharing_disabled_refuses_new_shares_only() {
     let up = FakeUpstream::start().await;
@@ -1203,7 +1241,7 @@ async fn the_redirect_listener_sends_308_to_https_and_forwards_nothing() {
     let plain = redirect.local_addr().expect("address");
     let mut setup = Setup::new(&up);
     setup.server_extra =
-        format!("tls_cert = {cert:?}\ntls_key = {key:?}\nredirect_listen = [\"{plain}\"]\n");
+        format!("tls_cert = {cert:?}\ntls_key = {key:?}\nredirect_listen = [\"{plain}\"]\nhosts = [\"gateway.corp.example\"]\n");
     // The config names the addresses the test bound.
     let toml = setup.toml().replace(
         "listen = [\"127.0.0.1:0\"]",
@@ -1245,4 +1283,18 @@ async fn the_redirect_listener_sends_308_to_https_and_forwards_nothing() {
         );
         up.assert_silent(method);
     }
+
+    // A name outside server.hosts is not sent on to HTTPS under that name.
+    let r = request(
+        INSIDE,
+        plain,
+        "GET",
+        &target,
+        &[("host", "attacker.example")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{}", r.summary());
+    assert_eq!(r.header("location"), None);
+    up.assert_silent("a misdirected redirect");
 }

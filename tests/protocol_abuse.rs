@@ -115,6 +115,7 @@ fn parse_responses(mut bytes: &[u8]) -> Answer {
         let status_line = lines.next().unwrap_or_default();
         let Some(status) = status_line
             .strip_prefix("HTTP/1.1 ")
+            .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
             .and_then(|s| s.get(..3))
             .and_then(|s| s.parse::<u16>().ok())
         else {
@@ -786,6 +787,95 @@ async fn connect_and_authority_form_targets_are_refused() {
     assert_eq!(a.statuses(), [200], "{what}: {a:?}");
     assert_upstream(what, &up, &[("GET", "/", "")]);
     assert_still_up("CONNECT and authority-form", &gw, &up).await;
+}
+
+// ---------------------------------------------------------------------------
+// Host names (`server.hosts`)
+
+/// DNS rebinding: a page on the attacker's domain, opened by a browser
+/// inside the network, re-points its name at the gateway and reads share
+/// pages through that browser. The requests come from inside, so the
+/// network check passes; what gives them away is the name they carry. With
+/// `server.hosts` set, a request naming any host not listed (in `Host`, in
+/// an absolute-form target, or both) is `421` before anything else, from
+/// inside as from outside, and the upstream sees nothing; a refusal keeps
+/// the connection in step (the pipelined read after it is served). The
+/// listed names are served in any case, with a trailing dot, with any port,
+/// and a wildcard's subdomains at any depth; `X-Forwarded-Host` is then the
+/// name the client gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_outside_server_hosts_are_misdirected() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.server_extra = r#"hosts = ["sharegate.test", "*.corp.example", "127.0.0.1"]"#.to_owned();
+    let gw = setup.start().await;
+    let get = share_get();
+    let port = gw.addr.port();
+    let head = |target: &str, fields: &str| {
+        format!("GET {target} HTTP/1.1\r\n{fields}Connection: close\r\n\r\n")
+    };
+    let refused = [
+        ("rebinding: the attacker's name", head(&get, "Host: attacker.example\r\n")),
+        ("the attacker's name with the gateway's port", head(&get, &format!("Host: attacker.example:{port}\r\n"))),
+        ("a listed name as a prefix", head(&get, "Host: sharegate.test.attacker.example\r\n")),
+        ("a listed name as a suffix", head(&get, "Host: evilsharegate.test\r\n")),
+        ("the wildcard's own domain", head(&get, "Host: corp.example\r\n")),
+        ("a lookalike of the wildcard", head(&get, "Host: evilcorp.example\r\n")),
+        ("user info before the attacker's name", head(&get, "Host: sharegate.test@attacker.example\r\n")),
+        ("a port that is no port", head(&get, "Host: sharegate.test:99999\r\n")),
+        ("two Host lines", head(&get, "Host: sharegate.test\r\nHost: attacker.example\r\n")),
+        ("no Host", head(&get, "")),
+        ("no Host, HTTP/1.0", format!("GET {get} HTTP/1.0\r\n\r\n")),
+        ("absolute-form naming the attacker", head(&format!("http://attacker.example{get}"), "Host: sharegate.test\r\n")),
+        ("absolute-form naming us, Host the attacker", head(&format!("http://sharegate.test{get}"), "Host: attacker.example\r\n")),
+        ("a share-management write under the attacker's name", fill("DELETE /api/v1/runs/{id}/share HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n")),
+    ];
+    for (what, raw) in &refused {
+        for from in [INSIDE, OUTSIDE] {
+            let what = format!("{what} from {from}");
+            let a = exchange(from, gw.addr, raw.as_bytes()).await;
+            assert_eq!(a.statuses(), [421], "{what}: {a:?}");
+            assert!(
+                a.responses[0].1.contains("does not serve that host name"),
+                "{what}: {a:?}"
+            );
+            assert_upstream(&what, &up, &[]);
+        }
+    }
+
+    let served = [
+        ("a listed name", "sharegate.test".to_owned()),
+        ("in capitals, fully qualified", "SHAREGATE.TEST.".to_owned()),
+        ("with a port", "sharegate.test:8443".to_owned()),
+        ("a wildcard's subdomain", "a.b.corp.example".to_owned()),
+        ("the address", format!("127.0.0.1:{port}")),
+    ];
+    for (what, host) in &served {
+        let a = exchange(
+            INSIDE,
+            gw.addr,
+            head(&get, &format!("Host: {host}\r\n")).as_bytes(),
+        )
+        .await;
+        assert_eq!(a.statuses(), [200], "{what}: {a:?}");
+        let r = up.only(what);
+        assert_eq!(r.target, get, "{what}");
+        assert_eq!(r.header("host"), Some(up.addr.to_string()), "{what}");
+        assert_eq!(r.header("x-forwarded-host"), Some(host.clone()), "{what}");
+    }
+
+    // A refusal leaves the connection in step: the read pipelined after it
+    // is answered, and is the only request the upstream sees.
+    let what = "a read pipelined after a misdirected one";
+    let raw = format!(
+        "GET {get} HTTP/1.1\r\nHost: attacker.example\r\n\r\n{}",
+        head(&get, "Host: sharegate.test\r\n")
+    );
+    let a = exchange(INSIDE, gw.addr, raw.as_bytes()).await;
+    assert_eq!(a.statuses(), [421, 200], "{what}: {a:?}");
+    assert_upstream(what, &up, &[("GET", &get, "")]);
+
+    assert_still_up("misdirected hosts", &gw, &up).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -136,6 +136,7 @@ pub(crate) struct ServerSection {
     pub redirect_listen: StringList,
     pub shutdown_grace: String,
     pub workers: usize,
+    pub hosts: StringList,
 }
 
 impl Default for ServerSection {
@@ -151,6 +152,7 @@ impl Default for ServerSection {
             redirect_listen: StringList::default(),
             shutdown_grace: "30s".to_owned(),
             workers: 0,
+            hosts: StringList::default(),
         }
     }
 }

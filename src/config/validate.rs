@@ -15,7 +15,7 @@ use super::{
     ClientCertMode, Config, IdentitySettings, Limits, Listener, LogFormat, LogSettings, Problem,
     ProxyProtocol, Rate, ReloadSettings, TlsFiles, Upstream,
 };
-use crate::policy::{Access, CustomPolicy, NetSet, Policy, Require};
+use crate::policy::{Access, CustomPolicy, Hosts, NetSet, Policy, Require};
 use crate::route::{Profile, RouteTable};
 
 struct Report<'a>(&'a mut Vec<Problem>);
@@ -325,6 +325,15 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         );
     }
     let shutdown_grace = duration("server.shutdown_grace", &raw.server.shutdown_grace, &mut r);
+    let hosts = match Hosts::parse(&raw.server.hosts.0) {
+        Ok(h) => h,
+        Err(problems) => {
+            for p in problems {
+                r.add("server.hosts", p);
+            }
+            Hosts::default()
+        }
+    };
     let admin_listen = match raw.admin.listen.trim() {
         "" | "off" => None,
         a => {
@@ -415,6 +424,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         listeners,
         upstream: upstream?,
         policy: Policy {
+            hosts,
             trusted_proxies,
             share_allow,
             manage_allow,

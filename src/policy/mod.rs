@@ -7,6 +7,7 @@
 //! `check` all need the same reason. Checks run cheapest first. This module
 //! neither parses paths (that is `route`) nor builds responses (`error`).
 
+pub mod hosts;
 pub mod network;
 pub mod rate;
 
@@ -14,6 +15,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, Method};
 
+pub use hosts::Hosts;
 pub use network::{Access, NetSet};
 
 use crate::identity::IdentityOutcome;
@@ -22,6 +24,8 @@ use crate::route::{PostRule, Route, RouteClass};
 /// Everything the decision needs, compiled once from the config.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// `server.hosts`: the names served (empty: any).
+    pub hosts: Hosts,
     pub trusted_proxies: NetSet,
     pub share_allow: Access,
     pub manage_allow: Access,

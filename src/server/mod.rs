@@ -396,8 +396,9 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 .iter()
                 .find(|l| l.tls.is_some())
                 .map_or(443, |l| l.addr.port());
+            let hosts = gateway.config.policy.hosts.clone();
             let service = service_fn(move |req: http::Request<Incoming>| {
-                std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port)))
+                std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port, &hosts)))
             });
             Box::pin(serve_plain_http1(stream, service, &limits, stop, hard)).await
         }
@@ -506,8 +507,22 @@ async fn opening<S: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// `308` to the same host and path on the HTTPS listener.
-fn redirect<B>(req: &http::Request<B>, https_port: u16) -> Response<crate::error::Body> {
+/// `308` to the same host and path on the HTTPS listener; `421` for a host
+/// outside `server.hosts` (a redirect would send the browser on under a
+/// name that is not ours).
+fn redirect<B>(
+    req: &http::Request<B>,
+    https_port: u16,
+    hosts: &crate::policy::Hosts,
+) -> Response<crate::error::Body> {
+    if let Err(e) = hosts.check(req.uri().authority(), req.headers(), false) {
+        tracing::info!(reason = %e, "redirect refused");
+        let mut r = Response::new(full(
+            "misdirected request: this gateway does not serve that host name\n",
+        ));
+        *r.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+        return r;
+    }
     let host = req
         .headers()
         .get(header::HOST)

@@ -952,6 +952,11 @@ impl TlsGateway {
     /// The test policy over TLS; `extra` is appended to the config (for
     /// example a `[limits]` table).
     pub async fn start(up: &FakeUpstream, extra: &str) -> TlsGateway {
+        TlsGateway::start_with(up, "", extra).await
+    }
+
+    /// As [`start`](Self::start), with `server_extra` added to `[server]`.
+    pub async fn start_with(up: &FakeUpstream, server_extra: &str, extra: &str) -> TlsGateway {
         let issued = rcgen::generate_simple_self_signed(vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -963,7 +968,7 @@ impl TlsGateway {
         std::fs::write(&cert, issued.cert.pem()).expect("write the certificate");
         std::fs::write(&key, issued.signing_key.serialize_pem()).expect("write the key");
         let mut setup = Setup::new(up);
-        setup.server_extra = format!("tls_cert = {cert:?}\ntls_key = {key:?}\n");
+        setup.server_extra = format!("tls_cert = {cert:?}\ntls_key = {key:?}\n{server_extra}\n");
         let toml = format!("{}\n{extra}", setup.toml());
         let mut roots = rustls::RootCertStore::empty();
         roots
