@@ -32,10 +32,12 @@ use crate::telemetry::metrics::Metrics;
 /// A share token as LangSmith mints them (a UUID).
 pub const DEMO_TOKEN: &str = "3f1c9a52-7d4e-4b8a-9c61-2e5f0a7b8d90";
 
-/// The demo policy; `{upstream}` is the stand-in's address.
+/// The demo policy; `{upstream}` is the stand-in's address, `{listen}` the
+/// gateway's and `{host}` its IP as a `Host` names it.
 pub const DEMO_CONFIG: &str = r#"
 [server]
 listen = ["{listen}"]
+hosts = ["{host}", "localhost"]
 
 [upstream]
 url = "http://{upstream}"
@@ -101,9 +103,14 @@ pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
         addr: listen,
         source,
     })?;
+    let host = match listen.ip() {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
     let text = DEMO_CONFIG
         .replace("{upstream}", &up_addr.to_string())
-        .replace("{listen}", &listen.to_string());
+        .replace("{listen}", &listen.to_string())
+        .replace("{host}", &host);
     let cfg = Config::from_toml(&text, std::path::Path::new("."))?;
     crate::telemetry::init(&cfg.log);
     let table = crate::cli::policy_table(&cfg);
@@ -154,6 +161,11 @@ Try these in another terminal:
 
   # 9. Outside: creating a share. Refused (403).
   curl -si --interface 127.0.0.2 -X PUT http://{gw}/api/v1/runs/1/share
+
+  # 10. Inside, but under another host name: what a browser inside the
+  #     network sends when an outside page re-points its name at the gateway
+  #     (DNS rebinding). Refused (421): the gateway answers only to its names.
+  curl -si -H 'Host: attacker.example' http://{gw}/api/v1/public/{t}/run
 
 The policy in force (what `sharegate check --config FILE` prints):
 

@@ -27,16 +27,16 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 /// Everything that stops a request from being answered by the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    #[error("ambiguous path: {0}")]
+    #[error("ambiguous path")]
     Path(#[from] PathError),
-    #[error("client address unknown: {0}")]
+    #[error("client address unknown")]
     Forwarded(#[from] ForwardedError),
     #[error("refused by {}: {}", .denial.rule, .denial.kind.reason())]
     Denied { denial: Denial, class: RouteClass },
     #[error("malformed request: {0}")]
     Malformed(&'static str),
     /// The request names a host outside `server.hosts`.
-    #[error("misdirected: {0}")]
+    #[error("misdirected request")]
     Misdirected(#[from] HostRefusal),
     #[error("rate limit exceeded; retry after {retry_after:?}")]
     RateLimited { retry_after: Duration },
@@ -83,6 +83,20 @@ impl RequestError {
             | RequestError::UpstreamSwitched => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
+    }
+
+    /// The error and every cause under it, `: `-separated: the detail the
+    /// log and `explain` give (each level's own message says only its own
+    /// part, so nothing repeats).
+    pub fn chain(&self) -> String {
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(inner) = src {
+            s.push_str(": ");
+            s.push_str(&inner.to_string());
+            src = inner.source();
+        }
+        s
     }
 
     /// Stable snake_case code for logs and metrics.
@@ -335,6 +349,11 @@ mod tests {
         let e = RequestError::from(HostRefusal::NotListed("attacker.example".to_owned()));
         assert_eq!(e.status(), StatusCode::MISDIRECTED_REQUEST);
         assert_eq!(e.reason(), "misdirected_host");
+        // The log's detail names each cause once.
+        assert_eq!(
+            e.chain(),
+            "misdirected request: the host \"attacker.example\" is not in server.hosts"
+        );
         assert_eq!(
             body_text(e.to_response(false)).await,
             r#"{"detail":"Misdirected request: this gateway does not serve that host name."}"#

@@ -183,7 +183,7 @@ pub async fn explain(gw: &Gateway, args: &RequestArgs) -> Result<Explanation, Ex
                 ex.status_note = format!("redirected to the login page {login}");
             } else {
                 ex.status = e.status().as_u16();
-                ex.status_note = format!("refused: {e}");
+                ex.status_note = format!("refused: {}", e.chain());
             }
         }
     }

@@ -83,4 +83,15 @@ async fn demo_tour_works() {
     .await;
     assert_eq!(r.status, 403);
     assert!(r.text().contains("opens only on the company network"));
+    let r = common::request(
+        inside,
+        gw,
+        "GET",
+        &read,
+        &[("host", "attacker.example")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 421);
+    assert!(tour.contains("curl -si -H 'Host: attacker.example'"));
 }

@@ -185,7 +185,11 @@ impl AccessEvent {
         let client = self.client.unwrap_or(peer);
         let reason = self.error.as_ref().map(RequestError::reason).unwrap_or("");
         if tracing::enabled!(target: "sharegate::access", tracing::Level::INFO) {
-            let detail = self.error.as_ref().map(error_chain).unwrap_or_default();
+            let detail = self
+                .error
+                .as_ref()
+                .map(RequestError::chain)
+                .unwrap_or_default();
             let id = self.identity.as_ref();
             let mut line = Line::info("sharegate::access", "request");
             line.str("class", self.class).ip("client", client);
@@ -239,17 +243,6 @@ impl AccessEvent {
             });
         }
     }
-}
-
-fn error_chain(e: &RequestError) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// Wraps the response body so that the access event is written once the
