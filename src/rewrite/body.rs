@@ -342,62 +342,66 @@ fn ends_url(b: u8, form: Form) -> bool {
 }
 
 /// Looks at the rest of the URL after the origin for a signature parameter.
+///
+/// One pass over the rest of the URL that stops at its end, at a signature,
+/// or at the window: this runs over every matched URL on every response, and
+/// most bytes are neither a URL end nor the start of a parameter separator
+/// (one table lookup each). Stopping at a signature before the end is in
+/// sight decides as waiting for the end would: a signature parameter holds
+/// no byte that ends a URL, so it stays inside the URL whatever follows.
 fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decision {
-    let limit = after.len().min(window);
-    let end = after[..limit].iter().position(|&b| ends_url(b, form));
-    let url_rest = match end {
-        Some(e) => &after[..e],
-        None if limit == window || eof => &after[..limit],
-        None => return Decision::NeedMore,
-    };
-    if has_signature(url_rest) {
-        Decision::Skip
-    } else {
-        Decision::Rewrite
-    }
-}
-
-/// Whether a query parameter named like a signature appears after a
-/// parameter separator (`?`, `&`, `;`, and their escaped spellings `%3F`,
-/// `%26`, `\u0026`, `&amp;`) and is followed by `=` or `%3D`.
-fn has_signature(rest: &[u8]) -> bool {
-    // Bytes that can begin a parameter separator; the rest are skipped by
-    // one table lookup each (this loop runs over every rewritten URL).
-    const STARTS: [bool; 256] = byte_set(b"?&;%uU");
+    // Bytes that end a URL or can begin a parameter separator.
+    const NOTABLE: [bool; 256] = byte_set(b" \t\n\x0c\r\"'<>`?&;%uU");
+    let url = &after[..after.len().min(window)];
     let mut i = 0;
-    while i < rest.len() {
-        if !STARTS[usize::from(rest[i])] {
+    while i < url.len() {
+        let b = url[i];
+        if !NOTABLE[usize::from(b)] {
             i += 1;
             continue;
         }
-        let name_start = match rest[i] {
-            b'?' | b'&' | b';' => i + 1,
-            b'%' if rest.len() >= i + 3
-                && (rest[i + 1..i + 3].eq_ignore_ascii_case(b"3F")
-                    || rest[i + 1..i + 3].eq_ignore_ascii_case(b"26")) =>
-            {
-                i + 3
-            }
-            b'u' | b'U' if rest.len() >= i + 5 && rest[i + 1..i + 5] == *b"0026" => i + 5,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        let name_area = &rest[name_start..];
-        let named = SIGNATURE_PARAMS.iter().any(|p| {
-            name_area.len() > p.len()
-                && name_area[..p.len()].eq_ignore_ascii_case(p)
-                && (name_area[p.len()] == b'='
-                    || name_area[p.len()..].len() >= 3
-                        && name_area[p.len()..p.len() + 3].eq_ignore_ascii_case(b"%3D"))
-        });
-        if named {
-            return true;
+        if ends_url(b, form) {
+            return Decision::Rewrite;
         }
-        i = name_start;
+        match separator_end(url, i) {
+            Some(name_start) if names_signature(&url[name_start..]) => return Decision::Skip,
+            Some(name_start) => i = name_start,
+            None => i += 1,
+        }
     }
-    false
+    if url.len() == window || eof {
+        Decision::Rewrite
+    } else {
+        Decision::NeedMore
+    }
+}
+
+/// Where a parameter name starts when a separator (`?`, `&`, `;`, or their
+/// escaped spellings `%3F`, `%26`, `\u0026`) begins at `i`.
+fn separator_end(url: &[u8], i: usize) -> Option<usize> {
+    match url[i] {
+        b'?' | b'&' | b';' => Some(i + 1),
+        b'%' if url.len() >= i + 3
+            && (url[i + 1..i + 3].eq_ignore_ascii_case(b"3F")
+                || url[i + 1..i + 3].eq_ignore_ascii_case(b"26")) =>
+        {
+            Some(i + 3)
+        }
+        b'u' | b'U' if url.len() >= i + 5 && url[i + 1..i + 5] == *b"0026" => Some(i + 5),
+        _ => None,
+    }
+}
+
+/// Whether a signature parameter's name (any case) starts `name_area`,
+/// followed by `=` or `%3D`.
+fn names_signature(name_area: &[u8]) -> bool {
+    SIGNATURE_PARAMS.iter().any(|p| {
+        name_area.len() > p.len()
+            && name_area[..p.len()].eq_ignore_ascii_case(p)
+            && (name_area[p.len()] == b'='
+                || name_area[p.len()..].len() >= 3
+                    && name_area[p.len()..p.len() + 3].eq_ignore_ascii_case(b"%3D"))
+    })
 }
 
 /// A whole-buffer rewrite with the same rules: the reference the streaming
