@@ -1222,6 +1222,35 @@ async fn sharing_disabled_refuses_new_shares_only() {
     up.only("reading a share");
 }
 
+/// The admin listener lets a client that stops reading go after
+/// `limits.send_timeout`, as the traffic listeners do: requests pipelined
+/// without reading a single answer fill the buffers, the gateway's writes
+/// wait, and the connection is closed (the client's next write fails)
+/// instead of held for as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_client_that_stops_reading_is_let_go() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nsend_timeout = \"1s\"\n".to_owned();
+    let ops = from_file(&setup.toml(), true).await;
+    let admin = ops.admin.expect("admin listener");
+    let client = connect(LOCAL, admin).await;
+    let (_rd, mut wr) = client.into_split();
+    let batch = b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n".repeat(256);
+    let written = within(
+        "the gateway to close on a client that reads nothing",
+        async {
+            let mut written = 0usize;
+            while wr.write_all(&batch).await.is_ok() {
+                written += batch.len();
+            }
+            written
+        },
+    )
+    .await;
+    assert!(written > 0, "the first requests were taken");
+}
+
 // ---------------------------------------------------------------------------
 // HTTP → HTTPS
 

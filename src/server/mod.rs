@@ -313,6 +313,8 @@ where
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // A client that stops reading is let go as on traffic listeners.
+    let stream = stall::SendDeadline::new(stream, limits.send_timeout);
     let conn = http1_builder(limits).serve_connection(TokioIo::new(stream), service);
     let never_idle = std::future::pending();
     serve(conn, |c| c.graceful_shutdown(), never_idle, stop, hard).await
