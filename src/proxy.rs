@@ -313,6 +313,10 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
         }
     };
     let class = facts.class;
+    let mut resp = resp;
+    if class.is_some_and(RouteClass::is_public) {
+        share_headers(&gw.config.share_headers, resp.headers_mut());
+    }
     let event = AccessEvent {
         class: class.map_or("unknown", RouteClass::name),
         client: facts.client,
@@ -333,6 +337,21 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
             .then(|| gw.audit.clone()),
     };
     telemetry::log_on_completion(resp, event)
+}
+
+const X_ROBOTS_TAG: HeaderName = HeaderName::from_static("x-robots-tag");
+
+/// Sets what every answer on a share route carries (see
+/// [`crate::config::ShareHeaders`]), over whatever the upstream sent: an
+/// upstream's `unsafe-url` would hand the token to every site the page
+/// loads an image from.
+fn share_headers(set: &crate::config::ShareHeaders, headers: &mut HeaderMap) {
+    if let Some(policy) = &set.referrer_policy {
+        headers.insert(header::REFERRER_POLICY, policy.clone());
+    }
+    if set.noindex {
+        headers.insert(X_ROBOTS_TAG, HeaderValue::from_static("noindex, nofollow"));
+    }
 }
 
 /// Classify and authorize: everything decided before a byte is sent

@@ -239,6 +239,49 @@ fn check_accepts_the_example_config() {
         stdout.contains("\nhosts       langsmith.corp.example (any other: 421)\n"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("\nshare pages Referrer-Policy: same-origin; X-Robots-Tag: noindex, nofollow on every answer of a share route\n"),
+        "{stdout}"
+    );
+}
+
+/// `share.referrer_policy`: the policies that send the page's URL, token
+/// included, to other sites are refused, and so is a misspelling.
+#[test]
+fn leaky_referrer_policies_are_refused() {
+    for (value, message) in [
+        ("unsafe-url", "\"unsafe-url\" sends the share page's URL, token included, to every site the page loads from or links to; use \"same-origin\" (the default), \"no-referrer\", or \"off\" to leave the upstream's header"),
+        ("no-referrer-when-downgrade", "\"no-referrer-when-downgrade\" sends the share page's URL, token included, to every site the page loads from or links to; use \"same-origin\" (the default), \"no-referrer\", or \"off\" to leave the upstream's header"),
+        ("same_origin", "\"same_origin\" is not a referrer policy; use \"same-origin\" (the default), \"no-referrer\", \"strict-origin\", \"origin\", \"origin-when-cross-origin\", \"strict-origin-when-cross-origin\", or \"off\""),
+    ] {
+        let toml = GOOD.replace(
+            "manage_from = [\"corp\"]",
+            &format!("manage_from = [\"corp\"]\nreferrer_policy = {value:?}"),
+        );
+        let err = Config::from_toml(&toml, Path::new(".")).expect_err(value);
+        assert_problems(
+            &err.problems,
+            &[Problem {
+                key: "share.referrer_policy".to_owned(),
+                message: message.to_owned(),
+            }],
+        );
+    }
+    for value in ["no-referrer", "strict-origin-when-cross-origin", "off"] {
+        let toml = GOOD.replace(
+            "manage_from = [\"corp\"]",
+            &format!("manage_from = [\"corp\"]\nreferrer_policy = {value:?}"),
+        );
+        let cfg =
+            Config::from_toml(&toml, Path::new(".")).unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(
+            cfg.share_headers
+                .referrer_policy
+                .as_ref()
+                .map(|v| v.to_str().unwrap()),
+            (value != "off").then_some(value)
+        );
+    }
 }
 
 /// `server.hosts`: every bad entry reported with the fix; the environment

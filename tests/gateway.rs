@@ -56,6 +56,59 @@ type Headers = &'static [(&'static str, &'static str)];
 
 const GENERATE_QUERY: &str = "/api/v1/public/{t}/datasets/runs/generate-query";
 
+/// Every answer on a share route, forwarded or refused, keeps the page's
+/// URL (and its token) from the sites the page loads from or links to, and
+/// from indexers.
+fn share_headers_set(reply: &Reply) -> bool {
+    reply.header("referrer-policy").as_deref() == Some("same-origin")
+        && reply.header("x-robots-tag").as_deref() == Some("noindex, nofollow")
+}
+
+/// An upstream that hands share pages a leaky `Referrer-Policy`: on share
+/// routes the gateway's replaces it (an image in a shared trace, say one
+/// an LLM wrote into its output, would otherwise receive the token in
+/// `Referer`); on ordinary routes the upstream's headers pass untouched; and
+/// `share.referrer_policy = "off"` with `share.noindex = false` leaves the
+/// upstream's on share routes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_answers_keep_their_url_to_themselves() {
+    let up = FakeUpstream::start().await;
+    let leaky = || Behaviour::Respond {
+        status: StatusCode::OK,
+        headers: vec![
+            ("content-type", "text/html"),
+            ("referrer-policy", "unsafe-url"),
+            ("x-robots-tag", "all"),
+        ],
+        body: "<img src=\"https://images.example/x.png\">",
+    };
+    let share = fill("/public/{t}/r");
+    up.on(&share, leaky());
+    up.on("/api/v1/info", leaky());
+    let mut setup = Setup::new(&up);
+    let gw = setup.start().await;
+    let r = request(INSIDE, gw.addr, "GET", &share, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(share_headers_set(&r), "{}", r.summary());
+    assert_eq!(r.headers.get_all("referrer-policy").iter().count(), 1);
+    up.only("the share page");
+    let r = request(INSIDE, gw.addr, "GET", "/api/v1/info", &[], "").await;
+    assert_eq!(r.header("referrer-policy").as_deref(), Some("unsafe-url"));
+    assert_eq!(r.header("x-robots-tag").as_deref(), Some("all"));
+    up.only("an ordinary route");
+
+    setup.share_extra = "referrer_policy = \"off\"\nnoindex = false\n".to_owned();
+    let gw = setup.start().await;
+    let r = request(INSIDE, gw.addr, "GET", &share, &[], "").await;
+    assert_eq!(r.header("referrer-policy").as_deref(), Some("unsafe-url"));
+    assert_eq!(r.header("x-robots-tag").as_deref(), Some("all"));
+    up.only("the share page, headers left alone");
+    let r = request(OUTSIDE, gw.addr, "GET", &share, &[], "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.header("referrer-policy"), None);
+    assert_eq!(r.header("x-robots-tag"), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_on_every_public_class_pass_from_inside_unchanged() {
     let up = FakeUpstream::start().await;
@@ -67,6 +120,12 @@ async fn reads_on_every_public_class_pass_from_inside_unchanged() {
         let got = up.take();
         if reply.status != StatusCode::OK {
             bad.push(format!("{method} {route}: client got {}", reply.summary()));
+        }
+        if !share_headers_set(&reply) {
+            bad.push(format!(
+                "{method} {route}: no share headers: {}",
+                reply.summary()
+            ));
         }
         match got.as_slice() {
             [r] if r.method.as_str() == *method && r.target == target => {}
@@ -99,6 +158,9 @@ async fn reads_on_every_public_class_refused_from_outside() {
             ));
         } else if method != "HEAD" && detail(&reply) != SHARE_OUTSIDE {
             bad.push(format!("{method} {route}: 403 body {}", reply.text()));
+        }
+        if !share_headers_set(&reply) {
+            bad.push(format!("{method} {route}: refusal without share headers"));
         }
         if !got.is_empty() {
             bad.push(format!(

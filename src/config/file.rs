@@ -223,6 +223,8 @@ pub(crate) struct ShareSection {
     pub manage_require: String,
     pub revoked_tokens: StringList,
     pub sharing: String,
+    pub referrer_policy: String,
+    pub noindex: bool,
 }
 
 impl Default for ShareSection {
@@ -237,6 +239,8 @@ impl Default for ShareSection {
             manage_require: "network".to_owned(),
             revoked_tokens: StringList::default(),
             sharing: "enabled".to_owned(),
+            referrer_policy: "same-origin".to_owned(),
+            noindex: true,
         }
     }
 }

@@ -52,6 +52,20 @@ pub struct Config {
     /// `[rewrite]`: public origins rewritten to the private one; `None`
     /// when no rewriting is configured.
     pub rewrite: Option<RewriteSettings>,
+    /// Headers set on every answer to a share route.
+    pub share_headers: ShareHeaders,
+}
+
+/// What every answer on a share route carries, forwarded or refused: the
+/// share token is in the page's URL, so nothing the page loads or links to
+/// may be told that URL (`Referrer-Policy`), and no crawler inside the
+/// network may index it (`X-Robots-Tag`).
+#[derive(Debug, Clone)]
+pub struct ShareHeaders {
+    /// `share.referrer_policy`; `None` (`"off"`) leaves the upstream's.
+    pub referrer_policy: Option<http::HeaderValue>,
+    /// `share.noindex`: `X-Robots-Tag: noindex, nofollow`.
+    pub noindex: bool,
 }
 
 #[derive(Debug, Clone)]

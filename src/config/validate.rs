@@ -307,6 +307,37 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         }
     };
 
+    // The policies that never send a page's path to another site (W3C
+    // Referrer Policy §3).
+    const KEEP_PATH_HOME: [&str; 6] = [
+        "same-origin",
+        "no-referrer",
+        "strict-origin",
+        "origin",
+        "origin-when-cross-origin",
+        "strict-origin-when-cross-origin",
+    ];
+    let policy = raw.share.referrer_policy.trim();
+    let known = KEEP_PATH_HOME.iter().find(|k| **k == policy);
+    let referrer_policy = match (policy, known) {
+        (_, Some(k)) => Some(http::HeaderValue::from_static(k)),
+        ("off", None) => None,
+        (p @ ("unsafe-url" | "no-referrer-when-downgrade"), None) => {
+            r.add(
+                "share.referrer_policy",
+                format!("{p:?} sends the share page's URL, token included, to every site the page loads from or links to; use \"same-origin\" (the default), \"no-referrer\", or \"off\" to leave the upstream's header"),
+            );
+            None
+        }
+        (other, None) => {
+            r.add(
+                "share.referrer_policy",
+                format!("{other:?} is not a referrer policy; use \"same-origin\" (the default), \"no-referrer\", \"strict-origin\", \"origin\", \"origin-when-cross-origin\", \"strict-origin-when-cross-origin\", or \"off\""),
+            );
+            None
+        }
+    };
+
     // [server] extras, [admin], [limits], [audit], [reload]
     let mut redirect_listen = Vec::new();
     for a in &raw.server.redirect_listen.0 {
@@ -457,6 +488,10 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         files,
         base_dir: base_dir.to_path_buf(),
         rewrite,
+        share_headers: super::ShareHeaders {
+            referrer_policy,
+            noindex: raw.share.noindex,
+        },
     })
 }
 
