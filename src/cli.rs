@@ -474,6 +474,15 @@ pub fn policy_table(cfg: &Config) -> String {
     };
     let _ = writeln!(out, "hosts       {hosts}");
     let _ = writeln!(out, "client ip   {trusted}");
+    let _ = writeln!(
+        out,
+        "cross site  {}",
+        if p.cross_site_navigate_only {
+            "a browser's cross-site request (Sec-Fetch-Site) to a share or management route: refused (403) unless it opens a page"
+        } else {
+            "allowed (share.cross_site = \"allow\")"
+        }
+    );
     let sh = &cfg.share_headers;
     let mut set = Vec::new();
     if let Some(p) = sh.referrer_policy.as_ref().and_then(|p| p.to_str().ok()) {

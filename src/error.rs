@@ -75,7 +75,9 @@ impl RequestError {
                 DenialKind::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 DenialKind::MethodOverride => StatusCode::BAD_REQUEST,
                 DenialKind::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-                DenialKind::Identity { .. } | DenialKind::SharingDisabled => StatusCode::FORBIDDEN,
+                DenialKind::Identity { .. }
+                | DenialKind::SharingDisabled
+                | DenialKind::CrossSite => StatusCode::FORBIDDEN,
                 DenialKind::Revoked => StatusCode::NOT_FOUND,
             },
             RequestError::UpstreamConnect(_)
@@ -153,6 +155,9 @@ impl RequestError {
                     "Your account is not allowed to open this link."
                 }
                 (DenialKind::Revoked, _) => "This shared link has been revoked.",
+                (DenialKind::CrossSite, _) => {
+                    "Cross-site requests to shared links are refused: open the link itself."
+                }
                 (DenialKind::SharingDisabled, _) => {
                     "Creating new shared links is disabled on this gateway."
                 }

@@ -418,7 +418,7 @@ pub fn render(ex: &Explanation) -> String {
     for (i, c) in ex.checks.iter().enumerate() {
         let _ = writeln!(
             o,
-            "  {}. {:<16} {:<5} {}",
+            " {:>2}. {:<16} {:<5} {}",
             i + 1,
             c.check,
             c.outcome,

@@ -9,9 +9,9 @@
 //! ```text
 //!  server ──▶ proxy::handle ──────────────────────────────────────────────▶ upstream
 //!  (accept,    │ policy::hosts      the named host is one of server.hosts
-//!              │ route::classify    canonical path, route class, share token
-//!   TLS,       │ policy::client_ip  TCP peer, or trusted-proxy forwarding headers
-//!   h1/h2)     │ policy::authorize  network, view-only methods, override tricks
+//!   TLS,       │ route::classify    canonical path, route class, share token
+//!   h1/h2)     │ policy::client_ip  TCP peer, or trusted-proxy forwarding headers
+//!              │ policy::authorize  network, view-only methods, override tricks, cross-site
 //!              │ proxy::prepare     checked path, hop-by-hop removal, X-Forwarded-*
 //!              │ proxy::forward     pooled client, response timeout
 //!              ▼ error              every refusal or failure → one response

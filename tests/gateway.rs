@@ -109,6 +109,99 @@ async fn share_answers_keep_their_url_to_themselves() {
     assert_eq!(r.header("x-robots-tag"), None);
 }
 
+/// A page on the internet, opened by a browser inside the network, that
+/// fetches a leaked share's API (its requests come from inside, so the
+/// network check passes) or acts on share management with the user's
+/// session: the browser marks such requests `Sec-Fetch-Site: cross-site`,
+/// and unless they open a page they are refused before the upstream. The
+/// same share opened by following a link from another site, the share
+/// page's own requests, and clients that are not browsers pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_from_a_browser_inside_are_refused() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let api = fill("/api/v1/public/{t}/run");
+    let page = fill("/public/{t}/r");
+    let manage = fill("/api/v1/runs/{id}/share");
+    let fetch = |site: &'static str, mode: &'static str, dest: &'static str| {
+        vec![
+            ("sec-fetch-site", site),
+            ("sec-fetch-mode", mode),
+            ("sec-fetch-dest", dest),
+        ]
+    };
+    let refused = [
+        (
+            "a cross-site fetch of the share API",
+            "GET",
+            &api,
+            fetch("cross-site", "cors", "empty"),
+        ),
+        (
+            "a cross-site <script> of the share API",
+            "GET",
+            &api,
+            fetch("cross-site", "no-cors", "script"),
+        ),
+        (
+            "a CORS preflight",
+            "OPTIONS",
+            &api,
+            fetch("cross-site", "cors", "empty"),
+        ),
+        (
+            "a cross-site share creation",
+            "PUT",
+            &manage,
+            fetch("cross-site", "cors", "empty"),
+        ),
+        (
+            "the share page as an <object>",
+            "GET",
+            &page,
+            fetch("cross-site", "navigate", "object"),
+        ),
+    ];
+    for (what, method, path, headers) in &refused {
+        let r = request(INSIDE, gw.addr, method, path, headers, "").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.summary());
+        if *method != "HEAD" {
+            assert_eq!(
+                detail(&r),
+                "Cross-site requests to shared links are refused: open the link itself.",
+                "{what}"
+            );
+        }
+        up.assert_silent(what);
+    }
+    let passes = [
+        (
+            "following a link from another site",
+            "GET",
+            &page,
+            fetch("cross-site", "navigate", "document"),
+        ),
+        (
+            "the share page's own fetch",
+            "GET",
+            &api,
+            fetch("same-origin", "cors", "empty"),
+        ),
+        (
+            "a typed or bookmarked URL",
+            "GET",
+            &page,
+            fetch("none", "navigate", "document"),
+        ),
+        ("a client that is not a browser", "GET", &api, Vec::new()),
+    ];
+    for (what, method, path, headers) in &passes {
+        let r = request(INSIDE, gw.addr, method, path, headers, "").await;
+        assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.summary());
+        up.only(what);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_on_every_public_class_pass_from_inside_unchanged() {
     let up = FakeUpstream::start().await;

@@ -225,6 +225,7 @@ pub(crate) struct ShareSection {
     pub sharing: String,
     pub referrer_policy: String,
     pub noindex: bool,
+    pub cross_site: String,
 }
 
 impl Default for ShareSection {
@@ -241,6 +242,7 @@ impl Default for ShareSection {
             sharing: "enabled".to_owned(),
             referrer_policy: "same-origin".to_owned(),
             noindex: true,
+            cross_site: "navigate_only".to_owned(),
         }
     }
 }

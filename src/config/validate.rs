@@ -307,6 +307,17 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         }
     };
 
+    let cross_site_navigate_only = match raw.share.cross_site.trim() {
+        "navigate_only" => true,
+        "allow" => false,
+        other => {
+            r.add(
+                "share.cross_site",
+                format!("{other:?} is not a cross-site setting; use \"navigate_only\" (the default: from another site, only opening a share page passes) or \"allow\""),
+            );
+            true
+        }
+    };
     // The policies that never send a page's path to another site (W3C
     // Referrer Policy §3).
     const KEEP_PATH_HOME: [&str; 6] = [
@@ -466,6 +477,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             default_require,
             revoked_tokens: revoked,
             sharing_enabled,
+            cross_site_navigate_only,
             routes,
         },
         routes: table?,

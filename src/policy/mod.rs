@@ -13,7 +13,7 @@ pub mod rate;
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderValue, Method};
 
 pub use hosts::Hosts;
 pub use network::{Access, NetSet};
@@ -38,6 +38,9 @@ pub struct Policy {
     pub revoked_tokens: std::collections::HashSet<String>,
     /// `share.sharing`: when false, creating new shares is refused.
     pub sharing_enabled: bool,
+    /// `share.cross_site = "navigate_only"`: a browser's cross-site request
+    /// to a share or management route is refused unless it opens a page.
+    pub cross_site_navigate_only: bool,
     pub routes: Vec<CustomPolicy>,
 }
 
@@ -118,6 +121,9 @@ pub enum DenialKind {
     Revoked,
     /// Creating shares while `share.sharing = "disabled"`.
     SharingDisabled,
+    /// A browser's cross-site request that does not open a page
+    /// (`share.cross_site`).
+    CrossSite,
 }
 
 impl DenialKind {
@@ -131,11 +137,49 @@ impl DenialKind {
             DenialKind::Identity { .. } => "identity",
             DenialKind::Revoked => "revoked",
             DenialKind::SharingDisabled => "sharing_disabled",
+            DenialKind::CrossSite => "cross_site",
         }
     }
 }
 
 const READS: [Method; 3] = [Method::GET, Method::HEAD, Method::OPTIONS];
+
+/// The routes a page on another site must not read or act on through a
+/// browser inside the network: share reads and share management. Feedback
+/// token URLs are left out: they are made to be posted to from an app's
+/// own pages, wherever those are served.
+fn guards_cross_site(class: RouteClass) -> bool {
+    class != RouteClass::Other && class != RouteClass::FeedbackToken
+}
+
+/// Fetch Metadata (W3C, "Fetch Metadata Request Headers"): whether a
+/// browser made this request for a page on another site, and if so whether
+/// it opens a page. A share link is opened by navigating to it, from chat,
+/// mail or a wiki on any site, and that stays allowed (in a frame too: the
+/// framing site cannot read it). Anything else cross-site (`fetch`, an
+/// `<img>` or `<script>` tag, a form post, a CORS preflight) would let a
+/// page on the internet use a browser inside the network to read a leaked
+/// share, since the request comes from inside, or to manage shares with
+/// its session. Clients that are not browsers send no `Sec-Fetch-Site` and
+/// pass, as do browsers too old to send it; `Ok`/`Err` carry the reason.
+fn cross_site(method: &Method, headers: &HeaderMap) -> Result<&'static str, &'static str> {
+    let field = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+    match field("sec-fetch-site") {
+        None => return Ok("no Sec-Fetch-Site: not a browser's cross-site request"),
+        Some(b"same-origin" | b"same-site" | b"none") => {
+            return Ok("Sec-Fetch-Site names this site or the user");
+        }
+        Some(_) => {}
+    }
+    let navigation = field("sec-fetch-mode") == Some(b"navigate")
+        && (method == Method::GET || method == Method::HEAD)
+        && !matches!(field("sec-fetch-dest"), Some(b"object" | b"embed"));
+    if navigation {
+        Ok("a cross-site navigation opening the page")
+    } else {
+        Err("a cross-site request that does not open a page (fetch, embed, form post or preflight)")
+    }
+}
 
 impl Policy {
     /// Who may use routes of `class`: the networks, the access expression,
@@ -391,6 +435,31 @@ pub fn authorize_traced(
             "identity"
         }
     };
+    if policy.cross_site_navigate_only && guards_cross_site(route.class) {
+        let verdict = cross_site(method, headers);
+        note(
+            t,
+            "cross_site",
+            if verdict.is_err() { "fail" } else { "pass" },
+            || match verdict {
+                Ok(why) | Err(why) => why.to_owned(),
+            },
+        );
+        if verdict.is_err() {
+            return Err(Denial {
+                kind: DenialKind::CrossSite,
+                rule: "share.cross_site = \"navigate_only\"".to_owned(),
+            });
+        }
+    } else {
+        note(t, "cross_site", "skip", || {
+            if policy.cross_site_navigate_only {
+                "not a share or management route".to_owned()
+            } else {
+                "share.cross_site = \"allow\"".to_owned()
+            }
+        });
+    }
     let revoked = route
         .tokens
         .iter()
@@ -664,10 +733,107 @@ revoked_tokens = ["dead"]
                 "method_override",
                 "network",
                 "identity",
+                "cross_site",
                 "revoked_tokens",
                 "sharing",
                 "method"
             ]
         );
+    }
+
+    fn fetch(site: Option<&str>, mode: &str, dest: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(site) = site {
+            h.insert("sec-fetch-site", HeaderValue::from_str(site).unwrap());
+            h.insert("sec-fetch-mode", HeaderValue::from_str(mode).unwrap());
+            h.insert("sec-fetch-dest", HeaderValue::from_str(dest).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn cross_site_requests_pass_only_when_they_open_a_page() {
+        let cfg = config("");
+        let check = |method: &str, path: &str, headers: &HeaderMap| {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let route = cfg.routes.classify(&method, path).unwrap();
+            authorize(
+                &cfg.policy,
+                &route,
+                &method,
+                headers,
+                INSIDE.parse().unwrap(),
+                &IdentityOutcome::Absent,
+            )
+            .map(|_| ())
+            .map_err(|d| d.kind)
+        };
+        let page = "/public/tok/r";
+        let api = "/api/v1/public/tok/run";
+        let query = "/api/v1/public/tok/runs/query";
+        let manage = "/api/v1/runs/1b4e28ba-2fa1-11d2-883f-0016d3cca427/share";
+        let passes = [
+            ("GET", page, fetch(None, "", "")),
+            (
+                "GET",
+                page,
+                fetch(Some("cross-site"), "navigate", "document"),
+            ),
+            (
+                "HEAD",
+                page,
+                fetch(Some("cross-site"), "navigate", "document"),
+            ),
+            ("GET", page, fetch(Some("cross-site"), "navigate", "iframe")),
+            ("GET", api, fetch(Some("same-origin"), "cors", "empty")),
+            ("POST", query, fetch(Some("same-origin"), "cors", "empty")),
+            ("GET", api, fetch(Some("same-site"), "cors", "empty")),
+            ("GET", page, fetch(Some("none"), "navigate", "document")),
+            ("PUT", manage, fetch(Some("same-origin"), "cors", "empty")),
+            // Ordinary routes and feedback tokens are not guarded.
+            (
+                "GET",
+                "/api/v1/info",
+                fetch(Some("cross-site"), "cors", "empty"),
+            ),
+            (
+                "POST",
+                "/api/v1/feedback/tokens/tok",
+                fetch(Some("cross-site"), "cors", "empty"),
+            ),
+        ];
+        for (m, p, h) in &passes {
+            assert_eq!(check(m, p, h), Ok(()), "{m} {p} {h:?}");
+        }
+        let refused = [
+            ("GET", api, fetch(Some("cross-site"), "cors", "empty")),
+            ("GET", api, fetch(Some("cross-site"), "no-cors", "script")),
+            ("GET", page, fetch(Some("cross-site"), "no-cors", "image")),
+            ("GET", page, fetch(Some("cross-site"), "navigate", "object")),
+            ("GET", page, fetch(Some("cross-site"), "navigate", "embed")),
+            (
+                "POST",
+                query,
+                fetch(Some("cross-site"), "navigate", "document"),
+            ),
+            ("OPTIONS", api, fetch(Some("cross-site"), "cors", "empty")),
+            ("PUT", manage, fetch(Some("cross-site"), "cors", "empty")),
+            ("GET", api, fetch(Some("something-new"), "cors", "empty")),
+        ];
+        for (m, p, h) in &refused {
+            assert_eq!(check(m, p, h), Err(DenialKind::CrossSite), "{m} {p} {h:?}");
+        }
+        let allow = config("cross_site = \"allow\"");
+        let route = allow.routes.classify(&Method::GET, api).unwrap();
+        let cross = fetch(Some("cross-site"), "cors", "empty");
+        assert!(authorize(
+            &allow.policy,
+            &route,
+            &Method::GET,
+            &cross,
+            INSIDE.parse().unwrap(),
+            &IdentityOutcome::Absent
+        )
+        .is_ok());
     }
 }
