@@ -838,9 +838,24 @@ fn screenshot_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-screenshots")
 }
 
+/// No host resolves but the loopback address the gateways are on (the rule
+/// covers IP literals too): nothing else may be fetched.
+const ONLY_LOOPBACK: &str = "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1";
+
 /// Runs headless Chromium on `url` with `action` (`--dump-dom` or
 /// `--screenshot=FILE`) and a profile of its own.
 async fn chromium(chromium: &Path, action: &str, url: &str) -> Output {
+    chromium_with(chromium, ONLY_LOOPBACK, &[], action, url).await
+}
+
+/// [`chromium`] with its host resolver rules and extra switches.
+async fn chromium_with(
+    chromium: &Path,
+    resolver_rules: &str,
+    extra: &[&str],
+    action: &str,
+    url: &str,
+) -> Output {
     let profile = tempfile::tempdir().expect("a Chromium profile directory");
     let mut cmd = Command::new(chromium);
     cmd.args([
@@ -855,11 +870,10 @@ async fn chromium(chromium: &Path, action: &str, url: &str) -> Output {
         "--disable-dev-shm-usage",
         "--hide-scrollbars",
         "--no-proxy-server",
-        // No host resolves but the loopback address the gateways are on
-        // (the rule covers IP literals too): nothing else may be fetched.
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         "--window-size=1024,768",
     ])
+    .arg(format!("--host-resolver-rules={resolver_rules}"))
+    .args(extra)
     .arg(format!("--user-data-dir={}", profile.path().display()))
     .arg(action)
     .arg(url);
@@ -962,5 +976,82 @@ async fn chromium_renders_the_share_inside_and_the_refusal_outside() {
     assert!(
         !seen_out.iter().any(|l| l.contains("/public/")),
         "the outside view reached the upstream: {seen_out:?}"
+    );
+}
+
+/// A page on another site, opened by a browser inside the network, tries to
+/// read a share through that browser: `fetch` and an `<img>` of the share
+/// API, and the share page in an `<iframe>`. Real Chromium marks them
+/// `Sec-Fetch-Site: cross-site`; the gateway refuses the two that open no
+/// page before the upstream, so neither reaches it (a CORS error alone would
+/// still let the request through), and lets the framed page (a navigation)
+/// load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_cannot_read_a_share_for_a_page_on_another_site() {
+    const TEST: &str = "chromium cross-site";
+    let Some(browser) = on_path("chromium") else {
+        skipped(
+            TEST,
+            "chromium is not on PATH (CI installs it through .ci/run)",
+        );
+        return;
+    };
+    let up = StandIn::start().await;
+    up.seed_run_share(RUN_TOKEN);
+    let (_gw, origin) = gateway(&up, &["127.0.0.1/32"]).await;
+    let api = format!("{origin}/api/v1/public/{RUN_TOKEN}/run");
+    let page = format!("{origin}/public/{RUN_TOKEN}/r");
+    // The other site: attacker.test, resolved to loopback for this browser
+    // only. Its page writes what the fetch got into the document.
+    let attacker = common::FakeUpstream::start().await;
+    let html = format!(
+        "<!doctype html><html><body><p id=\"result\">pending</p>\
+<img src=\"{api}\"><iframe src=\"{page}\"></iframe>\
+<script>fetch(\"{api}\").then(r => r.text()).then(\
+t => {{ document.getElementById('result').textContent = 'read: ' + t; }},\
+e => {{ document.getElementById('result').textContent = 'blocked: ' + e; }});</script>\
+</body></html>"
+    );
+    attacker.on(
+        "/",
+        common::custom(move |_| {
+            let html = html.clone();
+            async move {
+                common::upstream_response(
+                    http::StatusCode::OK,
+                    &[("content-type", "text/html")],
+                    common::upstream_full(html),
+                )
+            }
+        }),
+    );
+    let attacker_page = format!("http://attacker.test:{}/", attacker.addr.port());
+    let out = chromium_with(
+        &browser,
+        &format!("MAP attacker.test 127.0.0.1, {ONLY_LOOPBACK}"),
+        // Let the fetch and the frame finish before the DOM is dumped.
+        &["--virtual-time-budget=10000"],
+        "--dump-dom",
+        &attacker_page,
+    )
+    .await;
+    let dom = stdout(&out);
+    assert!(
+        dom.contains("<p id=\"result\">blocked: "),
+        "the fetch must fail: {dom}"
+    );
+    assert!(
+        attacker.requests().iter().any(|r| r.target == "/"),
+        "the other site's page was loaded"
+    );
+
+    let seen = lines(&up.take());
+    assert!(
+        !seen.iter().any(|l| l.contains("/api/v1/public/")),
+        "a cross-site read of the share API reached the upstream: {seen:?}"
+    );
+    assert!(
+        seen.contains(&format!("GET /public/{RUN_TOKEN}/r")),
+        "the framed share page (a navigation) loads: {seen:?}"
     );
 }
