@@ -358,6 +358,13 @@ pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError>
     if let Some(a) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
         tracing::info!(address = %a, "admin endpoint: /healthz /readyz /metrics");
     }
+    if cfg.policy.hosts.is_any() {
+        let private = cfg.rewrite.as_ref().map(|rw| rw.rules.to.host.clone());
+        tracing::warn!(
+            suggestion = private.map(|h| format!("hosts = [{h:?}]")),
+            "server.hosts is empty: a request naming any host is served, so a page on another domain whose name is re-pointed at this address (DNS rebinding) can read shares through a browser inside the network; list the names clients use"
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::build(cfg, metrics.clone()).await?;
     let state = Arc::new(State::new(gateway, metrics, path));

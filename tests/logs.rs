@@ -106,9 +106,15 @@ fn stop(mut gw: Gateway, mut stderr: BufReader<ChildStderr>) -> String {
     rest
 }
 
-async fn one_share_read(format: &str) -> String {
+/// One allowed and one refused share read; `hosts` sets `server.hosts`
+/// to the names the test client uses.
+async fn one_share_read(format: &str, hosts: bool) -> String {
     let upstream = FakeUpstream::start().await;
-    let (_dir, config) = write_config(&setup(&upstream));
+    let mut setup = setup(&upstream);
+    if hosts {
+        setup.server_extra = "hosts = [\"127.0.0.1\"]\n".to_owned();
+    }
+    let (_dir, config) = write_config(&setup);
     let (gw, addr, stderr) = start(&config, format);
     let inside = "127.0.0.2".parse().unwrap();
     let r = common::request(
@@ -131,7 +137,13 @@ async fn one_share_read(format: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_lines_of_a_share_read() {
-    let log = one_share_read("text").await;
+    let log = one_share_read("text", false).await;
+    // Without server.hosts the start-up warns of DNS rebinding.
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("server.hosts is empty")),
+        "{log}"
+    );
     let access: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(" INFO sharegate::access: request "))
@@ -178,7 +190,8 @@ async fn text_lines_of_a_share_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_of_a_share_read() {
-    let log = one_share_read("json").await;
+    let log = one_share_read("json", true).await;
+    assert!(!log.contains("server.hosts is empty"), "{log}");
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
