@@ -166,18 +166,30 @@ pub async fn watch(state: Arc<State>) {
                 seen = seen_after_reload(&state, &files, before);
             }
             _ = tick => {
-                let files = state.gateway().config.files.clone();
-                let now = fingerprint(&files);
-                if now != seen {
-                    tracing::info!("a config file changed: reloading");
-                    // A refused reload is retried only when the files change
-                    // again.
-                    let _ = state.reload().await;
-                    seen = seen_after_reload(&state, &files, now);
-                }
+                seen = poll(&state, seen, || state.reload()).await;
             }
         }
     }
+}
+
+/// One look at the files: when they differ from `seen`, `reload`; returns
+/// what the next look compares against. The fingerprint is taken before
+/// `reload` reads the files, so an edit that lands while it runs is seen at
+/// the next look instead of taken for the one just loaded. A refused reload
+/// is retried only when the files change again.
+async fn poll<F, Fut>(state: &State, seen: Fingerprint, reload: F) -> Fingerprint
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future,
+{
+    let files = state.gateway().config.files.clone();
+    let now = fingerprint(&files);
+    if now == seen {
+        return seen;
+    }
+    tracing::info!("a config file changed: reloading");
+    reload().await;
+    seen_after_reload(state, &files, now)
 }
 
 type Fingerprint = Vec<Option<(SystemTime, u64)>>;
@@ -203,4 +215,60 @@ fn fingerprint(files: &[PathBuf]) -> Fingerprint {
 fn stat(path: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(revoked: &str) -> String {
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[share]\nrevoked_tokens = [{revoked}]\n[admin]\nlisten = \"off\"\n"
+        )
+    }
+
+    fn revoked(state: &State) -> usize {
+        state.gateway().config.policy.revoked_tokens.len()
+    }
+
+    /// An edit that lands while a reload runs (after the reload has read the
+    /// files) is loaded at the next look, not taken for the one just
+    /// loaded. Each version has its own length, so the fingerprints differ
+    /// whatever the file system's clock granularity.
+    #[tokio::test]
+    async fn an_edit_during_a_reload_is_loaded_at_the_next_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sharegate.toml");
+        std::fs::write(&path, policy("")).unwrap();
+        let cfg = Config::load(&path).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let gw = Gateway::build(cfg, metrics.clone()).await.unwrap();
+        let state = State::new(gw, metrics, Some(path.clone()));
+        let seen = fingerprint(&state.gateway().config.files);
+
+        // Nothing changed: no reload.
+        let seen = poll(&state, seen, || async {
+            panic!("reloaded unchanged files")
+        })
+        .await;
+
+        std::fs::write(&path, policy("\"a\"")).unwrap();
+        let seen = poll(&state, seen, || async {
+            state.reload().await.unwrap();
+            // The edit lands once the reload has read the file.
+            std::fs::write(&path, policy("\"a\", \"b\"")).unwrap();
+        })
+        .await;
+        assert_eq!(revoked(&state), 1, "the version the reload read");
+
+        let seen = poll(&state, seen, || async {
+            state.reload().await.unwrap();
+        })
+        .await;
+        assert_eq!(revoked(&state), 2, "the edit made during the reload");
+        poll(&state, seen, || async {
+            panic!("reloaded the same files again")
+        })
+        .await;
+    }
 }
