@@ -13,7 +13,7 @@ pub mod rate;
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 pub use hosts::Hosts;
 pub use network::{Access, NetSet};
@@ -163,17 +163,20 @@ fn guards_cross_site(class: RouteClass) -> bool {
 /// its session. Clients that are not browsers send no `Sec-Fetch-Site` and
 /// pass, as do browsers too old to send it; `Ok`/`Err` carry the reason.
 fn cross_site(method: &Method, headers: &HeaderMap) -> Result<&'static str, &'static str> {
-    let field = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
-    match field("sec-fetch-site") {
+    const SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+    const MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+    const DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+    let field = |name: &HeaderName| headers.get(name).map(HeaderValue::as_bytes);
+    match field(&SITE) {
         None => return Ok("no Sec-Fetch-Site: not a browser's cross-site request"),
         Some(b"same-origin" | b"same-site" | b"none") => {
             return Ok("Sec-Fetch-Site names this site or the user");
         }
         Some(_) => {}
     }
-    let navigation = field("sec-fetch-mode") == Some(b"navigate")
+    let navigation = field(&MODE) == Some(b"navigate")
         && (method == Method::GET || method == Method::HEAD)
-        && !matches!(field("sec-fetch-dest"), Some(b"object" | b"embed"));
+        && !matches!(field(&DEST), Some(b"object" | b"embed"));
     if navigation {
         Ok("a cross-site navigation opening the page")
     } else {

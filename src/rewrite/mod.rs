@@ -312,6 +312,22 @@ pub(crate) struct Pattern {
     pub(crate) replacement: Bytes,
 }
 
+/// The separator after the scheme in each form, every case spelling of it,
+/// with the form it begins. Spellings never overlap at one position, so an
+/// anchor found tells the one form a match there can have.
+const ANCHORS: [(&str, Form); 10] = [
+    ("://", Form::Plain),
+    (":\\/\\/", Form::JsonEscaped),
+    (":\\u002F\\u002F", Form::JsonUnicode),
+    (":\\u002f\\u002f", Form::JsonUnicode),
+    (":\\u002F\\u002f", Form::JsonUnicode),
+    (":\\u002f\\u002F", Form::JsonUnicode),
+    ("%3A%2F", Form::Percent),
+    ("%3a%2f", Form::Percent),
+    ("%3A%2f", Form::Percent),
+    ("%3a%2F", Form::Percent),
+];
+
 impl Rules {
     /// Compiles the rules. `from` are the public origins, `to` the private one.
     pub fn new(from: Vec<Origin>, to: Origin, opts: RewriteOptions) -> Result<Rules, RulesError> {
@@ -363,18 +379,7 @@ impl Rules {
         let anchors = aho_corasick::packed::Config::new()
             .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
             .builder()
-            .extend([
-                "://",
-                ":\\/\\/",
-                ":\\u002F\\u002F",
-                ":\\u002f\\u002f",
-                ":\\u002F\\u002f",
-                ":\\u002f\\u002F",
-                "%3A%2F",
-                "%3a%2f",
-                "%3A%2f",
-                "%3a%2F",
-            ])
+            .extend(ANCHORS.iter().map(|(text, _)| text))
             .build();
         let max_pattern_len = patterns.iter().map(|p| p.lower.len()).max().unwrap_or(0);
         let mut first_bytes = [false; 256];
@@ -462,17 +467,20 @@ impl Rules {
         };
         let mut at = from;
         while at < hay.len() {
-            let c = anchors
-                .find_in(
-                    hay,
-                    aho_corasick::Span {
-                        start: at,
-                        end: hay.len(),
-                    },
-                )?
-                .start();
+            let anchor = anchors.find_in(
+                hay,
+                aho_corasick::Span {
+                    start: at,
+                    end: hay.len(),
+                },
+            )?;
+            let c = anchor.start();
+            let form = ANCHORS.get(anchor.pattern().as_usize()).map(|(_, f)| *f);
             let mut best: Option<(usize, usize, usize)> = None;
             for (id, p) in self.patterns.iter().enumerate() {
+                if Some(p.form) != form {
+                    continue;
+                }
                 let Some(start) = c.checked_sub(p.anchor_at).filter(|s| *s >= from) else {
                     continue;
                 };
