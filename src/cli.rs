@@ -491,19 +491,22 @@ pub fn policy_table(cfg: &Config) -> String {
         }
     );
     let sh = &cfg.share_headers;
-    let mut set = Vec::new();
-    if let Some(p) = sh.referrer_policy.as_ref().and_then(|p| p.to_str().ok()) {
-        set.push(format!("Referrer-Policy: {p}"));
+    let mut set_on_share = Vec::new();
+    if let Some(rp) = sh.referrer_policy.as_ref().and_then(|v| v.to_str().ok()) {
+        set_on_share.push(format!("Referrer-Policy: {rp}"));
     }
     if sh.noindex {
-        set.push("X-Robots-Tag: noindex, nofollow".to_owned());
+        set_on_share.push("X-Robots-Tag: noindex, nofollow".to_owned());
     }
-    let set = if set.is_empty() {
+    let share_pages = if set_on_share.is_empty() {
         "the upstream's headers as they are".to_owned()
     } else {
-        format!("{} on every answer of a share route", set.join("; "))
+        format!(
+            "{} on every answer of a share route",
+            set_on_share.join("; ")
+        )
     };
-    let _ = writeln!(out, "share pages {set}");
+    let _ = writeln!(out, "share pages {share_pages}");
     let _ = writeln!(
         out,
         "overrides   X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override and ?_method: refused (400) on share routes; elsewhere the headers are stripped (every method passes there anyway)"

@@ -290,7 +290,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
     let navigation = browser && method == Method::GET;
     let result = pipeline(&gw, &conn, req, &mut facts).await;
-    let (resp, decision, error) = match result {
+    let (mut resp, decision, error) = match result {
         Ok(resp) => (resp, Decision::Allowed, None),
         Err(e) => {
             let decision = match &e {
@@ -313,7 +313,6 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
         }
     };
     let class = facts.class;
-    let mut resp = resp;
     if class.is_some_and(RouteClass::is_public) {
         share_headers(&gw.config.share_headers, resp.headers_mut());
     }
