@@ -15,7 +15,8 @@
 #  3. drives mixed traffic from WORKERS loopback clients: share reads, POST
 #     queries, SSE streams and large bodies from 127.0.0.2 (inside), and
 #     refused requests (outsider reads and share-management writes from
-#     127.0.0.3, view-only writes and method overrides from inside);
+#     127.0.0.3, view-only writes, method overrides, reads under a foreign
+#     Host (DNS rebinding) and cross-site fetches from inside);
 #  4. every RELOAD_EVERY seconds edits the config (revokes a token, or
 #     lifts the revocation), sends SIGHUP, and checks that the new policy
 #     is in force;

@@ -38,6 +38,7 @@ TIMEOUT = 30.0          # per-request socket timeout
 CONFIG = """\
 [server]
 listen = ["127.0.0.1:{port}"]
+hosts = ["127.0.0.1"]
 
 [upstream]
 url = "http://127.0.0.1:{upstream_port}"
@@ -260,6 +261,13 @@ MIX = {
     "override": (8, INSIDE, "POST", "/api/v1/public/%s/runs/query?soak=override" % TOKEN,
                  b"{}", {"X-HTTP-Method-Override": "DELETE",
                          "Content-Type": "application/json"}, 400),
+    # DNS rebinding: a request from inside under a name that is not ours.
+    "misdirected": (4, INSIDE, "GET", "/api/v1/public/%s/run?soak=misdirected" % TOKEN,
+                    None, {"Host": "attacker.example"}, 421),
+    # A page on another site fetching the share API through a browser inside.
+    "cross_site": (4, INSIDE, "GET", "/api/v1/public/%s/run?soak=crosssite" % TOKEN,
+                   None, {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors",
+                          "Sec-Fetch-Dest": "empty"}, 403),
 }
 
 
