@@ -234,7 +234,7 @@ async fn evaluate(
                 outcome: "fail",
                 detail: e.to_string(),
             });
-            ex.rule = "server.hosts".to_owned();
+            ex.rule = crate::policy::hosts::RULE.to_owned();
             return Err(e.into());
         }
     }

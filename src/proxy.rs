@@ -376,7 +376,7 @@ async fn decide(
         .hosts
         .check(req.uri().authority(), req.headers(), conn.tls)
     {
-        facts.rule = "server.hosts".to_owned();
+        facts.rule = crate::policy::hosts::RULE.to_owned();
         return Err(e.into());
     }
     let target = match (req.uri().scheme(), req.uri().path_and_query()) {

@@ -249,16 +249,18 @@ fn check_accepts_the_example_config() {
 /// included, to other sites are refused, and so is a misspelling.
 #[test]
 fn leaky_referrer_policies_are_refused() {
+    let with_policy = |value: &str| {
+        GOOD.replace(
+            "manage_from = [\"corp\"]",
+            &format!("manage_from = [\"corp\"]\nreferrer_policy = {value:?}"),
+        )
+    };
     for (value, message) in [
         ("unsafe-url", "\"unsafe-url\" sends the share page's URL, token included, to every site the page loads from or links to; use \"same-origin\" (the default), \"no-referrer\", or \"off\" to leave the upstream's header"),
         ("no-referrer-when-downgrade", "\"no-referrer-when-downgrade\" sends the share page's URL, token included, to every site the page loads from or links to; use \"same-origin\" (the default), \"no-referrer\", or \"off\" to leave the upstream's header"),
         ("same_origin", "\"same_origin\" is not a referrer policy; use \"same-origin\" (the default), \"no-referrer\", \"strict-origin\", \"origin\", \"origin-when-cross-origin\", \"strict-origin-when-cross-origin\", or \"off\""),
     ] {
-        let toml = GOOD.replace(
-            "manage_from = [\"corp\"]",
-            &format!("manage_from = [\"corp\"]\nreferrer_policy = {value:?}"),
-        );
-        let err = Config::from_toml(&toml, Path::new(".")).expect_err(value);
+        let err = Config::from_toml(&with_policy(value), Path::new(".")).expect_err(value);
         assert_problems(
             &err.problems,
             &[Problem {
@@ -268,12 +270,8 @@ fn leaky_referrer_policies_are_refused() {
         );
     }
     for value in ["no-referrer", "strict-origin-when-cross-origin", "off"] {
-        let toml = GOOD.replace(
-            "manage_from = [\"corp\"]",
-            &format!("manage_from = [\"corp\"]\nreferrer_policy = {value:?}"),
-        );
-        let cfg =
-            Config::from_toml(&toml, Path::new(".")).unwrap_or_else(|e| panic!("{value}: {e}"));
+        let cfg = Config::from_toml(&with_policy(value), Path::new("."))
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
         assert_eq!(
             cfg.share_headers
                 .referrer_policy

@@ -18,6 +18,9 @@ use std::str::FromStr;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderValue};
 
+/// The rule a refusal names in the log and in `explain`.
+pub const RULE: &str = "server.hosts";
+
 /// One `server.hosts` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pattern {
