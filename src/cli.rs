@@ -509,6 +509,15 @@ pub fn policy_table(cfg: &Config) -> String {
     let _ = writeln!(out, "share pages {share_pages}");
     let _ = writeln!(
         out,
+        "caching     {}",
+        if sh.cache_private {
+            "share and management answers marked Cache-Control: private (no shared cache in front keeps one client's answer for another); CDN-Cache-Control, Surrogate-Control, Edge-Control, X-Accel-Expires removed"
+        } else {
+            "the upstream's cache headers as they are (share.cache_private = false)"
+        }
+    );
+    let _ = writeln!(
+        out,
         "overrides   X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override and ?_method: refused (400) on share routes; elsewhere the headers are stripped (every method passes there anyway)"
     );
     let _ = writeln!(out);

@@ -243,6 +243,10 @@ fn check_accepts_the_example_config() {
         stdout.contains("\nshare pages Referrer-Policy: same-origin; X-Robots-Tag: noindex, nofollow on every answer of a share route\n"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("\ncaching     share and management answers marked Cache-Control: private (no shared cache in front keeps one client's answer for another); CDN-Cache-Control, Surrogate-Control, Edge-Control, X-Accel-Expires removed\n"),
+        "{stdout}"
+    );
 }
 
 /// `share.referrer_policy`: the policies that send the page's URL, token

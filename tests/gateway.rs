@@ -58,18 +58,23 @@ const GENERATE_QUERY: &str = "/api/v1/public/{t}/datasets/runs/generate-query";
 
 /// Every answer on a share route, forwarded or refused, keeps the page's
 /// URL (and its token) from the sites the page loads from or links to, and
-/// from indexers.
+/// from indexers, and out of shared caches (refusals are `no-store`).
 fn share_headers_set(reply: &Reply) -> bool {
+    let cache = reply.header("cache-control");
     reply.header("referrer-policy").as_deref() == Some("same-origin")
         && reply.header("x-robots-tag").as_deref() == Some("noindex, nofollow")
+        && (cache.as_deref() == Some("no-store") || cache.is_some_and(|c| c.starts_with("private")))
 }
 
-/// An upstream that hands share pages a leaky `Referrer-Policy`: on share
-/// routes the gateway's replaces it (an image in a shared trace, say one
-/// an LLM wrote into its output, would otherwise receive the token in
-/// `Referer`); on ordinary routes the upstream's headers pass untouched; and
-/// `share.referrer_policy = "off"` with `share.noindex = false` leaves the
-/// upstream's on share routes too.
+/// An upstream that hands share pages a leaky `Referrer-Policy` and lets
+/// caches in front keep them: on share routes the gateway's headers replace
+/// those (an image in a shared trace, say one an LLM wrote into its output,
+/// would otherwise receive the token in `Referer`; a CDN in front would
+/// hand an insider's answer to the next outsider), and share management's
+/// answers are private too; on ordinary routes the upstream's headers pass
+/// untouched; and with `share.referrer_policy = "off"`, `share.noindex =
+/// false` and `share.cache_private = false` the upstream's pass on share
+/// routes too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_answers_keep_their_url_to_themselves() {
     let up = FakeUpstream::start().await;
@@ -79,34 +84,64 @@ async fn share_answers_keep_their_url_to_themselves() {
             ("content-type", "text/html"),
             ("referrer-policy", "unsafe-url"),
             ("x-robots-tag", "all"),
+            ("cache-control", "public, max-age=600, s-maxage=86400"),
+            ("cdn-cache-control", "max-age=86400"),
+            ("surrogate-control", "max-age=86400"),
         ],
         body: "<img src=\"https://images.example/x.png\">",
     };
+    let left_alone = |r: &Reply| {
+        r.header("referrer-policy").as_deref() == Some("unsafe-url")
+            && r.header("x-robots-tag").as_deref() == Some("all")
+            && r.header("cache-control").as_deref() == Some("public, max-age=600, s-maxage=86400")
+            && r.header("cdn-cache-control").is_some()
+            && r.header("surrogate-control").is_some()
+    };
     let share = fill("/public/{t}/r");
-    up.on(&share, leaky());
-    up.on("/api/v1/info", leaky());
+    let listing = "/api/v1/workspaces/current/shared";
+    for path in [share.as_str(), listing, "/api/v1/info"] {
+        up.on(path, leaky());
+    }
     let mut setup = Setup::new(&up);
     let gw = setup.start().await;
     let r = request(INSIDE, gw.addr, "GET", &share, &[], "").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(share_headers_set(&r), "{}", r.summary());
     assert_eq!(r.headers.get_all("referrer-policy").iter().count(), 1);
+    assert_eq!(
+        r.header("cache-control").as_deref(),
+        Some("private, max-age=600")
+    );
+    assert_eq!(r.header("cdn-cache-control"), None);
+    assert_eq!(r.header("surrogate-control"), None);
     up.only("the share page");
-    let r = request(INSIDE, gw.addr, "GET", "/api/v1/info", &[], "").await;
+    let r = request(INSIDE, gw.addr, "GET", listing, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.header("cache-control").as_deref(),
+        Some("private, max-age=600")
+    );
+    assert_eq!(r.header("cdn-cache-control"), None);
+    assert_eq!(r.header("surrogate-control"), None);
     assert_eq!(r.header("referrer-policy").as_deref(), Some("unsafe-url"));
-    assert_eq!(r.header("x-robots-tag").as_deref(), Some("all"));
+    up.only("the list of shared entities");
+    let r = request(INSIDE, gw.addr, "GET", "/api/v1/info", &[], "").await;
+    assert!(left_alone(&r), "{}", r.summary());
     up.only("an ordinary route");
 
-    setup.share_extra = "referrer_policy = \"off\"\nnoindex = false\n".to_owned();
+    setup.share_extra =
+        "referrer_policy = \"off\"\nnoindex = false\ncache_private = false\n".to_owned();
     let gw = setup.start().await;
-    let r = request(INSIDE, gw.addr, "GET", &share, &[], "").await;
-    assert_eq!(r.header("referrer-policy").as_deref(), Some("unsafe-url"));
-    assert_eq!(r.header("x-robots-tag").as_deref(), Some("all"));
-    up.only("the share page, headers left alone");
+    for path in [share.as_str(), listing] {
+        let r = request(INSIDE, gw.addr, "GET", path, &[], "").await;
+        assert!(left_alone(&r), "{path}: {}", r.summary());
+        up.only("headers left alone");
+    }
     let r = request(OUTSIDE, gw.addr, "GET", &share, &[], "").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.header("referrer-policy"), None);
     assert_eq!(r.header("x-robots-tag"), None);
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
 }
 
 /// A page on the internet, opened by a browser inside the network, that

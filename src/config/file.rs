@@ -225,6 +225,7 @@ pub(crate) struct ShareSection {
     pub sharing: String,
     pub referrer_policy: String,
     pub noindex: bool,
+    pub cache_private: bool,
     pub cross_site: String,
 }
 
@@ -242,6 +243,7 @@ impl Default for ShareSection {
             sharing: "enabled".to_owned(),
             referrer_policy: "same-origin".to_owned(),
             noindex: true,
+            cache_private: true,
             cross_site: "navigate_only".to_owned(),
         }
     }

@@ -59,13 +59,18 @@ pub struct Config {
 /// What every answer on a share route carries, forwarded or refused: the
 /// share token is in the page's URL, so nothing the page loads or links to
 /// may be told that URL (`Referrer-Policy`), and no crawler inside the
-/// network may index it (`X-Robots-Tag`).
+/// network may index it (`X-Robots-Tag`); and since the answer depends on
+/// who asked, no shared cache in front may keep it for the next client
+/// (`Cache-Control: private`, also on share management).
 #[derive(Debug, Clone)]
 pub struct ShareHeaders {
     /// `share.referrer_policy`; `None` (`"off"`) leaves the upstream's.
     pub referrer_policy: Option<http::HeaderValue>,
     /// `share.noindex`: `X-Robots-Tag: noindex, nofollow`.
     pub noindex: bool,
+    /// `share.cache_private`: `Cache-Control: private` on share and
+    /// share-management answers, and no CDN-directed cache headers.
+    pub cache_private: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -503,6 +503,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         share_headers: super::ShareHeaders {
             referrer_policy,
             noindex: raw.share.noindex,
+            cache_private: raw.share.cache_private,
         },
     })
 }

@@ -8,6 +8,8 @@
 //! headers) and the access log event; it does not bind sockets or parse
 //! config.
 
+mod share_answer;
+
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -313,8 +315,8 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
         }
     };
     let class = facts.class;
-    if class.is_some_and(RouteClass::is_public) {
-        share_headers(&gw.config.share_headers, resp.headers_mut());
+    if let Some(class) = class {
+        share_answer::apply(&gw.config.share_headers, class, resp.headers_mut());
     }
     let event = AccessEvent {
         class: class.map_or("unknown", RouteClass::name),
@@ -336,21 +338,6 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
             .then(|| gw.audit.clone()),
     };
     telemetry::log_on_completion(resp, event)
-}
-
-const X_ROBOTS_TAG: HeaderName = HeaderName::from_static("x-robots-tag");
-
-/// Sets what every answer on a share route carries (see
-/// [`crate::config::ShareHeaders`]), over whatever the upstream sent: an
-/// upstream's `unsafe-url` would hand the token to every site the page
-/// loads an image from.
-fn share_headers(set: &crate::config::ShareHeaders, headers: &mut HeaderMap) {
-    if let Some(policy) = &set.referrer_policy {
-        headers.insert(header::REFERRER_POLICY, policy.clone());
-    }
-    if set.noindex {
-        headers.insert(X_ROBOTS_TAG, HeaderValue::from_static("noindex, nofollow"));
-    }
 }
 
 /// Classify and authorize: everything decided before a byte is sent
