@@ -1,9 +1,10 @@
 //! End to end, with the clients people use: the official LangSmith Python
 //! SDK, curl over TLS (HTTP/1.1 and HTTP/2), curl from hosts in network
-//! namespaces of their own, and headless Chromium. Each test starts the real
-//! gateway in front of a stand-in LangSmith (`tests/e2e/standin.rs`) that
-//! records what reached it, and asserts on what the client saw and on what
-//! the upstream received.
+//! namespaces of their own, headless Chromium, and nginx as a caching proxy
+//! in front of the gateway. Each test starts the real gateway in front of a
+//! stand-in LangSmith (`tests/e2e/standin.rs`, or the suite's recording
+//! upstream) that records what reached it, and asserts on what the client
+//! saw and on what the upstream received.
 //!
 //! The external programs are optional where a developer runs `cargo test`
 //! (CI installs them all through `.ci/run`): a test whose program is missing,
@@ -1054,4 +1055,183 @@ e => {{ document.getElementById('result').textContent = 'blocked: ' + e; }});</s
         seen.contains(&format!("GET /public/{RUN_TOKEN}/r")),
         "the framed share page (a navigation) loads: {seen:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// A caching proxy in front
+
+/// nginx with `proxy_cache` in front of a gateway, as a caching load
+/// balancer or ingress would be: it tells the gateway the client's address
+/// in `X-Forwarded-For` from `127.0.0.4` (a trusted proxy in [`Setup`]), and
+/// caches what the answers let it cache. Stopped (with its workers) on drop.
+struct CacheInFront {
+    addr: SocketAddr,
+    pid_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl CacheInFront {
+    /// Starts nginx in front of `gateway`; `None` when no nginx is on PATH.
+    async fn start(gateway: SocketAddr) -> Option<CacheInFront> {
+        let nginx = on_path("nginx").or_else(|| {
+            let sbin = PathBuf::from("/usr/sbin/nginx");
+            sbin.is_file().then_some(sbin)
+        })?;
+        let dir = tempfile::tempdir().expect("an nginx prefix directory");
+        // nginx takes a port number, not a bound socket: ask the kernel for
+        // a free one, and take another if it was taken again before nginx
+        // bound it.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let conf = dir.path().join("nginx.conf");
+            let pid_file = dir.path().join("nginx.pid");
+            let prefix = dir.path().display();
+            // `user root` only matters when the tests run as root (as in
+            // CI): the workers must write the cache inside this
+            // directory. nginx ignores it, with a warning, otherwise.
+            std::fs::write(
+                &conf,
+                format!(
+                    r#"user root;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    proxy_cache_path {prefix}/cache keys_zone=shared:1m;
+    server {{
+        listen {addr};
+        location / {{
+            proxy_pass http://{gateway};
+            proxy_http_version 1.1;
+            proxy_bind 127.0.0.4;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_cache shared;
+            add_header X-Cache-Status $upstream_cache_status always;
+        }}
+    }}
+}}
+"#
+                ),
+            )
+            .expect("write nginx.conf");
+            // Without `daemon off` nginx returns once it has bound its
+            // listener and forked: then it is ready to accept.
+            let mut cmd = Command::new(&nginx);
+            cmd.arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .args(["-e", "stderr"]);
+            let out = run_program("nginx", cmd, PROGRAM_DEADLINE).await;
+            if out.status.success() {
+                return Some(CacheInFront {
+                    addr,
+                    pid_file,
+                    _dir: dir,
+                });
+            }
+            let err = stderr(&out);
+            assert!(
+                err.contains("Address already in use"),
+                "nginx failed to start ({}):\n{err}",
+                out.status
+            );
+        }
+        panic!("nginx found no free port in five tries");
+    }
+}
+
+impl Drop for CacheInFront {
+    fn drop(&mut self) {
+        // The master stops its workers on TERM.
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", pid.trim()])
+                .status();
+        }
+    }
+}
+
+/// The share answers are cacheable as the upstream sends them (`public,
+/// max-age`, or nginx's own `X-Accel-Expires`), and a cache sits in front of
+/// the gateway. With `share.cache_private = false`, an insider's read fills
+/// the cache and the next outsider gets the share from it, never reaching
+/// the gateway: the hole is real. By default the gateway's answers are
+/// private, so the cache keeps nothing: the outsider reaches the gateway
+/// and is refused, and the insider's next read goes to the upstream again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_in_front_never_hands_an_insiders_share_to_an_outsider() {
+    use common::{fill, request, Behaviour, FakeUpstream, Setup};
+    use http::StatusCode;
+    const TEST: &str = "nginx cache in front";
+    let up = FakeUpstream::start().await;
+    let cacheable = |how: (&'static str, &'static str)| Behaviour::Respond {
+        status: StatusCode::OK,
+        headers: vec![("content-type", "application/json"), how],
+        body: "{\"name\": \"the shared run\"}",
+    };
+    let by_cache_control = fill("/api/v1/public/{t}/run");
+    let by_accel_expires = fill("/api/v2/public/{t}/runs/query");
+    up.on(
+        &by_cache_control,
+        cacheable(("cache-control", "public, max-age=600")),
+    );
+    up.on(&by_accel_expires, cacheable(("x-accel-expires", "600")));
+    let paths = [by_cache_control.as_str(), by_accel_expires.as_str()];
+
+    let mut setup = Setup::new(&up);
+    setup.share_extra = "cache_private = false\n".to_owned();
+    let gw = setup.start().await;
+    let Some(cache) = CacheInFront::start(gw.addr).await else {
+        skipped(
+            TEST,
+            "nginx is not on PATH (CI installs it through .ci/run)",
+        );
+        return;
+    };
+    for path in paths {
+        let r = request(INSIDE, cache.addr, "GET", path, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.summary());
+        up.only("the insider's read");
+        let r = request(OUTSIDE, cache.addr, "GET", path, &[], "").await;
+        assert_eq!(
+            (r.status, r.header("x-cache-status").as_deref()),
+            (StatusCode::OK, Some("HIT")),
+            "{path}: with the key off, the outsider gets the share from the cache: {}",
+            r.summary()
+        );
+        up.assert_silent("the outsider's read, served by the cache");
+    }
+    drop(cache);
+
+    let gw = Setup::new(&up).start().await;
+    let cache = CacheInFront::start(gw.addr)
+        .await
+        .expect("nginx started before");
+    for path in paths {
+        let r = request(INSIDE, cache.addr, "GET", path, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.summary());
+        up.only("the insider's read");
+        let r = request(OUTSIDE, cache.addr, "GET", path, &[], "").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.summary());
+        assert_eq!(common::detail(&r), SHARE_OUTSIDE);
+        up.assert_silent("the outsider's read");
+        let r = request(INSIDE, cache.addr, "GET", path, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.summary());
+        up.only("the insider's next read reaches the upstream too");
+        let cache_control = r.header("cache-control").unwrap_or_default();
+        assert!(cache_control.starts_with("private"), "{cache_control}");
+        assert_eq!(r.header("x-accel-expires"), None);
+    }
 }
