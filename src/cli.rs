@@ -481,15 +481,12 @@ pub fn policy_table(cfg: &Config) -> String {
     };
     let _ = writeln!(out, "hosts       {hosts}");
     let _ = writeln!(out, "client ip   {trusted}");
-    let _ = writeln!(
-        out,
-        "cross site  {}",
-        if p.cross_site_navigate_only {
-            "a browser's cross-site request (Sec-Fetch-Site) to a share or management route: refused (403) unless it opens a page"
-        } else {
-            "allowed (share.cross_site = \"allow\")"
-        }
-    );
+    let cross_site = match (p.cross_site_navigate_only, p.hosts.is_any()) {
+        (false, _) => "allowed (share.cross_site = \"allow\")",
+        (true, false) => "a browser's cross-site request (Sec-Fetch-Site; without it, an Origin outside server.hosts) to a share or management route: refused (403) unless it opens a page",
+        (true, true) => "a browser's cross-site request (Sec-Fetch-Site) to a share or management route: refused (403) unless it opens a page; Origin not compared (server.hosts empty)",
+    };
+    let _ = writeln!(out, "cross site  {cross_site}");
     let sh = &cfg.share_headers;
     let mut set_on_share = Vec::new();
     if let Some(rp) = sh.referrer_policy.as_ref().and_then(|v| v.to_str().ok()) {

@@ -244,6 +244,10 @@ fn check_accepts_the_example_config() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("\ncross site  a browser's cross-site request (Sec-Fetch-Site; without it, an Origin outside server.hosts) to a share or management route: refused (403) unless it opens a page\n"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("\ncaching     share and management answers marked Cache-Control: private (no shared cache in front keeps one client's answer for another); CDN-Cache-Control, Surrogate-Control, Edge-Control, X-Accel-Expires removed\n"),
         "{stdout}"
     );

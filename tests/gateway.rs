@@ -237,6 +237,74 @@ async fn cross_site_requests_from_a_browser_inside_are_refused() {
     }
 }
 
+/// Browsers from before Fetch Metadata send no `Sec-Fetch-Site` but do
+/// send `Origin` on a page's cross-origin requests and on every non-`GET`:
+/// with `server.hosts` set, an `Origin` that is not the gateway's own (or
+/// `null`) on a share or management route is refused like a cross-site
+/// request, and the gateway's own passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_browsers_cross_site_requests_are_refused_by_origin() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.server_extra = "hosts = [\"127.0.0.1\"]".to_owned();
+    let gw = setup.start().await;
+    let api = fill("/api/v1/public/{t}/run");
+    let query = fill("/api/v1/public/{t}/runs/query");
+    let manage = fill("/api/v1/runs/{id}/share");
+    let own = format!("http://127.0.0.1:{}", gw.addr.port());
+    let refused = [
+        (
+            "a fetch of the share API from another site",
+            "GET",
+            &api,
+            "http://attacker.example",
+        ),
+        (
+            "a form post of a share query from another site",
+            "POST",
+            &query,
+            "https://attacker.example",
+        ),
+        (
+            "a share query from a sandboxed frame",
+            "POST",
+            &query,
+            "null",
+        ),
+        (
+            "a share creation from another site",
+            "PUT",
+            &manage,
+            "http://attacker.example",
+        ),
+        (
+            "a lookalike of the gateway's name",
+            "POST",
+            &query,
+            "http://127.0.0.1.attacker.example",
+        ),
+    ];
+    for (what, method, path, origin) in refused {
+        let r = request(INSIDE, gw.addr, method, path, &[("origin", origin)], "{}").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.summary());
+        assert_eq!(
+            detail(&r),
+            "Cross-site requests to shared links are refused: open the link itself.",
+            "{what}"
+        );
+        up.assert_silent(what);
+    }
+    let passes = [
+        ("the share page's own query", "POST", &query, own.as_str()),
+        ("the owner's share creation", "PUT", &manage, own.as_str()),
+    ];
+    for (what, method, path, origin) in passes {
+        let r = request(INSIDE, gw.addr, method, path, &[("origin", origin)], "{}").await;
+        assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.summary());
+        up.only(what);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_on_every_public_class_pass_from_inside_unchanged() {
     let up = FakeUpstream::start().await;

@@ -127,6 +127,29 @@ impl Hosts {
         }
     }
 
+    /// Whether an `Origin` field value (RFC 6454 §7: `scheme "://" host
+    /// [ ":" port ]`, or `null`) names one of the listed hosts, at the port
+    /// its scheme stands for when it gives none. `null`, a scheme other
+    /// than `http`/`https`, a path, user info or more than one value name
+    /// no host of ours.
+    pub fn names_origin(&self, origin: &HeaderValue) -> bool {
+        let Ok(text) = origin.to_str() else {
+            return false;
+        };
+        let (default_port, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (443, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (80, rest)
+        } else {
+            return false;
+        };
+        if rest.contains(['/', ' ', ',']) {
+            return false;
+        }
+        Authority::from_str(rest)
+            .is_ok_and(|a| !a.host().is_empty() && self.check_one(&a, default_port).is_ok())
+    }
+
     fn check_one(&self, a: &Authority, default_port: u16) -> Result<(), HostRefusal> {
         // Userinfo names no host of ours: `sharegate.test@attacker.example`
         // is the attacker's host to anything that reads it whole.
@@ -367,6 +390,45 @@ mod tests {
             HeaderValue::from_bytes(b"sharegate.test\xff").unwrap(),
         );
         assert!(h.check(None, &raw, false).is_err());
+    }
+
+    #[test]
+    fn an_origin_names_a_listed_host_at_its_schemes_port() {
+        let h = hosts(&[
+            "langsmith.corp.example",
+            "*.corp.example",
+            "ten.example:8443",
+        ]);
+        let names = |o: &str| h.names_origin(&HeaderValue::from_str(o).unwrap());
+        for ours in [
+            "https://langsmith.corp.example",
+            "http://LangSmith.Corp.Example:8080",
+            "https://langsmith.corp.example.",
+            "https://a.b.corp.example",
+            "https://ten.example:8443",
+        ] {
+            assert!(names(ours), "{ours}");
+        }
+        for foreign in [
+            "null",
+            "https://attacker.example",
+            "https://corp.example",
+            "https://langsmith.corp.example.attacker.example",
+            "https://ten.example",
+            "http://ten.example",
+            "https://langsmith.corp.example@attacker.example",
+            "https://attacker.example@langsmith.corp.example",
+            "https://langsmith.corp.example/",
+            "https://langsmith.corp.example, https://attacker.example",
+            "file://langsmith.corp.example",
+            "langsmith.corp.example",
+            "https://",
+            "https://langsmith.corp.example:99999",
+        ] {
+            assert!(!names(foreign), "{foreign}");
+        }
+        let raw = HeaderValue::from_bytes(b"https://langsmith.corp.example\xff").unwrap();
+        assert!(!h.names_origin(&raw));
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod rate;
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 
 pub use hosts::Hosts;
 pub use network::{Access, NetSet};
@@ -161,14 +161,27 @@ fn guards_cross_site(class: RouteClass) -> bool {
 /// page on the internet use a browser inside the network to read a leaked
 /// share, since the request comes from inside, or to manage shares with
 /// its session. Clients that are not browsers send no `Sec-Fetch-Site` and
-/// pass, as do browsers too old to send it; `Ok`/`Err` carry the reason.
-fn cross_site(method: &Method, headers: &HeaderMap) -> Result<&'static str, &'static str> {
+/// pass.
+///
+/// Browsers from before Fetch Metadata send no `Sec-Fetch-Site` either, but
+/// they do send `Origin` (RFC 6454 §7) on every request a page's script or
+/// form makes across origins and on every non-`GET`, and never on opening a
+/// page by a link: for them, an `Origin` that is not one of `server.hosts`
+/// (or is `null`, which a sandboxed frame of any site can send) is the
+/// cross-site mark. With `server.hosts` empty the gateway has no names of
+/// its own to compare with, and `Origin` is not read. `Ok`/`Err` carry the
+/// reason.
+fn cross_site(
+    method: &Method,
+    headers: &HeaderMap,
+    hosts: &hosts::Hosts,
+) -> Result<&'static str, &'static str> {
     const SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
     const MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
     const DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
     let field = |name: &HeaderName| headers.get(name).map(HeaderValue::as_bytes);
     match field(&SITE) {
-        None => return Ok("no Sec-Fetch-Site: not a browser's cross-site request"),
+        None => return older_browser(headers, hosts),
         Some(b"same-origin" | b"same-site" | b"none") => {
             return Ok("Sec-Fetch-Site names this site or the user");
         }
@@ -181,6 +194,24 @@ fn cross_site(method: &Method, headers: &HeaderMap) -> Result<&'static str, &'st
         Ok("a cross-site navigation opening the page")
     } else {
         Err("a cross-site request that does not open a page (fetch, embed, form post or preflight)")
+    }
+}
+
+/// [`cross_site`] for a request without `Sec-Fetch-Site`: its `Origin`,
+/// when it has one, must name this site.
+fn older_browser(headers: &HeaderMap, hosts: &hosts::Hosts) -> Result<&'static str, &'static str> {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    match (origins.next(), origins.next()) {
+        (None, _) => Ok("no Sec-Fetch-Site or Origin: not a browser's cross-site request"),
+        (Some(_), _) if hosts.is_any() => {
+            Ok("no Sec-Fetch-Site; Origin not compared (server.hosts names no host)")
+        }
+        (Some(origin), None) if hosts.names_origin(origin) => {
+            Ok("no Sec-Fetch-Site; Origin names this site (server.hosts)")
+        }
+        (Some(_), _) => Err(
+            "no Sec-Fetch-Site, and Origin names another site or none (an older browser's cross-site request)",
+        ),
     }
 }
 
@@ -439,7 +470,7 @@ pub fn authorize_traced(
         }
     };
     if policy.cross_site_navigate_only && guards_cross_site(route.class) {
-        let verdict = cross_site(method, headers);
+        let verdict = cross_site(method, headers, &policy.hosts);
         note(
             t,
             "cross_site",
@@ -831,5 +862,83 @@ revoked_tokens = ["dead"]
         let allow = config("cross_site = \"allow\"");
         let cross = fetch(Some("cross-site"), "cors", "empty");
         assert_eq!(check_with(&allow, "GET", api, &cross), Ok(()));
+    }
+
+    /// Browsers from before Fetch Metadata: no `Sec-Fetch-Site`, so their
+    /// `Origin` decides, against `server.hosts`.
+    #[test]
+    fn older_browsers_are_judged_by_their_origin() {
+        let cfg = config("[server]\nhosts = [\"langsmith.corp.example\"]");
+        let any_host = config("");
+        let check = |cfg: &Config, method: &str, path: &str, origins: &[&str]| {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let route = cfg.routes.classify(&method, path).unwrap();
+            let mut h = HeaderMap::new();
+            for o in origins {
+                h.append(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            let outcome = &IdentityOutcome::Absent;
+            authorize(
+                &cfg.policy,
+                &route,
+                &method,
+                &h,
+                INSIDE.parse().unwrap(),
+                outcome,
+            )
+            .map(|_| ())
+            .map_err(|d| d.kind)
+        };
+        let api = "/api/v1/public/tok/run";
+        let query = "/api/v1/public/tok/runs/query";
+        let manage = "/api/v1/runs/1b4e28ba-2fa1-11d2-883f-0016d3cca427/share";
+        let ours = "https://langsmith.corp.example";
+        for (method, path, origins) in [
+            ("GET", api, &[][..]),
+            ("POST", query, &[ours][..]),
+            ("PUT", manage, &["http://LANGSMITH.corp.example:8443"][..]),
+        ] {
+            assert_eq!(
+                check(&cfg, method, path, origins),
+                Ok(()),
+                "{method} {path} {origins:?}"
+            );
+        }
+        for (method, path, origins) in [
+            ("GET", api, &["https://attacker.example"][..]),
+            ("POST", query, &["null"][..]),
+            ("PUT", manage, &["https://attacker.example"][..]),
+            ("OPTIONS", api, &["https://attacker.example"][..]),
+            ("POST", query, &[ours, "https://attacker.example"][..]),
+            ("POST", query, &["https://attacker.example", ours][..]),
+        ] {
+            assert_eq!(
+                check(&cfg, method, path, origins),
+                Err(DenialKind::CrossSite),
+                "{method} {path} {origins:?}"
+            );
+        }
+        // Not guarded, or nothing to compare with.
+        let foreign = ["https://attacker.example"];
+        assert_eq!(check(&cfg, "GET", "/api/v1/info", &foreign), Ok(()));
+        assert_eq!(
+            check(&cfg, "POST", "/api/v1/feedback/tokens/tok", &foreign),
+            Ok(())
+        );
+        assert_eq!(check(&any_host, "POST", query, &foreign), Ok(()));
+        // A browser that sends Fetch Metadata is judged by it alone.
+        let mut modern = fetch(Some("same-origin"), "cors", "empty");
+        modern.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        let route = cfg.routes.classify(&Method::POST, query).unwrap();
+        let outcome = &IdentityOutcome::Absent;
+        let r = authorize(
+            &cfg.policy,
+            &route,
+            &Method::POST,
+            &modern,
+            INSIDE.parse().unwrap(),
+            outcome,
+        );
+        assert!(r.is_ok());
     }
 }
