@@ -61,7 +61,17 @@ pub(super) fn apply(set: &ShareHeaders, class: RouteClass, headers: &mut HeaderM
 /// Makes the answer's `Cache-Control` say `private` and removes the
 /// CDN-directed headers.
 fn keep_out_of_shared_caches(headers: &mut HeaderMap) {
-    if headers.keys().any(speaks_to_caches_in_front) {
+    // One look at the names tells whether there is anything to merge or
+    // remove (usually not: one insert is then all it costs).
+    let (mut has_cache_control, mut has_cdn) = (false, false);
+    for name in headers.keys() {
+        if name == header::CACHE_CONTROL {
+            has_cache_control = true;
+        } else if speaks_to_caches_in_front(name) {
+            has_cdn = true;
+        }
+    }
+    if has_cdn {
         let names: Vec<HeaderName> = headers
             .keys()
             .filter(|n| speaks_to_caches_in_front(n))
@@ -71,19 +81,18 @@ fn keep_out_of_shared_caches(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    let merged = {
-        let mut lines = headers.get_all(header::CACHE_CONTROL).iter().peekable();
-        if lines.peek().is_none() {
-            None
-        } else {
-            private_cache_control(lines.map(HeaderValue::as_bytes))
-        }
-    };
-    let value = match merged {
+    let private = HeaderValue::from_static("private");
+    if !has_cache_control {
+        headers.insert(header::CACHE_CONTROL, private);
+        return;
+    }
+    let lines = headers.get_all(header::CACHE_CONTROL).iter();
+    let value = match private_cache_control(lines.map(HeaderValue::as_bytes)) {
         Some(Kept::AsIs) => return,
-        Some(Kept::Rewritten(v)) => HeaderValue::from_maybe_shared(v.into_bytes())
-            .unwrap_or(HeaderValue::from_static("private")),
-        None => HeaderValue::from_static("private"),
+        Some(Kept::Rewritten(v)) => {
+            HeaderValue::from_maybe_shared(v.into_bytes()).unwrap_or(private)
+        }
+        None => private,
     };
     headers.insert(header::CACHE_CONTROL, value);
 }
@@ -175,6 +184,8 @@ fn directives(line: &str) -> Option<Vec<&str>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn merged(lines: &[&str]) -> Option<Kept> {
@@ -297,6 +308,91 @@ mod tests {
         apply(&settings(false), RouteClass::PublicApi, &mut h);
         assert_eq!(cache_lines(&h), ["public, max-age=600"]);
         assert!(h.contains_key("cdn-cache-control"));
+    }
+
+    /// Directives as upstreams spell them, plus the separators and quotes
+    /// the splitter must get right.
+    fn directive() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "public",
+                "PUBLIC",
+                "private",
+                "Private",
+                "no-store",
+                "NO-STORE",
+                "no-cache",
+                "max-age=60",
+                "s-maxage=600",
+                "S-MaxAge = 9",
+                "must-revalidate",
+                "private=\"set-cookie\"",
+                "no-cache=\"a,b\"",
+                "x=\"q\\\"u,o\"",
+                "stale-while-revalidate=30",
+                "",
+                " ",
+                ",",
+                "\"",
+                "=",
+            ])
+            .prop_map(str::to_owned),
+            "[ -~]{0,12}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            ..crate::testing::proptest_config()
+        })]
+
+        /// Whatever the upstream sends, what leaves is private: `no-store`
+        /// kept as it was, or a value that starts with `private` and holds
+        /// no directive a shared cache could store by; and the output is a
+        /// fixed point (merging it again changes nothing).
+        #[test]
+        fn whatever_the_upstream_sends_leaves_private(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(directive(), 0..5).prop_map(|d| d.join(",")),
+                1..3,
+            )
+        ) {
+            let mut h = HeaderMap::new();
+            for l in &lines {
+                h.append(header::CACHE_CONTROL, HeaderValue::from_str(l).expect("visible ASCII"));
+            }
+            let before = h.clone();
+            keep_out_of_shared_caches(&mut h);
+            let out = cache_lines(&h);
+            if out.len() > 1 {
+                prop_assert_eq!(&h, &before);
+                let all = out.join(",");
+                let parts = directives(&all).unwrap_or_default();
+                prop_assert!(parts.iter().any(|d| d.eq_ignore_ascii_case("no-store")), "{:?}", out);
+                return Ok(());
+            }
+            prop_assert_eq!(out.len(), 1);
+            let value = out[0].to_owned();
+            let parts = directives(&value).unwrap_or_default();
+            let names: Vec<String> = parts
+                .iter()
+                .map(|d| d.split('=').next().unwrap_or("").trim_end().to_ascii_lowercase())
+                .collect();
+            let no_store_kept = names.iter().zip(&parts).any(|(n, d)| n == "no-store" && !d.contains('='));
+            prop_assert!(
+                value.starts_with("private") || no_store_kept,
+                "{:?} -> {:?}", lines, value
+            );
+            prop_assert!(
+                !names.iter().any(|n| n == "public" || n == "s-maxage")
+                    || no_store_kept,
+                "{:?} -> {:?}", lines, value
+            );
+            let mut again = h.clone();
+            keep_out_of_shared_caches(&mut again);
+            prop_assert_eq!(&again, &h);
+        }
     }
 
     #[test]
