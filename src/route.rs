@@ -196,6 +196,8 @@ pub enum PathError {
     TrailingDot,
     #[error("non-ASCII byte in path")]
     NonAscii,
+    #[error("'api' segment below the app's root that LangSmith's frontend would route to a share or management route")]
+    ApiBelowRoot,
 }
 
 impl PathError {
@@ -221,6 +223,7 @@ impl PathError {
             PathError::Whitespace => "whitespace",
             PathError::TrailingDot => "trailing_dot",
             PathError::NonAscii => "non_ascii",
+            PathError::ApiBelowRoot => "api_below_root",
         }
     }
 }
@@ -334,6 +337,9 @@ pub struct RouteTable {
     base: Vec<Seg>,
     /// Patterns without the base path (their `pattern` text includes it).
     profile: Vec<Entry>,
+    /// The base path as a match view begins with it: without the leading
+    /// `/`, with a trailing one (`langsmith/`), or empty.
+    base_view: Vec<u8>,
 }
 
 type ProfileRow = (&'static str, RouteClass, PostRule, Methods);
@@ -367,6 +373,13 @@ const LANGSMITH: &[ProfileRow] = {
         ("/api/v1/public/{token}/**",                           PublicApi,       NotAllowed,    Any),
         ("/api/v2/public/{token}/**",                           PublicApi,       NotAllowed,    Any),
         ("/v2/public/{token}/**",                               PublicApi,       NotAllowed,    Any),
+        // LangSmith's frontend still serves the deprecated `/api/X` as
+        // `/api/v1/X` (helm chart: `rewrite /api/(.*) /api/v1/$1`), so every
+        // v1 route outside `/api/v1/public/{token}` (which `/api/public/{token}`
+        // covers) has its `/api/` twin, with the same rules.
+        ("/api/public/schemas/**",                              PublicTokenless, NotAllowed,    Any),
+        ("/api/public/download",                                PublicTokenless, NotAllowed,    Any),
+        ("/api/public/datasets/sessions-bulk",                  PublicBulk,      NotAllowed,    Any),
         ("/api/public/{token}/**",                              PublicApi,       NotAllowed,    Any),
         ("/api/public/**",                                      PublicApi,       NotAllowed,    Any),
         ("/api/v1/runs/*/share",                                ShareManage,     NotAllowed,    Any),
@@ -376,6 +389,11 @@ const LANGSMITH: &[ProfileRow] = {
         ("/api/v1/workspaces/current/shared",                   ShareManage,     NotAllowed,    Any),
         ("/api/v1/orgs/current/info",                           ShareManage,     NotAllowed,    Unsafe),
         ("/api/v1/feedback/tokens/{token}",                     FeedbackToken,   NotAllowed,    Any),
+        ("/api/runs/*/share",                                   ShareManage,     NotAllowed,    Any),
+        ("/api/datasets/*/share",                               ShareManage,     NotAllowed,    Any),
+        ("/api/workspaces/current/shared",                      ShareManage,     NotAllowed,    Any),
+        ("/api/orgs/current/info",                              ShareManage,     NotAllowed,    Unsafe),
+        ("/api/feedback/tokens/{token}",                        FeedbackToken,   NotAllowed,    Any),
     ]
 };
 
@@ -436,10 +454,15 @@ impl RouteTable {
                 methods,
             });
         }
+        let base_view = match base_path.strip_prefix('/') {
+            Some(b) if !b.is_empty() => format!("{b}/").into_bytes(),
+            _ => Vec::new(),
+        };
         Ok(RouteTable {
             custom: custom_entries,
             base,
             profile: profile_entries,
+            base_view,
         })
     }
 
@@ -474,16 +497,24 @@ impl RouteTable {
         }
         let view = match_view(path.as_bytes());
         let hit = self.lookup(method, view);
-
         if let Some(reason) = ambiguity {
             if hit.is_some() {
                 return Err(reason);
             }
             for loose in loose_readings(path.as_bytes())? {
-                if self.lookup(method, &loose).is_some() {
+                if self.lookup(method, &loose).is_some()
+                    || self.frontend_reading_hits(method, &loose)
+                {
                     return Err(reason);
                 }
             }
+        }
+        // A `[[routes]]` entry is the operator's own word on that path.
+        let custom = hit
+            .as_ref()
+            .is_some_and(|(e, _)| matches!(e.class, RouteClass::Custom(_)));
+        if !custom && self.frontend_reading_hits(method, view) {
+            return Err(PathError::ApiBelowRoot);
         }
 
         let method_param = query.is_some_and(has_method_param);
@@ -553,6 +584,53 @@ impl RouteTable {
                 .then(|| try_entries(&self.profile, self.base.len()))
                 .flatten()
         })
+    }
+}
+
+impl RouteTable {
+    /// LangSmith's frontend (the nginx of its helm chart) routes by unanchored
+    /// regular expressions: `location ~ /api` with `rewrite /api/(.*)
+    /// /api/v1/$1` act on the first `/api/` anywhere in the path, and under a
+    /// base path `~ /<base>/api` likewise, so `/x/api/runs/ID/share` reaches
+    /// `/api/v1/runs/ID/share` while the table reads it as an ordinary path.
+    /// So with the LangSmith profile, an `api` segment below the app's root
+    /// (after the base path, or right after the base path's segments
+    /// anywhere) is read as the frontend would: from there, under the base
+    /// path; if that reading reaches a route, the path is ambiguous. An `api`
+    /// segment outside the app (not under the base path) is not LangSmith's
+    /// to route. Paths without one cost a pass over their segments.
+    fn frontend_reading_hits(&self, method: &Method, view: &[u8]) -> bool {
+        if self.profile.is_empty() {
+            return false;
+        }
+        let base = self.base_view.as_slice();
+        let root = base.len();
+        let under_base = view
+            .get(..root)
+            .is_some_and(|b| b.eq_ignore_ascii_case(base));
+        let after_base = |start: usize| {
+            start
+                .checked_sub(root)
+                .and_then(|from| view.get(from..start))
+                .is_some_and(|b| b.eq_ignore_ascii_case(base))
+        };
+        let mut at = 0;
+        for seg in view.split(|&b| b == b'/') {
+            let start = at;
+            at += seg.len() + 1;
+            let below_root = start > root && (under_base || after_base(start));
+            if !below_root || !seg.eq_ignore_ascii_case(b"api") {
+                continue;
+            }
+            let rest = view.get(start..).unwrap_or_default();
+            let mut reading = Vec::with_capacity(root + rest.len());
+            reading.extend_from_slice(base);
+            reading.extend_from_slice(rest);
+            if self.lookup(method, &reading).is_some() {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -1345,6 +1423,135 @@ mod tests {
             assert!(route.tokens.is_empty());
             assert_eq!(route.path, path);
         }
+    }
+
+    /// LangSmith's frontend routes `/api/` anywhere in a path to its API,
+    /// and the deprecated `/api/X` to `/api/v1/X`: the table reads paths as
+    /// it does.
+    #[test]
+    fn paths_the_frontend_reads_from_a_deeper_api_segment() {
+        let t = table("");
+        for (method, target) in [
+            (Method::GET, "/x/api/public/T/run"),
+            (Method::GET, "/x/api/v1/public/T/run"),
+            (Method::DELETE, "/x/api/public/T/run"),
+            (Method::PUT, "/x/api/runs/ID/share"),
+            (Method::GET, "/static/js/api/workspaces/current/shared"),
+            (Method::GET, "/public/T/api/workspaces/current/shared"),
+            (Method::GET, "/apix/api/public/T/run"),
+            (Method::GET, "/x/API/public/T/run"),
+            (Method::GET, "/x/%61pi/public/T/run"),
+            (Method::PATCH, "/o/x/api/orgs/current/info"),
+            (Method::GET, "/x/api/v2/public/threads/T/messages"),
+            (
+                Method::GET,
+                "/x/api/public/datasets/sessions-bulk?share_tokens=a",
+            ),
+            (Method::GET, "/api/v1/x/api/public/T/run"),
+        ] {
+            assert_eq!(
+                classify(&t, method.clone(), target).map(|r| r.class),
+                Err(PathError::ApiBelowRoot),
+                "{method} {target}"
+            );
+        }
+        // Readings that reach no route: nothing to confuse.
+        for (method, target) in [
+            (Method::GET, "/hub/me/api"),
+            (Method::GET, "/x/api"),
+            (Method::GET, "/x/api/v1/runs/ID"),
+            (Method::GET, "/api/v1/repos/me/api/commits"),
+            (Method::GET, "/x/apix/public/T/run"),
+            (Method::GET, "/x/api/orgs/current/info"),
+        ] {
+            assert_eq!(
+                class_of(&t, method.clone(), target),
+                RouteClass::Other,
+                "{method} {target}"
+            );
+        }
+        // The deprecated aliases, with their v1 twins' rules.
+        for (method, target, class) in [
+            (Method::PUT, "/api/runs/ID/share", RouteClass::ShareManage),
+            (
+                Method::DELETE,
+                "/api/datasets/ID/share",
+                RouteClass::ShareManage,
+            ),
+            (
+                Method::GET,
+                "/api/workspaces/current/shared",
+                RouteClass::ShareManage,
+            ),
+            (
+                Method::PATCH,
+                "/api/orgs/current/info",
+                RouteClass::ShareManage,
+            ),
+            (Method::GET, "/api/orgs/current/info", RouteClass::Other),
+            (
+                Method::POST,
+                "/api/feedback/tokens/T",
+                RouteClass::FeedbackToken,
+            ),
+            (
+                Method::GET,
+                "/api/public/schemas/v1/run.json",
+                RouteClass::PublicTokenless,
+            ),
+            (
+                Method::GET,
+                "/api/public/download",
+                RouteClass::PublicTokenless,
+            ),
+        ] {
+            assert_eq!(
+                class_of(&t, method.clone(), target),
+                class,
+                "{method} {target}"
+            );
+        }
+        let bulk = get(&t, "/api/public/datasets/sessions-bulk?share_tokens=a,b");
+        assert_eq!(
+            (bulk.class, bulk.tokens),
+            (RouteClass::PublicBulk, vec!["a".to_owned(), "b".to_owned()])
+        );
+
+        // Under a base path: below it, or after the base's segments anywhere.
+        let t = table("/langsmith");
+        for (method, target) in [
+            (Method::GET, "/x/langsmith/api/public/T/run"),
+            (Method::GET, "/x/langsmith/api/v1/public/T/run"),
+            (Method::PUT, "/langsmith/x/api/runs/ID/share"),
+            (Method::PUT, "/LangSmith/x/api/v1/runs/ID/share"),
+        ] {
+            assert_eq!(
+                classify(&t, method.clone(), target).map(|r| r.class),
+                Err(PathError::ApiBelowRoot),
+                "{method} {target}"
+            );
+        }
+        assert_eq!(
+            class_of(&t, Method::PUT, "/api/v1/runs/ID/share"),
+            RouteClass::Other
+        );
+        assert_eq!(
+            class_of(&t, Method::PUT, "/langsmith/api/runs/ID/share"),
+            RouteClass::ShareManage
+        );
+
+        // A `[[routes]]` entry is taken at its word.
+        let custom = vec![vec!["/grafana/api/public/dashboards/{token}".to_owned()]];
+        let t = RouteTable::new(Profile::LangSmith, "", &custom).unwrap();
+        assert_eq!(
+            class_of(&t, Method::GET, "/grafana/api/public/dashboards/T"),
+            RouteClass::Custom(0)
+        );
+        let t = RouteTable::new(Profile::Empty, "", &[]).unwrap();
+        assert_eq!(
+            class_of(&t, Method::GET, "/x/api/public/T/run"),
+            RouteClass::Other
+        );
     }
 
     #[test]

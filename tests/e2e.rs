@@ -1058,21 +1058,20 @@ e => {{ document.getElementById('result').textContent = 'blocked: ' + e; }});</s
 }
 
 // ---------------------------------------------------------------------------
-// A caching proxy in front
+// nginx around the gateway
 
-/// nginx with `proxy_cache` in front of a gateway, as a caching load
-/// balancer or ingress would be: it tells the gateway the client's address
-/// in `X-Forwarded-For` from `127.0.0.4` (a trusted proxy in [`Setup`]), and
-/// caches what the answers let it cache. Stopped (with its workers) on drop.
-struct CacheInFront {
+/// nginx on a port of its own with `server` (directives) in its one server
+/// block, and a cache zone `shared` it may use. Stopped (with its workers)
+/// on drop.
+struct Nginx {
     addr: SocketAddr,
     pid_file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl CacheInFront {
-    /// Starts nginx in front of `gateway`; `None` when no nginx is on PATH.
-    async fn start(gateway: SocketAddr) -> Option<CacheInFront> {
+impl Nginx {
+    /// `None` when no nginx is installed.
+    async fn start(server: &str) -> Option<Nginx> {
         let nginx = on_path("nginx").or_else(|| {
             let sbin = PathBuf::from("/usr/sbin/nginx");
             sbin.is_file().then_some(sbin)
@@ -1111,14 +1110,7 @@ http {{
     proxy_cache_path {prefix}/cache keys_zone=shared:1m;
     server {{
         listen {addr};
-        location / {{
-            proxy_pass http://{gateway};
-            proxy_http_version 1.1;
-            proxy_bind 127.0.0.4;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_cache shared;
-            add_header X-Cache-Status $upstream_cache_status always;
-        }}
+{server}
     }}
 }}
 "#
@@ -1135,7 +1127,7 @@ http {{
                 .args(["-e", "stderr"]);
             let out = run_program("nginx", cmd, PROGRAM_DEADLINE).await;
             if out.status.success() {
-                return Some(CacheInFront {
+                return Some(Nginx {
                     addr,
                     pid_file,
                     _dir: dir,
@@ -1150,9 +1142,45 @@ http {{
         }
         panic!("nginx found no free port in five tries");
     }
+
+    /// nginx with `proxy_cache` in front of a gateway, as a caching load
+    /// balancer or ingress would be: it tells the gateway the client's
+    /// address in `X-Forwarded-For` from `127.0.0.4` (a trusted proxy in
+    /// [`Setup`]), and caches what the answers let it cache.
+    async fn cache_in_front(gateway: SocketAddr) -> Option<Nginx> {
+        Nginx::start(&format!(
+            r#"        location / {{
+            proxy_pass http://{gateway};
+            proxy_http_version 1.1;
+            proxy_bind 127.0.0.4;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_cache shared;
+            add_header X-Cache-Status $upstream_cache_status always;
+        }}"#
+        ))
+        .await
+    }
+
+    /// LangSmith's frontend as its helm chart configures it (the `location`
+    /// blocks of `frontend/config-map.yaml`, unanchored regular expressions
+    /// and rewrites as written there), with `backend` standing in for the
+    /// API servers and a fixed page for the single-page app.
+    async fn langsmith_frontend(backend: SocketAddr) -> Option<Nginx> {
+        let pass = format!(
+            "proxy_set_header Connection ''; proxy_http_version 1.1; proxy_pass http://{backend};"
+        );
+        Nginx::start(&format!(
+            r#"        location / {{ return 200 "the single-page app\n"; }}
+        location ~ /api/v1/auth {{ rewrite /api/v1/(.*) /$1 break; {pass} }}
+        location ~ /api/public/download {{ {pass} }}
+        location ~ /api/v1 {{ {pass} }}
+        location ~ /api {{ rewrite /api/(.*) /api/v1/$1 break; {pass} }}"#
+        ))
+        .await
+    }
 }
 
-impl Drop for CacheInFront {
+impl Drop for Nginx {
     fn drop(&mut self) {
         // The master stops its workers on TERM.
         if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
@@ -1193,7 +1221,7 @@ async fn a_cache_in_front_never_hands_an_insiders_share_to_an_outsider() {
     let mut setup = Setup::new(&up);
     setup.share_extra = "cache_private = false\n".to_owned();
     let gw = setup.start().await;
-    let Some(cache) = CacheInFront::start(gw.addr).await else {
+    let Some(cache) = Nginx::cache_in_front(gw.addr).await else {
         skipped(
             TEST,
             "nginx is not on PATH (CI installs it through .ci/run)",
@@ -1216,7 +1244,7 @@ async fn a_cache_in_front_never_hands_an_insiders_share_to_an_outsider() {
     drop(cache);
 
     let gw = Setup::new(&up).start().await;
-    let cache = CacheInFront::start(gw.addr)
+    let cache = Nginx::cache_in_front(gw.addr)
         .await
         .expect("nginx started before");
     for path in paths {
@@ -1234,4 +1262,94 @@ async fn a_cache_in_front_never_hands_an_insiders_share_to_an_outsider() {
         assert!(cache_control.starts_with("private"), "{cache_control}");
         assert_eq!(r.header("x-accel-expires"), None);
     }
+}
+
+/// Behind the gateway, LangSmith's frontend as its helm chart sets it up:
+/// it sends `/api/...` anywhere in a path to the API, and the deprecated
+/// `/api/X` to `/api/v1/X`. An outsider's share read and share management
+/// spelled that way (`/x/api/public/T/run`, `/api/runs/ID/share`, ...) are
+/// refused like their usual spelling and never reach the API; from inside,
+/// the aliases work (they are real routes) and the deeper spellings are
+/// refused as ambiguous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langsmiths_frontend_cannot_be_used_to_reach_shares_under_another_path() {
+    use common::{fill, request, FakeUpstream, Setup};
+    use http::StatusCode;
+    const TEST: &str = "nginx as LangSmith's frontend";
+    let backend = FakeUpstream::start().await;
+    let Some(frontend) = Nginx::langsmith_frontend(backend.addr).await else {
+        skipped(
+            TEST,
+            "nginx is not on PATH (CI installs it through .ci/run)",
+        );
+        return;
+    };
+    let gw = Setup::with_url(format!("http://{}", frontend.addr))
+        .start()
+        .await;
+    let refused = [
+        // (method, what the client sends, what the API would have received)
+        ("GET", "/x/api/public/{t}/run", "/api/v1/public/{t}/run"),
+        ("DELETE", "/x/api/public/{t}/run", "/api/v1/public/{t}/run"),
+        (
+            "GET",
+            "/public/{t}/api/workspaces/current/shared",
+            "/api/v1/workspaces/current/shared",
+        ),
+        ("PUT", "/x/api/runs/{id}/share", "/api/v1/runs/{id}/share"),
+        ("PUT", "/api/runs/{id}/share", "/api/v1/runs/{id}/share"),
+        (
+            "DELETE",
+            "/api/datasets/{id}/share",
+            "/api/v1/datasets/{id}/share",
+        ),
+        (
+            "GET",
+            "/api/workspaces/current/shared",
+            "/api/v1/workspaces/current/shared",
+        ),
+        (
+            "PATCH",
+            "/api/orgs/current/info",
+            "/api/v1/orgs/current/info",
+        ),
+    ];
+    for (method, sent, reached) in refused {
+        let (sent, reached) = (fill(sent), fill(reached));
+        let r = request(OUTSIDE, gw.addr, method, &sent, &[], "{}").await;
+        assert!(
+            matches!(r.status, StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN),
+            "{method} {sent} from outside: {}",
+            r.summary()
+        );
+        backend.assert_silent(&format!("{method} {sent} (the API would see {reached})"));
+    }
+    // From inside: an alias is the route it stands for, and reaches it; a
+    // deeper spelling is refused whoever sends it.
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        "/api/workspaces/current/shared",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(
+        backend.only("the Shared URLs list by its old name").target,
+        "/api/v1/workspaces/current/shared"
+    );
+    let deeper = fill("/x/api/public/{t}/run");
+    let r = request(INSIDE, gw.addr, "GET", &deeper, &[], "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.summary());
+    backend.assert_silent("a deeper spelling from inside");
+    // The usual spelling, through the same frontend.
+    let read = fill("/api/v1/public/{t}/run");
+    let r = request(INSIDE, gw.addr, "GET", &read, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(backend.only("a share read from inside").target, read);
+    let r = request(OUTSIDE, gw.addr, "GET", "/o/any/projects", &[], "").await;
+    assert_eq!(r.text(), "the single-page app\n");
+    backend.assert_silent("the single-page app is the frontend's");
 }

@@ -66,6 +66,14 @@ fn ambiguous() -> Vec<(std::net::IpAddr, &'static str, String)> {
         // segment, leaving a share page (found by the classify fuzzer).
         ("GET", "/public%2F%ef%bc%8e/..\\{t}"),
         ("GET", "/public%2F%EF%BC%8E/../{t}/r"),
+        // An `api` segment below the root: LangSmith's frontend routes
+        // `/api/` anywhere in a path to its API (and `/x/api/X` to
+        // `/api/v1/X`).
+        ("GET", "/x/api/public/{t}/run"),
+        ("GET", "/assets/api/v1/public/{t}/run"),
+        ("PUT", "/x/api/runs/{id}/share"),
+        ("GET", "/public/{t}/api/workspaces/current/shared"),
+        ("GET", "/x/%61pi/workspaces/current/shared"),
     ];
     let mut out: Vec<_> = cases.iter().map(|(m, t)| (OUTSIDE, *m, fill(t))).collect();
     // From inside, a write smuggled onto a read route by a dot segment.
@@ -171,7 +179,7 @@ async fn encoded_letters_never_launder_a_protected_route() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn case_tricks_are_still_protected_routes() {
+async fn case_tricks_and_old_names_are_still_protected_routes() {
     let up = FakeUpstream::start().await;
     let gw = Setup::new(&up).start().await;
     let cases = [
@@ -182,6 +190,17 @@ async fn case_tricks_are_still_protected_routes() {
         ("PATCH", "/API/V1/ORGS/CURRENT/INFO", MANAGE_OUTSIDE),
         ("GET", "/PUBLIC/{t}/R", SHARE_OUTSIDE),
         ("GET", "/API/V1/PUBLIC/{t}/RUN", SHARE_OUTSIDE),
+        // LangSmith's deprecated `/api/X` for `/api/v1/X`, which its
+        // frontend still serves.
+        ("PUT", "/api/runs/{id}/share", MANAGE_OUTSIDE),
+        ("DELETE", "/Api/Datasets/{id}/share", MANAGE_OUTSIDE),
+        ("GET", "/api/workspaces/current/shared", MANAGE_OUTSIDE),
+        ("PATCH", "/api/orgs/current/info", MANAGE_OUTSIDE),
+        (
+            "GET",
+            "/api/public/datasets/sessions-bulk?share_tokens={t}",
+            SHARE_OUTSIDE,
+        ),
     ];
     let mut bad = Vec::new();
     for (method, route, expected) in cases {
