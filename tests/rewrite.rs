@@ -405,6 +405,56 @@ async fn location_and_set_cookie_headers_are_mapped_other_hosts_untouched() {
     up.only("the cookies");
 }
 
+/// Spellings that left the public origin in a body: its default port
+/// written out (`:443`, the same origin, which `Location` already mapped),
+/// and a share link followed, with no space, by a signed link of another
+/// host (a CSV line, a markdown table an LLM wrote): the signature belongs
+/// to the second URL, not the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_ports_and_a_signed_link_next_door_do_not_keep_the_public_origin() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/api/v1/public/{t}/run");
+    let cases = [
+        (
+            JSON.1,
+            r#"{"share_url":"https://smith.example.com:443/public/{t}/r","escaped":"https:\/\/smith.example.com:443\/public\/{t}\/r","next":"https://x.example/?u=https%3A%2F%2Fsmith.example.com%3A443%2Fpublic"}"#,
+            r#"{"share_url":"https://langsmith.corp.example/public/{t}/r","escaped":"https:\/\/langsmith.corp.example\/public\/{t}\/r","next":"https://x.example/?u=https%3A%2F%2Flangsmith.corp.example%2Fpublic"}"#,
+        ),
+        (
+            "text/plain",
+            "https://smith.example.com/public/{t}/r,https://bucket.s3.amazonaws.com/f.png?X-Amz-Signature=abc",
+            "https://langsmith.corp.example/public/{t}/r,https://bucket.s3.amazonaws.com/f.png?X-Amz-Signature=abc",
+        ),
+        (
+            JSON.1,
+            r#"{"output":"|[run](https://smith.example.com/public/{t}/r)|![img](https://bucket.s3.amazonaws.com/f.png?X-Amz-Signature=abc)|"}"#,
+            r#"{"output":"|[run](https://langsmith.corp.example/public/{t}/r)|![img](https://bucket.s3.amazonaws.com/f.png?X-Amz-Signature=abc)|"}"#,
+        ),
+        // Left alone: another port is another origin, and a signature in
+        // the URL's own query still keeps it as signed.
+        (
+            JSON.1,
+            r#"{"a":"https://smith.example.com:4430/x","b":"https://smith.example.com:443/blob?sig=1,https://c.example/"}"#,
+            r#"{"a":"https://smith.example.com:4430/x","b":"https://smith.example.com:443/blob?sig=1,https://c.example/"}"#,
+        ),
+    ];
+    for (content_type, body, want) in cases {
+        up.on(
+            &route,
+            fixed(
+                StatusCode::OK,
+                &[("content-type", content_type)],
+                fill(body),
+            ),
+        );
+        let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+        assert_eq!(r.text(), fill(want), "{content_type}: {body}");
+        up.only("the read");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_other_hosts_lookalikes_and_unknown_codings_pass_untouched() {
     let up = FakeUpstream::start().await;

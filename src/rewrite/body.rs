@@ -7,8 +7,9 @@
 //! compression (see `response.rs` and `codec.rs`).
 //!
 //! Matching rules, in order:
-//! 1. The pattern (`scheme://host[:port]` in one of three forms) matches
-//!    ASCII-case-insensitively.
+//! 1. The pattern (`scheme://host[:port]` in one of four forms; an origin
+//!    without a port also with its scheme's default port spelled out, the
+//!    same origin) matches ASCII-case-insensitively.
 //! 2. Left boundary: the byte before the scheme must not continue a scheme or
 //!    a word (`A-Z a-z 0-9 + - . _`), so `xhttps://…` and `git+https://…` stay
 //!    untouched. The one exception is a preceding percent escape (`%3D`):
@@ -19,7 +20,8 @@
 //!    only when a host character follows it (so the dot that ends a sentence
 //!    does not), and the end of the body accepts.
 //! 4. Signed URLs (when enabled): the rest of the URL, up to whitespace, a
-//!    quote, `<`, `>` or a backtick (and, for the percent form, `&`), at most
+//!    quote, `<`, `>` or a backtick (and, for the percent form, `&`), or the
+//!    `://` (in any of the pattern spellings) that begins another URL, at most
 //!    `signature_lookahead` bytes, is searched for a signature parameter; if
 //!    one is there the URL is left alone. A URL longer than the window is
 //!    judged on the window only (the product wants public links rewritten; a
@@ -350,8 +352,9 @@ fn ends_url(b: u8, form: Form) -> bool {
 /// sight decides as waiting for the end would: a signature parameter holds
 /// no byte that ends a URL, so it stays inside the URL whatever follows.
 fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decision {
-    // Bytes that end a URL or can begin a parameter separator.
-    const NOTABLE: [bool; 256] = byte_set(b" \t\n\x0c\r\"'<>`?&;%uU");
+    // Bytes that end a URL, can begin a parameter separator, or can begin
+    // the scheme separator of the next URL.
+    const NOTABLE: [bool; 256] = byte_set(b" \t\n\x0c\r\"'<>`?&;%uU:");
     let url = &after[..after.len().min(window)];
     let mut i = 0;
     while i < url.len() {
@@ -362,6 +365,13 @@ fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decisi
         }
         if ends_url(b, form) {
             return Decision::Rewrite;
+        }
+        // Another URL begins (`a/r,https://b/f?sig=...`, a markdown table):
+        // what follows is its query, not this URL's.
+        match next_url_begins(url, i, form) {
+            Some(true) => return Decision::Rewrite,
+            None if url.len() < window && !eof => return Decision::NeedMore,
+            _ => {}
         }
         match separator_end(url, i) {
             Some(name_start) if names_signature(&url[name_start..]) => return Decision::Skip,
@@ -374,6 +384,35 @@ fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decisi
     } else {
         Decision::NeedMore
     }
+}
+
+/// The scheme separators that begin another URL, in the spellings the
+/// patterns have (the percent-encoded one only inside a percent-encoded URL,
+/// where it cannot be a value of this URL's own query).
+const NEXT_URL: [&[u8]; 3] = [b"://", b":\\/\\/", b":\\u002f\\u002f"];
+const NEXT_URL_PERCENT: &[u8] = b"%3a%2f%2f";
+
+/// Whether the scheme separator of another URL begins at `i`; `None` when
+/// `url` ends inside what could still be one.
+fn next_url_begins(url: &[u8], i: usize, form: Form) -> Option<bool> {
+    let here = &url[i..];
+    let mut undecided = false;
+    let percent = [NEXT_URL_PERCENT];
+    let candidates: &[&[u8]] = match url[i] {
+        b':' => &NEXT_URL,
+        b'%' if form == Form::Percent => &percent,
+        _ => return Some(false),
+    };
+    for sep in candidates {
+        if here.len() >= sep.len() {
+            if here[..sep.len()].eq_ignore_ascii_case(sep) {
+                return Some(true);
+            }
+        } else if sep[..here.len()].eq_ignore_ascii_case(here) {
+            undecided = true;
+        }
+    }
+    (!undecided).then_some(false)
 }
 
 /// Where a parameter name starts when a separator (`?`, `&`, `;`, or their

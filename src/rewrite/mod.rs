@@ -356,18 +356,29 @@ impl Rules {
         }
         let mut patterns = Vec::new();
         for f in &from {
-            for form in [
-                Form::Plain,
-                Form::JsonEscaped,
-                Form::JsonUnicode,
-                Form::Percent,
-            ] {
-                patterns.push(Pattern {
-                    form,
-                    anchor_at: f.scheme.len(),
-                    lower: form.spell(f).to_ascii_lowercase().into_bytes(),
-                    replacement: Bytes::from(form.spell(&to)),
+            // An origin without a port is also written with its scheme's
+            // default port spelled out (`https://host:443`): the same origin
+            // (RFC 6454 §4), which the header rewriter already treats so.
+            let explicit = default_port(&f.scheme)
+                .filter(|_| f.port.is_none())
+                .map(|p| Origin {
+                    port: Some(p),
+                    ..f.clone()
                 });
+            for spelled in std::iter::once(f).chain(explicit.as_ref()) {
+                for form in [
+                    Form::Plain,
+                    Form::JsonEscaped,
+                    Form::JsonUnicode,
+                    Form::Percent,
+                ] {
+                    patterns.push(Pattern {
+                        form,
+                        anchor_at: f.scheme.len(),
+                        lower: form.spell(spelled).to_ascii_lowercase().into_bytes(),
+                        replacement: Bytes::from(form.spell(&to)),
+                    });
+                }
             }
         }
         let matcher = AhoCorasick::builder()

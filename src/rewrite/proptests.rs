@@ -51,8 +51,22 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
     };
     let to = forms(TO);
     let mut pats: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
-    for f in FROM {
-        for ((p, pct), (r, _)) in forms(f).into_iter().zip(to.iter()) {
+    // Written out by hand: `https://smith.langchain.com` is the same origin
+    // with its default port spelled out.
+    let explicit = "https://smith.langchain.com:443";
+    for f in FROM.iter().chain([&explicit]) {
+        let spelled = if *f == explicit {
+            let auth = "smith.langchain.com:443";
+            vec![
+                (format!("https://{auth}"), false),
+                (format!("https:\\/\\/{auth}"), false),
+                (format!("https:\\u002F\\u002F{auth}"), false),
+                (format!("https%3A%2F%2F{}", auth.replace(':', "%3A")), true),
+            ]
+        } else {
+            forms(f)
+        };
+        for ((p, pct), (r, _)) in spelled.into_iter().zip(to.iter()) {
             pats.push((p.into_bytes(), r.clone().into_bytes(), pct));
         }
     }
@@ -88,10 +102,21 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
             Some(_) => true,
         };
         let rest = &input[e..input.len().min(e + window)];
-        let stop = rest
+        let mut stop = rest
             .iter()
             .position(|&c| c.is_ascii_whitespace() || b"\"'<>`".contains(&c) || (*pct && c == b'&'))
             .unwrap_or(rest.len());
+        // Another URL's scheme separator ends this one.
+        let lower = rest.to_ascii_lowercase();
+        let mut next_urls = vec!["://", ":\\/\\/", ":\\u002f\\u002f"];
+        if *pct {
+            next_urls.push("%3a%2f%2f");
+        }
+        for sep in next_urls {
+            if let Some(at) = lower.windows(sep.len()).position(|w| w == sep.as_bytes()) {
+                stop = stop.min(at);
+            }
+        }
         let rest = String::from_utf8_lossy(&rest[..stop]).to_ascii_lowercase();
         let signed = ["x-amz-signature", "x-goog-signature", "signature", "sig"]
             .iter()
@@ -141,6 +166,15 @@ fn fragment() -> impl Strategy<Value = &'static str> {
         "https%3a%2f%2fSMITH.langchain.com",
         "https://smith.langchain.com:8443",
         "https%3A%2F%2Fsmith.langchain.com%3A8443",
+        "https://smith.langchain.com:443",
+        "https:\\/\\/smith.langchain.com:443",
+        "https%3A%2F%2Fsmith.langchain.com%3A443",
+        ":443",
+        ":4430",
+        "://",
+        ",https://b.example/f",
+        ":\\/\\/",
+        "%3A%2F%2F",
         "https://smith.langchain.com.evil.example",
         "https://smith.langchain.community",
         ":8443",
