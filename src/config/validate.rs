@@ -440,7 +440,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             LogFormat::Text
         }
     };
-    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+    if crate::telemetry::level_filter(&raw.log.level).is_err() {
         r.add(
             "log.level",
             format!("{:?} is not a level or filter; use \"info\", \"debug\" or a filter such as \"sharegate=debug\"", raw.log.level),
@@ -1004,6 +1004,21 @@ mod tests {
                 "{bad}: {p:?}"
             );
         }
+    }
+
+    /// Field values in a log filter are matched literally: compiled as
+    /// regular expressions, this one (found by the config fuzzer) built an
+    /// automaton of gigabytes before the loader could answer.
+    #[test]
+    fn log_filters_are_checked_without_compiling_field_values_as_patterns() {
+        let base =
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstream]\nurl = \"http://127.0.0.1:2\"\n";
+        // fuzz/regressions/config/log-level-field-regex-blowup
+        let fuzzed = "[iBBBnB%{s=ne8888.......................................................88888888888[[routes]]88888888888888888888888+888888888888888]........lgo..8888888888888888888888888888888888888888888888888888888888888888888888888888889stio?nns}=nnTTTT";
+        let p = problems(&format!("{base}[log]\nlevel = {fuzzed:?}\n"));
+        assert!(p.len() == 1 && p[0].starts_with("log.level: "), "{p:?}");
+        let fine = format!("{base}[log]\nlevel = \"info,[request{{path=/public}}]=debug\"\n");
+        assert!(problems(&fine).is_empty(), "{:?}", problems(&fine));
     }
 
     #[test]

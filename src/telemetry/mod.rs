@@ -34,11 +34,26 @@ use crate::config::{LogFormat, LogSettings};
 use crate::error::{Body, BoxError, RequestError};
 use crate::identity::Identity;
 
+/// Parses `log.level` (a level or `tracing` filter directives).
+pub fn level_filter(spec: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    filter_builder().parse(spec)
+}
+
+/// Field values in filter directives (`[span{field=value}]`) are matched
+/// literally, not compiled as regular expressions: a pattern such as
+/// `{s=a.......+}` builds an automaton of gigabytes (found by the config
+/// fuzzer), and a config file, or a reload of one, must not take the
+/// gateway's memory.
+fn filter_builder() -> tracing_subscriber::filter::Builder {
+    EnvFilter::builder().with_regex(false)
+}
+
 /// Installs the global subscriber, writing through the buffered
 /// [`output`]. `RUST_LOG`, when set, overrides the configured level.
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+    let filter = filter_builder()
+        .try_from_env()
+        .or_else(|_| level_filter(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour codes only for a person at a terminal: a log pipeline would
     // store them, and writing them is a measurable share of a request.
