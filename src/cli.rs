@@ -508,7 +508,7 @@ pub fn policy_table(cfg: &Config) -> String {
         out,
         "caching     {}",
         if sh.cache_private {
-            "share and management answers marked Cache-Control: private (no shared cache in front keeps one client's answer for another); CDN-Cache-Control, Surrogate-Control, Edge-Control, X-Accel-Expires removed"
+            "share and management answers marked Cache-Control: private (no shared cache in front keeps one client's answer for another); *-Cache-Control, Surrogate-Control, Edge-Control, X-Accel-Expires removed"
         } else {
             "the upstream's cache headers as they are (share.cache_private = false)"
         }

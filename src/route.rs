@@ -389,6 +389,8 @@ const LANGSMITH: &[ProfileRow] = {
         ("/api/v1/workspaces/current/shared",                   ShareManage,     NotAllowed,    Any),
         ("/api/v1/orgs/current/info",                           ShareManage,     NotAllowed,    Unsafe),
         ("/api/v1/feedback/tokens/{token}",                     FeedbackToken,   NotAllowed,    Any),
+        // The deprecated `/api/X` names of the v1 routes above (see the
+        // comment at `/api/public/schemas/**`).
         ("/api/runs/*/share",                                   ShareManage,     NotAllowed,    Any),
         ("/api/datasets/*/share",                               ShareManage,     NotAllowed,    Any),
         ("/api/workspaces/current/shared",                      ShareManage,     NotAllowed,    Any),
@@ -585,9 +587,7 @@ impl RouteTable {
                 .flatten()
         })
     }
-}
 
-impl RouteTable {
     /// LangSmith's frontend (the nginx of its helm chart) routes by unanchored
     /// regular expressions: `location ~ /api` with `rewrite /api/(.*)
     /// /api/v1/$1` act on the first `/api/` anywhere in the path, and under a

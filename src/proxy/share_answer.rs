@@ -23,13 +23,14 @@ const X_ROBOTS_TAG: HeaderName = HeaderName::from_static("x-robots-tag");
 
 /// Headers through which an origin tells a CDN or cache in front how long to
 /// keep an answer, taking precedence there over `Cache-Control`: RFC 9213's
-/// `CDN-Cache-Control` and its vendor spellings (`Cloudflare-CDN-Cache-Control`,
-/// `Akamai-…`; matched as a suffix), Fastly's and Varnish's
-/// `Surrogate-Control`, Akamai's `Edge-Control`, and nginx's `X-Accel-Expires`
-/// (honoured by an nginx `proxy_cache` in front).
+/// `CDN-Cache-Control` and the vendors' targeted fields
+/// (`Cloudflare-CDN-Cache-Control`, `Akamai-Cache-Control`, ...: any name
+/// ending in `-cache-control`), Fastly's and Varnish's `Surrogate-Control`,
+/// Akamai's `Edge-Control`, and nginx's `X-Accel-Expires` (honoured by an
+/// nginx `proxy_cache` in front).
 fn speaks_to_caches_in_front(name: &HeaderName) -> bool {
     let n = name.as_str();
-    n.ends_with("cdn-cache-control")
+    n.ends_with("-cache-control")
         || matches!(n, "surrogate-control" | "edge-control" | "x-accel-expires")
 }
 
@@ -249,6 +250,7 @@ mod tests {
         for (n, v) in [
             ("cdn-cache-control", "max-age=86400"),
             ("cloudflare-cdn-cache-control", "max-age=86400"),
+            ("akamai-cache-control", "max-age=86400"),
             ("surrogate-control", "max-age=3600"),
             ("edge-control", "cache-maxage=1h"),
             ("x-accel-expires", "3600"),
