@@ -498,14 +498,15 @@ impl RouteTable {
             return Err(PathError::DotSegment);
         }
         let view = match_view(path.as_bytes());
-        let hit = self.lookup(method, view);
+        let split = Split::new(view);
+        let hit = self.lookup_in(method, view, &split);
         if let Some(reason) = ambiguity {
             if hit.is_some() {
                 return Err(reason);
             }
             for loose in loose_readings(path.as_bytes())? {
                 if self.lookup(method, &loose).is_some()
-                    || self.frontend_reading_hits(method, &loose)
+                    || self.frontend_reading_hits(method, &loose, &Split::new(&loose))
                 {
                     return Err(reason);
                 }
@@ -515,7 +516,7 @@ impl RouteTable {
         let custom = hit
             .as_ref()
             .is_some_and(|(e, _)| matches!(e.class, RouteClass::Custom(_)));
-        if !custom && self.frontend_reading_hits(method, view) {
+        if !custom && self.frontend_reading_hits(method, view, &split) {
             return Err(PathError::ApiBelowRoot);
         }
 
@@ -568,7 +569,16 @@ impl RouteTable {
         method: &Method,
         view: &[u8],
     ) -> Option<(&'a Entry, Option<std::ops::Range<usize>>)> {
-        let split = Split::new(view);
+        self.lookup_in(method, view, &Split::new(view))
+    }
+
+    /// [`Self::lookup`] with `view` already split.
+    fn lookup_in<'a>(
+        &'a self,
+        method: &Method,
+        view: &[u8],
+        split: &Split,
+    ) -> Option<(&'a Entry, Option<std::ops::Range<usize>>)> {
         let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         let try_entries = |entries: &'a [Entry], skip: usize| {
             entries.iter().find_map(|entry| {
@@ -599,7 +609,7 @@ impl RouteTable {
     /// path; if that reading reaches a route, the path is ambiguous. An `api`
     /// segment outside the app (not under the base path) is not LangSmith's
     /// to route. Paths without one cost a pass over their segments.
-    fn frontend_reading_hits(&self, method: &Method, view: &[u8]) -> bool {
+    fn frontend_reading_hits(&self, method: &Method, view: &[u8], split: &Split) -> bool {
         if self.profile.is_empty() {
             return false;
         }
@@ -614,25 +624,34 @@ impl RouteTable {
                 .and_then(|from| view.get(from..start))
                 .is_some_and(|b| b.eq_ignore_ascii_case(base))
         };
-        let mut at = 0;
-        for seg in view.split(|&b| b == b'/') {
-            let start = at;
-            at += seg.len() + 1;
-            let below_root = start > root && (under_base || after_base(start));
-            if !below_root || !seg.eq_ignore_ascii_case(b"api") {
-                continue;
+        let reaches_a_route = |start: usize| {
+            if start <= root || !(under_base || after_base(start)) {
+                return false;
             }
             let rest = view.get(start..).unwrap_or_default();
             let mut reading = Vec::with_capacity(root + rest.len());
             reading.extend_from_slice(base);
             reading.extend_from_slice(rest);
-            if self.lookup(method, &reading).is_some() {
-                return true;
-            }
+            self.lookup(method, &reading).is_some()
+        };
+        // The split already has every segment's length and fingerprint; past
+        // its capacity, the segments are found again.
+        if !split.overflow {
+            return split.refs().iter().any(|r| {
+                r.len == 3 && r.fingerprint == API_FINGERPRINT && reaches_a_route(r.start)
+            });
         }
-        false
+        let mut at = 0;
+        view.split(|&b| b == b'/').any(|seg| {
+            let start = at;
+            at += seg.len() + 1;
+            seg.eq_ignore_ascii_case(b"api") && reaches_a_route(start)
+        })
     }
 }
+
+/// [`fingerprint`] of `api`: `a`, `p`, `i` packed.
+const API_FINGERPRINT: u64 = 0x61_70_69;
 
 /// The part of a path that patterns see: no leading `/`, and a single trailing `/`
 /// dropped so that `/public/T/r/` is the page `/public/T/r`.
@@ -1455,6 +1474,12 @@ mod tests {
                 "{method} {target}"
             );
         }
+        // Past the segments the split keeps.
+        let deep = format!("{}/api/public/T/run", "/x".repeat(SPLIT_CAPACITY + 4));
+        assert_eq!(
+            classify(&t, Method::GET, &deep).map(|r| r.class),
+            Err(PathError::ApiBelowRoot)
+        );
         // Readings that reach no route: nothing to confuse.
         for (method, target) in [
             (Method::GET, "/hub/me/api"),

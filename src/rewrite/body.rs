@@ -368,10 +368,12 @@ fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decisi
         }
         // Another URL begins (`a/r,https://b/f?sig=...`, a markdown table):
         // what follows is its query, not this URL's.
-        match next_url_begins(url, i, form) {
-            Some(true) => return Decision::Rewrite,
-            None if url.len() < window && !eof => return Decision::NeedMore,
-            _ => {}
+        if b == b':' || (b == b'%' && form == Form::Percent) {
+            match next_url_begins(url, i, form) {
+                Some(true) => return Decision::Rewrite,
+                None if url.len() < window && !eof => return Decision::NeedMore,
+                _ => {}
+            }
         }
         match separator_end(url, i) {
             Some(name_start) if names_signature(&url[name_start..]) => return Decision::Skip,

@@ -292,6 +292,10 @@ pub struct Rules {
     pub(crate) anchors: Option<aho_corasick::packed::Searcher>,
     /// Per pattern id: its form, lowercased bytes and replacement.
     pub(crate) patterns: Vec<Pattern>,
+    /// Per form (in [`Form`] order), the ids the anchored search compares
+    /// at an anchor of that form: not the default-port spellings, which it
+    /// reaches by extending a match.
+    pub(crate) by_form: [Vec<usize>; 4],
     /// Bounds what a body rewrite keeps between chunks.
     pub(crate) max_pattern_len: usize,
     /// Bytes that start some pattern, either case: a quick first test for
@@ -310,6 +314,12 @@ pub(crate) struct Pattern {
     pub(crate) anchor_at: usize,
     pub(crate) lower: Vec<u8>,
     pub(crate) replacement: Bytes,
+    /// The id of this origin's spelling with its default port written out
+    /// (`https://host` → `https://host:443`), which extends this one.
+    pub(crate) with_port: Option<usize>,
+    /// Whether this is such a spelling: the anchored search reaches it only
+    /// by extending a match of the shorter one.
+    pub(crate) spells_default_port: bool,
 }
 
 /// The separator after the scheme in each form, every case spelling of it,
@@ -354,7 +364,13 @@ impl Rules {
             }
             content_types.push(essence);
         }
-        let mut patterns = Vec::new();
+        let mut patterns: Vec<Pattern> = Vec::new();
+        let forms = [
+            Form::Plain,
+            Form::JsonEscaped,
+            Form::JsonUnicode,
+            Form::Percent,
+        ];
         for f in &from {
             // An origin without a port is also written with its scheme's
             // default port spelled out (`https://host:443`): the same origin
@@ -365,20 +381,33 @@ impl Rules {
                     port: Some(p),
                     ..f.clone()
                 });
-            for spelled in std::iter::once(f).chain(explicit.as_ref()) {
-                for form in [
-                    Form::Plain,
-                    Form::JsonEscaped,
-                    Form::JsonUnicode,
-                    Form::Percent,
-                ] {
+            for form in forms {
+                let base = patterns.len();
+                patterns.push(Pattern {
+                    form,
+                    anchor_at: f.scheme.len(),
+                    lower: form.spell(f).to_ascii_lowercase().into_bytes(),
+                    replacement: Bytes::from(form.spell(&to)),
+                    with_port: None,
+                    spells_default_port: false,
+                });
+                if let Some(e) = &explicit {
+                    patterns[base].with_port = Some(base + 1);
                     patterns.push(Pattern {
                         form,
                         anchor_at: f.scheme.len(),
-                        lower: form.spell(spelled).to_ascii_lowercase().into_bytes(),
+                        lower: form.spell(e).to_ascii_lowercase().into_bytes(),
                         replacement: Bytes::from(form.spell(&to)),
+                        with_port: None,
+                        spells_default_port: true,
                     });
                 }
+            }
+        }
+        let mut by_form: [Vec<usize>; 4] = Default::default();
+        for (id, p) in patterns.iter().enumerate() {
+            if !p.spells_default_port {
+                by_form[p.form as usize].push(id);
             }
         }
         let matcher = AhoCorasick::builder()
@@ -413,6 +442,7 @@ impl Rules {
             matcher,
             anchors,
             patterns,
+            by_form,
             max_pattern_len,
             first_bytes,
             nested_patterns,
@@ -487,11 +517,13 @@ impl Rules {
             )?;
             let c = anchor.start();
             let form = ANCHORS.get(anchor.pattern().as_usize()).map(|(_, f)| *f);
+            let Some(form) = form else {
+                at = c + 1;
+                continue;
+            };
             let mut best: Option<(usize, usize, usize)> = None;
-            for (id, p) in self.patterns.iter().enumerate() {
-                if Some(p.form) != form {
-                    continue;
-                }
+            for &id in &self.by_form[form as usize] {
+                let p = &self.patterns[id];
                 let Some(start) = c.checked_sub(p.anchor_at).filter(|s| *s >= from) else {
                     continue;
                 };
@@ -501,8 +533,18 @@ impl Rules {
                     best = Some((start, end, id));
                 }
             }
-            if best.is_some() {
-                return best;
+            if let Some((start, end, id)) = best {
+                // The same origin with its default port written out: only
+                // the port is left to compare.
+                let longer = self.patterns[id].with_port.and_then(|l| {
+                    let whole = &self.patterns[l].lower;
+                    let port = whole.get(end - start..)?;
+                    let there = hay.get(end..end + port.len())?;
+                    there
+                        .eq_ignore_ascii_case(port)
+                        .then_some((start, start + whole.len(), l))
+                });
+                return longer.or(best);
             }
             at = c + 1;
         }
