@@ -269,6 +269,42 @@ proptest! {
         }
     }
 
+    /// LangSmith's frontend reads an `/api/` anywhere in a path from there,
+    /// and `/api/X` as `/api/v1/X`: an API route under any prefix of
+    /// ordinary segments (before or after the base path), or under its old
+    /// name, is never an ordinary path.
+    #[test]
+    fn api_routes_under_a_prefix_or_their_old_name_stay_protected(
+        which in any::<prop::sample::Index>(),
+        based in any::<bool>(),
+        before_base in any::<bool>(),
+        old_name in any::<bool>(),
+        prefix in prop::collection::vec("[a-zA-Z0-9_-]{1,6}", 1..4),
+    ) {
+        let routes: Vec<(Method, String)> = protected()
+            .into_iter()
+            .filter(|(_, p)| p.starts_with("/api/"))
+            .collect();
+        let (method, path) = &routes[which.index(routes.len())];
+        let path = if old_name { path.replacen("/api/v1/", "/api/", 1) } else { path.clone() };
+        let prefix = format!("/{}", prefix.join("/"));
+        let (base, target) = match (based, before_base) {
+            (false, _) => ("", format!("{prefix}{path}")),
+            (true, false) => (BASE_PATH, format!("{BASE_PATH}{prefix}{path}")),
+            (true, true) => (BASE_PATH, format!("{prefix}{BASE_PATH}{path}")),
+        };
+        let t = table(base);
+        let direct = format!("{base}{path}");
+        let class = t.classify(method, &direct).map(|r| r.class);
+        prop_assert!(
+            matches!(class, Ok(c) if c != RouteClass::Other),
+            "{} {} is {:?}", method, direct, class
+        );
+        if let Ok(route) = t.classify(method, &target) {
+            prop_assert_ne!(route.class, RouteClass::Other, "{} {}", method, target);
+        }
+    }
+
     #[test]
     fn protected_routes_stay_protected(
         which in any::<prop::sample::Index>(),
