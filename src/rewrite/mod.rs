@@ -382,25 +382,19 @@ impl Rules {
                     ..f.clone()
                 });
             for form in forms {
-                let base = patterns.len();
-                patterns.push(Pattern {
+                let pattern = |spelled: &Origin, spells_default_port: bool| Pattern {
                     form,
                     anchor_at: f.scheme.len(),
-                    lower: form.spell(f).to_ascii_lowercase().into_bytes(),
+                    lower: form.spell(spelled).to_ascii_lowercase().into_bytes(),
                     replacement: Bytes::from(form.spell(&to)),
                     with_port: None,
-                    spells_default_port: false,
-                });
+                    spells_default_port,
+                };
+                patterns.push(pattern(f, false));
                 if let Some(e) = &explicit {
+                    let base = patterns.len() - 1;
                     patterns[base].with_port = Some(base + 1);
-                    patterns.push(Pattern {
-                        form,
-                        anchor_at: f.scheme.len(),
-                        lower: form.spell(e).to_ascii_lowercase().into_bytes(),
-                        replacement: Bytes::from(form.spell(&to)),
-                        with_port: None,
-                        spells_default_port: true,
-                    });
+                    patterns.push(pattern(e, true));
                 }
             }
         }
