@@ -268,6 +268,16 @@ MIX = {
     "cross_site": (4, INSIDE, "GET", "/api/v1/public/%s/run?soak=crosssite" % TOKEN,
                    None, {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors",
                           "Sec-Fetch-Dest": "empty"}, 403),
+    # The same from a browser too old for Fetch Metadata: its Origin decides.
+    "old_browser": (3, INSIDE, "POST", "/api/v1/public/%s/runs/query?soak=oldbrowser" % TOKEN,
+                    b"{}", {"Origin": "https://attacker.example",
+                            "Content-Type": "application/json"}, 403),
+    # Paths LangSmith's frontend would route to a share or management route:
+    # an api segment below the root, and the old /api/X name.
+    "below_root": (3, OUTSIDE, "GET", "/x/api/public/%s/run?soak=belowroot" % TOKEN,
+                   None, {}, 400),
+    "old_name": (3, OUTSIDE, "PUT", "/api/runs/%s/share?soak=oldname" % RUN_ID,
+                 b"{}", {"Content-Type": "application/json"}, 403),
 }
 
 
