@@ -49,12 +49,30 @@ async fn upstream_is_told_the_real_client_not_the_claimed_one() {
             ("Forwarded", "for=10.9.9.9;proto=https"),
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Prefix", "/evil"),
+            ("X-Forwarded-Port", "1"),
+            ("X-Forwarded-Server", "evil.example"),
+            ("X-Forwarded-Ssl", "on"),
+            ("X-Original-URL", "/api/v1/runs/x/share"),
+            ("X-Rewrite-URL", "/api/v1/runs/x/share"),
         ],
         "",
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     let r = up.only("ordinary route from outside");
+    // Only the forwarding headers the gateway sets itself, and no path of
+    // the client's choosing beside the one checked.
+    for name in [
+        "x-forwarded-prefix",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-forwarded-ssl",
+        "x-original-url",
+        "x-rewrite-url",
+    ] {
+        assert_eq!(r.header_all(name), Vec::<String>::new(), "{name}");
+    }
     // Replaced, not appended to.
     assert_eq!(
         r.header_all("x-forwarded-for"),

@@ -706,6 +706,10 @@ const FORWARDING_HEADERS: [HeaderName; 5] = [
     X_REAL_IP,
     header::FORWARDED,
 ];
+const PATH_OVERRIDE_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -866,8 +870,14 @@ pub(crate) fn upstream_headers(
             // On share routes a method override is refused by policy;
             // elsewhere it is stripped so that no upstream acts on it.
             || METHOD_OVERRIDE_HEADERS.contains(k)
-            // Forwarding headers are the gateway's own.
+            // Forwarding headers are the gateway's own, and so is every
+            // other `X-Forwarded-*` (`-Prefix`, `-Port`, `-Server`, ...),
+            // from which frameworks build links and redirects.
             || FORWARDING_HEADERS.contains(k)
+            || k.as_str().starts_with("x-forwarded-")
+            // Headers some frameworks route by instead of the path
+            // (Symfony, Zend, IIS): the path checked must be the path used.
+            || PATH_OVERRIDE_HEADERS.contains(k)
             // Identity headers are ours alone: client copies never pass.
             || forward_claims.iter().any(|(_, name)| name == k)
     });
