@@ -134,6 +134,8 @@ pub async fn explain(gw: &Gateway, args: &RequestArgs) -> Result<Explanation, Ex
         tcp_peer: SocketAddr::new(peer, 40000),
         tls,
         client_cert: None,
+        listener: 0,
+        client_trust: None,
     };
     let mut ex = Explanation {
         method: method.to_string(),

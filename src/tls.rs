@@ -59,18 +59,26 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The listener's rustls config: the given chain and key, ALPN h2 then
-/// http/1.1, and client-certificate verification when configured.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// http/1.1, and client-certificate verification when configured; with it,
+/// a digest of the client CA certificates it trusts (`None` when client
+/// certificates are not verified), so that a connection made under other
+/// trust can be told apart after a reload (see [`crate::proxy::Conn`]).
+pub fn server_config(
+    files: &TlsFiles,
+) -> Result<(Arc<rustls::ServerConfig>, Option<u64>), TlsError> {
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
+    let mut client_trust = None;
     let builder = match (&files.client_ca, files.client_cert) {
         (Some(ca), mode @ (ClientCertMode::Optional | ClientCertMode::Required)) => {
             let shown = ca.display().to_string();
             let mut roots = rustls::RootCertStore::empty();
-            for c in load_certs(ca)? {
+            let cas = load_certs(ca)?;
+            client_trust = Some(digest(&cas));
+            for c in cas {
                 roots.add(c).map_err(|e| TlsError::ClientCa {
                     path: shown.clone(),
                     reason: e.to_string(),
@@ -95,7 +103,18 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
     };
     let mut cfg = builder.with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), client_trust))
+}
+
+/// A change detector over the trusted CA certificates (operator files, not
+/// client input: a fast hash is enough).
+fn digest(certs: &[rustls::pki_types::CertificateDer<'_>]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for c in certs {
+        c.as_ref().hash(&mut h);
+    }
+    h.finish()
 }
 
 /// When the first certificate in `path` expires, as Unix seconds.

@@ -445,3 +445,85 @@ async fn each_listener_has_its_own_tls_and_client_certificate_mode() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), server).await;
 }
+
+/// A client certificate is checked once, at the handshake; a connection
+/// kept alive can outlive the config that trusted it. A reload that keeps
+/// the client CA keeps the identity on such a connection; one that
+/// withdraws the CA (its key leaked, say) ends it there too: the next
+/// request on the old connection is unauthenticated, like a new handshake
+/// with that certificate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_withdraws_the_client_ca_ends_its_identities_on_kept_connections() {
+    let pki = Pki::new();
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.server_extra = pki.server_extra("optional");
+    setup.share_extra = "require = \"identity\"\n".to_owned();
+    let dir = tempfile::tempdir().expect("a config folder");
+    let path = dir.path().join("sharegate.toml");
+    std::fs::write(&path, setup.toml()).expect("write the config");
+    let state = state_from_file(&path).await;
+    let traffic = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the gateway");
+    let gw = TestGateway::serve(
+        sharegate::server::Listeners {
+            traffic: vec![traffic],
+            redirect: Vec::new(),
+            admin: None,
+        },
+        state.clone(),
+    );
+    let tls = tls_connect_from(OUTSIDE, gw.addr, pki.client_config(ALICE), "localhost")
+        .await
+        .expect("alice's handshake");
+    let (mut kept, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP/1.1 over the TLS connection");
+    tokio::spawn(connection);
+    let share = fill("/public/{t}/r");
+    let mut on_kept = async |what: &str| {
+        within(what, kept.ready())
+            .await
+            .expect("the kept connection is still open");
+        let sent = within(
+            what,
+            kept.send_request(build(gw.addr, "GET", &share, &[], "")),
+        )
+        .await;
+        read_reply(sent.expect("the kept connection answers")).await
+    };
+
+    let r = on_kept("alice's read").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("alice's read");
+
+    // A reload that leaves the client CA as it was.
+    setup.share_extra = "require = \"identity\"\nrevoked_tokens = [\"another\"]\n".to_owned();
+    replace_file(&path, setup.toml());
+    state.reload().await.expect("the reload");
+    let r = on_kept("alice's read after an unrelated reload").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("alice's read after an unrelated reload");
+
+    // A reload that trusts another CA instead.
+    setup.server_extra = format!(
+        "tls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\nclient_cert = \"optional\"\n",
+        pki.path("server.crt"),
+        pki.path("server.key"),
+        pki.other.path().join("ca.crt"),
+    );
+    replace_file(&path, setup.toml());
+    state.reload().await.expect("the reload");
+    let r = on_kept("alice's read after her CA was withdrawn").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    up.assert_silent("alice's read after her CA was withdrawn");
+    let fresh = tls_get(&pki, ALICE, OUTSIDE, gw.addr, &share).await;
+    assert!(
+        fresh.as_ref().map_or(true, |r| r.status != StatusCode::OK),
+        "a new connection with alice's certificate: {:?}",
+        fresh.map(|r| r.summary())
+    );
+    up.assert_silent("a new connection with a withdrawn CA's certificate");
+}

@@ -27,7 +27,9 @@ async fn start_tls(up: &FakeUpstream) -> TlsGateway {
         .first()
         .and_then(|l| l.tls.clone())
         .expect("[server] names a certificate and key");
-    let server = sharegate::tls::server_config(&files).expect("load the certificate and key");
+    let (server, client_trust) =
+        sharegate::tls::server_config(&files).expect("load the certificate and key");
+    assert_eq!(client_trust, None, "no client CA is configured");
     assert_eq!(
         server.alpn_protocols,
         [b"h2".to_vec(), b"http/1.1".to_vec()]

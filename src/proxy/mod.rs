@@ -54,6 +54,23 @@ pub struct Conn {
     pub tls: bool,
     /// The verified mTLS client certificate, as an identity.
     pub client_cert: Option<Arc<Identity>>,
+    /// The listener the connection came in on.
+    pub listener: usize,
+    /// The client CAs the handshake trusted ([`Gateway::client_trust`] then).
+    /// A reload that changes them (a CA withdrawn, client certificates
+    /// turned off) must not leave the certificate's identity standing on a
+    /// connection kept alive across it.
+    pub client_trust: Option<u64>,
+}
+
+impl Conn {
+    /// The client certificate's identity, if the current config still
+    /// trusts what the handshake trusted.
+    fn client_cert_in<'a>(&'a self, gw: &Gateway) -> Option<&'a Arc<Identity>> {
+        self.client_cert.as_ref().filter(|_| {
+            self.client_trust.is_some() && gw.client_trust_of(self.listener) == self.client_trust
+        })
+    }
 }
 
 /// One loaded configuration and everything built from it: the upstream
@@ -65,6 +82,9 @@ pub struct Gateway {
     /// Per listener (in `config.listeners` order): its rustls config, or
     /// `None` for plain HTTP.
     pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    /// Per listener, the digest of the client CAs its TLS config verifies
+    /// client certificates against (`None`: none verified).
+    pub client_trust: Vec<Option<u64>>,
     /// When the first listener certificate expires (Unix seconds).
     pub tls_expiry: Option<f64>,
     pub jwt: Option<JwtVerifier>,
@@ -116,9 +136,12 @@ impl Gateway {
             }
         }
         let mut tls = Vec::new();
+        let mut client_trust = Vec::new();
         let mut tls_expiry: Option<f64> = None;
         for l in &config.listeners {
-            tls.push(l.tls.as_ref().map(tls::server_config).transpose()?);
+            let built = l.tls.as_ref().map(tls::server_config).transpose()?;
+            client_trust.push(built.as_ref().and_then(|(_, trust)| *trust));
+            tls.push(built.map(|(cfg, _)| cfg));
             if let Some(files) = &l.tls {
                 if let Some(t) = tls::expiry(&files.cert)? {
                     tls_expiry = Some(tls_expiry.map_or(t, |e| e.min(t)));
@@ -156,6 +179,7 @@ impl Gateway {
             limits: RateLimits::new(&config.limits),
             config_hash: config.hash(),
             tls,
+            client_trust,
             tls_expiry,
             jwt,
             _jwt_refresh: refresh,
@@ -201,6 +225,7 @@ impl Gateway {
             limits: RateLimits::new(&config.limits),
             config_hash: config.hash(),
             tls: Vec::new(),
+            client_trust: Vec::new(),
             tls_expiry: None,
             jwt,
             _jwt_refresh: None,
@@ -213,6 +238,16 @@ impl Gateway {
     /// True when keys the policy needs are loaded (for `/readyz`).
     pub fn identity_ready(&self) -> bool {
         self.jwt.as_ref().is_none_or(JwtVerifier::ready)
+    }
+
+    /// The client CAs listener `index` trusts (a listener beyond the
+    /// configured ones takes the first one's settings, as in `server`).
+    pub fn client_trust_of(&self, index: usize) -> Option<u64> {
+        self.client_trust
+            .get(index)
+            .or_else(|| self.client_trust.first())
+            .copied()
+            .flatten()
     }
 }
 
@@ -393,7 +428,7 @@ async fn decide(
         identify(
             gw.jwt.as_ref(),
             &cfg.identity.claims,
-            conn.client_cert.as_ref(),
+            conn.client_cert_in(gw),
             req.headers(),
         )
         .await

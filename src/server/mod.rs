@@ -607,6 +607,8 @@ async fn accept(
                 tcp_peer,
                 tls: false,
                 client_cert: None,
+                listener: index,
+                client_trust: None,
             },
         )),
         Some(acceptor) => {
@@ -628,6 +630,8 @@ async fn accept(
                     tcp_peer,
                     tls: true,
                     client_cert,
+                    listener: index,
+                    client_trust: gateway.client_trust_of(index),
                 },
             ))
         }
