@@ -327,9 +327,17 @@ impl RemoteKeys {
     }
 
     pub(crate) fn current(&self) -> Arc<Vec<VerifyKey>> {
+        self.snapshot().1
+    }
+
+    /// The key set and its generation, read together: a swap bumps the
+    /// generation while it holds the write lock, so a token verified with
+    /// these keys is remembered under their generation, not a later one.
+    pub(crate) fn snapshot(&self) -> (u64, Arc<Vec<VerifyKey>>) {
         // A panic elsewhere while holding the lock cannot leave a half-written
         // Arc behind, so a poisoned lock still holds a consistent set.
-        Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        (self.generation.load(Ordering::Acquire), Arc::clone(&keys))
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -344,8 +352,10 @@ impl RemoteKeys {
     async fn load(&self) -> Result<usize, FetchError> {
         let keys = self.fetcher.fetch(&self.allowed).await?;
         let count = keys.len();
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        let mut slot = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        *slot = Arc::new(keys);
         self.generation.fetch_add(1, Ordering::AcqRel);
+        drop(slot);
         tracing::info!(url = %self.fetcher.url(), keys = count, "loaded JWKS");
         Ok(count)
     }

@@ -913,18 +913,37 @@ impl JwtVerifier {
         if let Err(e) = &result {
             tracing::debug!(source = %source.label(), reason = e.reason(), "token rejected");
         }
-        let claims = result?;
+        let (claims, generation) = result?;
+        Ok(Some(self.admit(key, source, claims, generation)))
+    }
+
+    /// The identity of a token whose signature checked out with the keys of
+    /// `generation`, remembered under that generation: a set swapped in
+    /// since (a key withdrawn) makes the next request verify it again.
+    fn admit(
+        &self,
+        key: [u8; 32],
+        source: &Source,
+        claims: Map<String, Value>,
+        generation: Option<u64>,
+    ) -> Arc<Identity> {
         let identity = Arc::new(Identity {
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             issuer: claims.get("iss").and_then(Value::as_str).map(str::to_owned),
             source: source.label(),
             claims,
         });
-        self.remember(key, source, &identity);
-        Ok(Some(identity))
+        self.remember(key, source, &identity, generation);
+        identity
     }
 
-    fn remember(&self, key: [u8; 32], source: &Source, identity: &Arc<Identity>) {
+    fn remember(
+        &self,
+        key: [u8; 32],
+        source: &Source,
+        identity: &Arc<Identity>,
+        generation: Option<u64>,
+    ) {
         let secs = |name: &str| identity.claims.get(name).and_then(Value::as_u64);
         let Some(exp) = secs("exp") else {
             return;
@@ -934,7 +953,7 @@ impl JwtVerifier {
             source: source.clone(),
             exp,
             nbf: secs("nbf"),
-            generation: self.inner.remote.as_ref().map(|r| r.generation()),
+            generation,
         };
         if let Ok(mut cache) = self.inner.cache.lock() {
             // Bounded: when full, start over rather than track recency; a
@@ -963,7 +982,12 @@ impl JwtVerifier {
         Ok(None)
     }
 
-    async fn verify_token(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
+    /// The token's claims, and the generation of the remote key set that
+    /// verified it (`None` without `jwks_url`).
+    async fn verify_token(
+        &self,
+        token: &str,
+    ) -> Result<(Map<String, Value>, Option<u64>), JwtError> {
         let header = peek_header(token)?;
         // Unknown names, `none` included, fail to parse and are refused here.
         let alg = match Algorithm::from_str(&header.alg) {
@@ -997,11 +1021,13 @@ impl JwtVerifier {
         token: &str,
         alg: Algorithm,
         kid: Option<&str>,
-    ) -> Result<Map<String, Value>, JwtError> {
+    ) -> Result<(Map<String, Value>, Option<u64>), JwtError> {
         let Some(validation) = self.inner.validations.get(&alg) else {
             return Err(JwtError::AlgorithmNotAllowed);
         };
-        let remote = self.inner.remote.as_ref().map(|r| r.current());
+        let snapshot = self.inner.remote.as_ref().map(|r| r.snapshot());
+        let generation = snapshot.as_ref().map(|(g, _)| *g);
+        let remote = snapshot.map(|(_, keys)| keys);
         let all: Vec<&VerifyKey> = self
             .inner
             .static_keys
@@ -1036,7 +1062,7 @@ impl JwtVerifier {
             .filter(|k| k.algorithms.contains(&alg))
         {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => return Ok((data.claims, generation)),
                 Err(e) => match map_error(e.kind()) {
                     // Another candidate may hold the right key.
                     JwtError::BadSignature => outcome = Err(JwtError::BadSignature),
@@ -1829,6 +1855,31 @@ mod tests {
         server.wait_for_fetches(seen + 2).await;
         assert_eq!(check(&v, &old_token).await, Err(JwtError::UnknownKey));
         assert!(check(&v, &new_token).await.is_ok_and(|i| i.is_some()));
+        server.task.abort();
+    }
+
+    /// A token verified with a key set that a swap replaces before the
+    /// token is remembered (the refresh, or another request's refetch,
+    /// landing in between) is remembered under the set that verified it: the
+    /// next request finds the generation moved on and verifies it again,
+    /// against the set without its key.
+    #[tokio::test]
+    async fn a_token_is_remembered_under_the_key_set_that_verified_it() {
+        let old = ec_key();
+        let new = ec_key();
+        let server = JwksServer::start(json!({"keys": [old.jwk("old")]})).await;
+        let v = JwtVerifier::new(&url_settings(&server.url, |_| {}), Path::new("."))
+            .await
+            .expect("verifier");
+        let token = sign(&old, Some("old"), &claims());
+        let (claims, generation) = v
+            .verify_with_keys(&token, Algorithm::ES256, Some("old"))
+            .expect("the old key verifies it");
+        server.publish(json!({"keys": [new.jwk("new")]}));
+        v.inner.remote.as_ref().expect("a jwks_url").refresh().await;
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        v.admit(key, &Source::Bearer, claims, generation);
+        assert_eq!(check(&v, &token).await, Err(JwtError::UnknownKey));
         server.task.abort();
     }
 
