@@ -114,7 +114,7 @@ impl State {
                 at_start.join(", ")
             );
         }
-        let gw = Gateway::build(cfg, self.metrics.clone()).await?;
+        let gw = Gateway::replacing(cfg, self.metrics.clone(), Some(&old)).await?;
         let hash = gw.config_hash.clone();
         self.metrics.config_loaded(&hash);
         self.metrics.tls_expiry.set(gw.tls_expiry.unwrap_or(0.0));

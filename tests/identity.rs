@@ -757,3 +757,85 @@ async fn verified_claims_reach_the_upstream_and_client_copies_never_do() {
         );
     }
 }
+
+/// A reload while the IdP's JWKS cannot be fetched (a 503 for a moment):
+/// the reload still goes through, keeping the key set in force, so a
+/// network the operator just removed is refused at once rather than left
+/// admitted until the file changes again; tokens keep verifying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_the_jwks_is_unreachable_keeps_its_keys_and_takes_effect() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let k1 = ec_key();
+    let up = FakeUpstream::start().await;
+    let idp = FakeUpstream::start().await;
+    let doc = jwks(&[("k1", &k1)]);
+    let idp_up = Arc::new(AtomicBool::new(true));
+    let flag = idp_up.clone();
+    idp.on(
+        "/jwks",
+        custom(move |_| {
+            let serving = flag.load(Ordering::SeqCst);
+            let body = doc.clone();
+            async move {
+                if serving {
+                    upstream_response(
+                        StatusCode::OK,
+                        &[("content-type", "application/json")],
+                        upstream_full(body),
+                    )
+                } else {
+                    upstream_response(StatusCode::SERVICE_UNAVAILABLE, &[], upstream_full(""))
+                }
+            }
+        }),
+    );
+    let mut setup = Setup::new(&up);
+    setup.inside = vec!["127.0.0.2/32", "127.0.0.3/32"];
+    setup.share_extra = "require = \"network_or_identity\"\n".to_owned();
+    setup.extra = format!(
+        "[identity.jwt]\nsources = [\"bearer\"]\nalgorithms = [\"ES256\"]\nissuers = [{ISS:?}]\naudiences = [{AUD:?}]\njwks_url = \"http://{}/jwks\"\n",
+        idp.addr
+    );
+    let dir = tempfile::tempdir().expect("a config folder");
+    let path = dir.path().join("sharegate.toml");
+    std::fs::write(&path, setup.toml()).expect("write the config");
+    let state = state_from_file(&path).await;
+    let traffic = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the gateway");
+    let gw = TestGateway::serve(
+        sharegate::server::Listeners {
+            traffic: vec![traffic],
+            redirect: Vec::new(),
+            admin: None,
+        },
+        state.clone(),
+    );
+    let share = share_page();
+    let r = request(OUTSIDE, gw.addr, "GET", &share, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("127.0.0.3 while its network is listed");
+
+    idp_up.store(false, Ordering::SeqCst);
+    setup.inside = vec!["127.0.0.2/32"];
+    replace_file(&path, setup.toml());
+    state.reload().await.expect("the reload goes through");
+    let r = request(OUTSIDE, gw.addr, "GET", &share, &[], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    up.assert_silent("127.0.0.3 after its network was removed");
+    let token = format!(
+        "Bearer {}",
+        sign_with(k1.alg, &k1.signing, Some("k1"), &claims(json!({})))
+    );
+    let r = request(
+        OUTSIDE,
+        gw.addr,
+        "GET",
+        &share,
+        &[("authorization", &token)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("a token checked with the key set kept in force");
+}

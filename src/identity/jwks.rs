@@ -360,6 +360,14 @@ impl RemoteKeys {
         Ok(count)
     }
 
+    /// Takes over a key set fetched earlier from the same URL (by the
+    /// verifier a reload replaces), when this one's first fetch failed.
+    pub(crate) fn adopt(&self, keys: Arc<Vec<VerifyKey>>) {
+        let mut slot = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        *slot = keys;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// The first fetch, at startup.
     pub(crate) async fn initial_load(&self) -> Result<usize, FetchError> {
         let _guard = self.last_refetch.lock().await;

@@ -689,6 +689,20 @@ impl JwtVerifier {
     /// directory). All problems are returned together; an unreachable JWKS URL
     /// is one of them (the gateway must not start unable to verify anyone).
     pub async fn new(settings: &JwtSettings, base_dir: &Path) -> Result<JwtVerifier, Vec<Problem>> {
+        JwtVerifier::replacing(settings, base_dir, None).await
+    }
+
+    /// [`JwtVerifier::new`] on a reload: when the JWKS cannot be fetched
+    /// right now but `previous` (the verifier in force) holds a key set from
+    /// the same URL, that set is kept (with a warning) and the refresh tries
+    /// again on its schedule. Otherwise an IdP that is briefly down would
+    /// refuse the whole reload, leaving a policy the operator just narrowed
+    /// in force.
+    pub async fn replacing(
+        settings: &JwtSettings,
+        base_dir: &Path,
+        previous: Option<&JwtVerifier>,
+    ) -> Result<JwtVerifier, Vec<Problem>> {
         const PREFIX: &str = "identity.jwt";
         let parsed = settings.parse(PREFIX)?;
         let key = |field: &str| format!("{PREFIX}.{field}");
@@ -799,9 +813,19 @@ impl JwtVerifier {
                         parsed.jwks_refresh,
                         parsed.jwks_refetch_min_interval,
                     );
-                    match keys.initial_load().await {
-                        Ok(_) => remote = Some(Arc::new(keys)),
-                        Err(e) => problems.push(Problem::new(
+                    let in_force = previous
+                        .and_then(|p| p.inner.remote.as_ref())
+                        .filter(|r| r.url() == url)
+                        .map(|r| r.current())
+                        .filter(|k| !k.is_empty());
+                    match (keys.initial_load().await, in_force) {
+                        (Ok(_), _) => remote = Some(Arc::new(keys)),
+                        (Err(e), Some(in_force)) => {
+                            tracing::warn!(%url, error = %e, keys = in_force.len(), "could not fetch the JWKS on reload; keeping the key set in force until the next refresh");
+                            keys.adopt(in_force);
+                            remote = Some(Arc::new(keys));
+                        }
+                        (Err(e), None) => problems.push(Problem::new(
                             key("jwks_url"),
                             format!("could not fetch the JWKS from {url}: {e}; check the URL and that this host can reach it"),
                         )),

@@ -128,7 +128,18 @@ pub enum BuildError {
 impl Gateway {
     /// Builds everything the config names. Loads keys and fetches a JWKS
     /// URL, so this awaits; it binds nothing.
-    pub async fn build(mut config: Config, metrics: Arc<Metrics>) -> Result<Gateway, BuildError> {
+    pub async fn build(config: Config, metrics: Arc<Metrics>) -> Result<Gateway, BuildError> {
+        Gateway::replacing(config, metrics, None).await
+    }
+
+    /// [`Gateway::build`] on a reload, from the gateway in force: a JWKS
+    /// that cannot be fetched right now keeps the key set in force (see
+    /// [`JwtVerifier::replacing`]).
+    pub async fn replacing(
+        mut config: Config,
+        metrics: Arc<Metrics>,
+        previous: Option<&Gateway>,
+    ) -> Result<Gateway, BuildError> {
         if let Some(rw) = &mut config.rewrite {
             // Freshly validated, so this is the only reference.
             if let Some(rules) = Arc::get_mut(&mut rw.rules) {
@@ -150,7 +161,8 @@ impl Gateway {
         }
         let (jwt, refresh) = match &config.identity.jwt {
             Some(settings) => {
-                let v = JwtVerifier::new(settings, &config.base_dir)
+                let in_force = previous.and_then(|g| g.jwt.as_ref());
+                let v = JwtVerifier::replacing(settings, &config.base_dir, in_force)
                     .await
                     .map_err(BuildError::Identity)?;
                 let handle = v.spawn_refresh();
