@@ -223,9 +223,13 @@ fn bench(c: &mut Criterion) {
             .classify(&case.method, &case.target)
             .ok()
             .and_then(|route| {
-                let client =
-                    network::client_ip(case.peer, &case.headers, &cfg.policy.trusted_proxies)
-                        .ok()?;
+                let client = network::client_ip(
+                    case.peer,
+                    &case.headers,
+                    &cfg.policy.trusted_proxies,
+                    cfg.policy.forwarded_header,
+                )
+                .ok()?;
                 policy::authorize(
                     &cfg.policy,
                     &route,
@@ -271,6 +275,7 @@ fn bench(c: &mut Criterion) {
                     black_box(case.peer),
                     black_box(&case.headers),
                     &cfg.policy.trusted_proxies,
+                    cfg.policy.forwarded_header,
                 ) else {
                     return black_box(false);
                 };

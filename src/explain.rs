@@ -269,7 +269,12 @@ async fn evaluate(
     ex.share_tokens = route.tokens.clone();
 
     let trusted = cfg.policy.trusted_proxies.contains(conn.peer.ip());
-    let client = network::client_ip(conn.peer.ip(), headers, &cfg.policy.trusted_proxies)?;
+    let client = network::client_ip(
+        conn.peer.ip(),
+        headers,
+        &cfg.policy.trusted_proxies,
+        cfg.policy.forwarded_header,
+    )?;
     ex.client_ip = Some(client);
     ex.client_ip_source = if trusted {
         format!(

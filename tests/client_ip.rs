@@ -122,18 +122,11 @@ async fn a_trusted_proxy_is_believed() {
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
     up.assert_silent("outside client behind the trusted proxy");
 
-    // RFC 7239 Forwarded, when there is no X-Forwarded-For.
-    let reply = request(
-        PROXY,
-        gw.addr,
-        "GET",
-        &target,
-        &[("Forwarded", "for=127.0.0.2;proto=https")],
-        "",
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
-    up.only("Forwarded from the trusted proxy");
+    // RFC 7239 Forwarded is read only when `client_ip.header` names it.
+    let forwarded = [("Forwarded", "for=127.0.0.2;proto=https")];
+    let reply = request(PROXY, gw.addr, "GET", &target, &forwarded, "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+    up.assert_silent("Forwarded while X-Forwarded-For is the header read");
 
     // The proxy itself is not inside: with no header, it is the client.
     let reply = request(PROXY, gw.addr, "GET", &target, &[], "").await;
@@ -255,4 +248,44 @@ async fn native_ipv6_client_matches_an_ipv6_network() {
     let reply = request(V6_LOOPBACK, gw.addr, "GET", &target, &[], "").await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
     up.assert_silent("IPv6 outsider");
+}
+
+/// Behind a proxy that tells the client in `Forwarded` only (HAProxy's
+/// `option forwarded`, for one), a client's own `X-Forwarded-For` passes
+/// through it untouched: with `client_ip.header = "forwarded"` only
+/// `Forwarded` is read, so an outsider claiming an inside address there is
+/// still outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_sets_only_forwarded_is_read_there_only() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.client_ip_extra = "header = \"forwarded\"".to_owned();
+    let gw = setup.start().await;
+    let target = fill("/api/v1/public/{t}/run");
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[("Forwarded", "for=127.0.0.2;proto=https")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    up.only("an inside client, as the proxy tells it");
+    // The outsider wrote X-Forwarded-For; the proxy added Forwarded.
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[
+            ("X-Forwarded-For", "127.0.0.2"),
+            ("Forwarded", "for=127.0.0.3"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+    up.assert_silent("an outsider's own X-Forwarded-For through the proxy");
 }

@@ -209,6 +209,7 @@ impl Default for UpstreamSection {
 #[serde(default)]
 pub(crate) struct ClientIpSection {
     pub trusted_proxies: StringList,
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

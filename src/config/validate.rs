@@ -78,6 +78,22 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         Access::Networks(s) => s,
         Access::Any => NetSet::default(),
     };
+    let forwarded_header = match raw.client_ip.header.as_deref().map(str::trim) {
+        None => crate::policy::network::ForwardedHeader::default(),
+        Some(h) if h.eq_ignore_ascii_case("x-forwarded-for") => {
+            crate::policy::network::ForwardedHeader::XForwardedFor
+        }
+        Some(h) if h.eq_ignore_ascii_case("forwarded") => {
+            crate::policy::network::ForwardedHeader::Forwarded
+        }
+        Some(other) => {
+            r.add(
+                "client_ip.header",
+                format!("{other:?} is not a forwarding header; use \"x-forwarded-for\" (the default) or \"forwarded\" (RFC 7239), whichever your trusted proxies set"),
+            );
+            crate::policy::network::ForwardedHeader::default()
+        }
+    };
 
     // [server] and [[listeners]]
     let mut listeners = Vec::new();
@@ -468,6 +484,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         policy: Policy {
             hosts,
             trusted_proxies,
+            forwarded_header,
             share_allow,
             manage_allow,
             default_allow,
@@ -1019,6 +1036,33 @@ mod tests {
         assert!(p.len() == 1 && p[0].starts_with("log.level: "), "{p:?}");
         let fine = format!("{base}[log]\nlevel = \"info,[request{{path=/public}}]=debug\"\n");
         assert!(problems(&fine).is_empty(), "{:?}", problems(&fine));
+    }
+
+    #[test]
+    fn client_ip_header_names_one_forwarding_header() {
+        let base = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstream]\nurl = \"http://127.0.0.1:2\"\n[client_ip]\n";
+        let header = |v: &str| {
+            Config::from_toml(
+                &format!("{base}header = {v:?}\n"),
+                std::path::Path::new("."),
+            )
+            .map(|c| c.policy.forwarded_header)
+        };
+        use crate::policy::network::ForwardedHeader;
+        assert_eq!(header("Forwarded").ok(), Some(ForwardedHeader::Forwarded));
+        assert_eq!(
+            header("x-forwarded-for").ok(),
+            Some(ForwardedHeader::XForwardedFor)
+        );
+        let default = Config::from_toml(base, std::path::Path::new(".")).unwrap();
+        assert_eq!(
+            default.policy.forwarded_header,
+            ForwardedHeader::XForwardedFor
+        );
+        assert_eq!(
+            problems(&format!("{base}header = \"x-real-ip\"\n")),
+            ["client_ip.header: \"x-real-ip\" is not a forwarding header; use \"x-forwarded-for\" (the default) or \"forwarded\" (RFC 7239), whichever your trusted proxies set"]
+        );
     }
 
     #[test]

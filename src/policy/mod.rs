@@ -27,6 +27,8 @@ pub struct Policy {
     /// `server.hosts`: the names served (empty: any).
     pub hosts: Hosts,
     pub trusted_proxies: NetSet,
+    /// `client_ip.header`: where the trusted proxies name the client.
+    pub forwarded_header: network::ForwardedHeader,
     pub share_allow: Access,
     pub manage_allow: Access,
     pub default_allow: Access,

@@ -92,8 +92,9 @@ pub struct ForwardedError {
 }
 
 /// The client address as the gateway determines it: the TCP peer, or, only
-/// when the peer is a trusted proxy, the rightmost address in
-/// `X-Forwarded-For` (else `Forwarded`) that is not itself trusted. Walking
+/// when the peer is a trusted proxy, the rightmost address in the header
+/// `read` names (`X-Forwarded-For` or `Forwarded`) that is not itself
+/// trusted. Walking
 /// from the right matters: every hop appends, so only the entries added by
 /// proxies we trust are facts; anything further left is whatever the client
 /// chose to write.
@@ -101,39 +102,28 @@ pub fn client_ip(
     peer: IpAddr,
     headers: &HeaderMap,
     trusted: &NetSet,
+    read: ForwardedHeader,
 ) -> Result<IpAddr, ForwardedError> {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !trusted.contains(peer) {
         return Ok(peer);
     }
-    let xff: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let (entries, header) = if !xff.is_empty() {
-        (xff, "X-Forwarded-For")
-    } else {
-        let fwd: Vec<&str> = headers
-            .get_all("forwarded")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+    let (name, header) = match read {
+        ForwardedHeader::XForwardedFor => ("x-forwarded-for", "X-Forwarded-For"),
+        ForwardedHeader::Forwarded => ("forwarded", "Forwarded"),
+    };
+    let values = headers.get_all(name);
+    if values.iter().any(|v| v.to_str().is_err()) {
+        return Err(ForwardedError { header });
+    }
+    let lines = values.iter().filter_map(|v| v.to_str().ok());
+    let entries: Vec<&str> = match read {
+        ForwardedHeader::XForwardedFor => lines.flat_map(|v| v.split(',')).map(str::trim).collect(),
+        ForwardedHeader::Forwarded => lines
             .flat_map(|v| v.split(','))
             .filter_map(forwarded_for)
-            .collect();
-        (fwd, "Forwarded")
+            .collect(),
     };
-    if headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .any(|v| v.to_str().is_err())
-    {
-        return Err(ForwardedError {
-            header: "X-Forwarded-For",
-        });
-    }
     let mut client = peer;
     for entry in entries.iter().rev() {
         let ip = parse_forwarded_addr(entry).ok_or(ForwardedError { header })?;
@@ -143,6 +133,17 @@ pub fn client_ip(
         }
     }
     Ok(client)
+}
+
+/// Which header the trusted proxies tell the client address in
+/// (`client_ip.header`). One, named by the operator: a proxy that sets only
+/// `Forwarded` passes a client's own `X-Forwarded-For` through untouched, so
+/// reading whichever is present would believe what the client wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
 }
 
 /// The `for=` value of one `Forwarded` element (RFC 7239 §4), or the empty
@@ -174,6 +175,39 @@ fn parse_forwarded_addr(s: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+    const FWD: ForwardedHeader = ForwardedHeader::Forwarded;
+
+    /// Only the header the operator named is read: behind a proxy that sets
+    /// only `Forwarded`, a client's own `X-Forwarded-For` passes through it
+    /// untouched and must not be believed, and the other way round.
+    #[test]
+    fn only_the_named_header_is_read() {
+        let trusted = set(&["127.0.0.1/32"]);
+        let proxy = "127.0.0.1".parse().unwrap();
+        let h = hdrs(&[
+            ("x-forwarded-for", "10.1.1.1"),
+            ("forwarded", "for=203.0.113.7"),
+        ]);
+        let ip = |read| client_ip(proxy, &h, &trusted, read).unwrap();
+        assert_eq!(ip(FWD), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(ip(XFF), "10.1.1.1".parse::<IpAddr>().unwrap());
+        // The named header absent: the proxy itself is the client.
+        let only_xff = hdrs(&[("x-forwarded-for", "10.1.1.1")]);
+        assert_eq!(client_ip(proxy, &only_xff, &trusted, FWD).unwrap(), proxy);
+        let only_fwd = hdrs(&[("forwarded", "for=10.1.1.1")]);
+        assert_eq!(client_ip(proxy, &only_fwd, &trusted, XFF).unwrap(), proxy);
+        // Garbage in the header not read is no error either.
+        let junk = hdrs(&[
+            ("x-forwarded-for", "unknown"),
+            ("forwarded", "for=203.0.113.7"),
+        ]);
+        assert_eq!(
+            client_ip(proxy, &junk, &trusted, FWD).unwrap(),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+    }
 
     fn set(cidrs: &[&str]) -> NetSet {
         NetSet::new(
@@ -225,9 +259,9 @@ mod tests {
     fn untrusted_peer_forwarded_headers_ignored() {
         let trusted = set(&["127.0.0.1/32"]);
         let h = hdrs(&[("x-forwarded-for", "10.1.1.1")]);
-        let ip = client_ip("127.0.0.9".parse().unwrap(), &h, &trusted).unwrap();
+        let ip = client_ip("127.0.0.9".parse().unwrap(), &h, &trusted, XFF).unwrap();
         assert_eq!(ip, "127.0.0.9".parse::<IpAddr>().unwrap());
-        let ip = client_ip("127.0.0.9".parse().unwrap(), &h, &NetSet::default()).unwrap();
+        let ip = client_ip("127.0.0.9".parse().unwrap(), &h, &NetSet::default(), XFF).unwrap();
         assert_eq!(ip, "127.0.0.9".parse::<IpAddr>().unwrap());
     }
 
@@ -236,14 +270,14 @@ mod tests {
         let trusted = set(&["127.0.0.1/32", "192.0.2.0/24"]);
         // Leftmost is what the client wrote; rightmost untrusted is the truth.
         let h = hdrs(&[("x-forwarded-for", "10.9.9.9, 203.0.113.7, 192.0.2.5")]);
-        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted, XFF).unwrap();
         assert_eq!(ip, "203.0.113.7".parse::<IpAddr>().unwrap());
         // Split over two header lines: same list.
         let h = hdrs(&[
             ("x-forwarded-for", "10.9.9.9"),
             ("x-forwarded-for", "203.0.113.7, 192.0.2.5"),
         ]);
-        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted, XFF).unwrap();
         assert_eq!(ip, "203.0.113.7".parse::<IpAddr>().unwrap());
     }
 
@@ -251,7 +285,7 @@ mod tests {
     fn all_trusted_chain_gives_leftmost() {
         let trusted = set(&["127.0.0.0/8"]);
         let h = hdrs(&[("x-forwarded-for", "127.0.0.5, 127.0.0.6")]);
-        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted, XFF).unwrap();
         assert_eq!(ip, "127.0.0.5".parse::<IpAddr>().unwrap());
     }
 
@@ -262,10 +296,10 @@ mod tests {
             "forwarded",
             "for=10.0.0.1;proto=https, for=\"[2001:db8::1]:4711\"",
         )]);
-        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted, FWD).unwrap();
         assert_eq!(ip, "2001:db8::1".parse::<IpAddr>().unwrap());
         let h = hdrs(&[("x-forwarded-for", "198.51.100.1:5555")]);
-        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted, XFF).unwrap();
         assert_eq!(ip, "198.51.100.1".parse::<IpAddr>().unwrap());
     }
 
@@ -273,12 +307,12 @@ mod tests {
     fn garbage_from_trusted_proxy_is_an_error() {
         let trusted = set(&["127.0.0.1/32"]);
         let h = hdrs(&[("x-forwarded-for", "unknown")]);
-        assert!(client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).is_err());
+        assert!(client_ip("127.0.0.1".parse().unwrap(), &h, &trusted, XFF).is_err());
         let h = hdrs(&[("forwarded", "for=unknown")]);
-        assert!(client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).is_err());
+        assert!(client_ip("127.0.0.1".parse().unwrap(), &h, &trusted, FWD).is_err());
         // Garbage to the left of an untrusted address is never reached.
         let h = hdrs(&[("x-forwarded-for", "garbage, 198.51.100.1")]);
-        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted).unwrap();
+        let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted, XFF).unwrap();
         assert_eq!(ip, "198.51.100.1".parse::<IpAddr>().unwrap());
     }
 
@@ -288,6 +322,7 @@ mod tests {
             "::ffff:127.0.0.2".parse().unwrap(),
             &HeaderMap::new(),
             &NetSet::default(),
+            XFF,
         )
         .unwrap();
         assert_eq!(ip, "127.0.0.2".parse::<IpAddr>().unwrap());

@@ -433,7 +433,12 @@ async fn decide(
     facts.rule.clone_from(&route.rule);
 
     // authorize
-    let client = network::client_ip(conn.peer.ip(), req.headers(), &cfg.policy.trusted_proxies)?;
+    let client = network::client_ip(
+        conn.peer.ip(),
+        req.headers(),
+        &cfg.policy.trusted_proxies,
+        cfg.policy.forwarded_header,
+    )?;
     facts.client = Some(client);
     let (_, require, _) = cfg.policy.access(route.class);
     let identity = if require.needs_identity() {

@@ -426,6 +426,8 @@ pub struct Setup {
     pub share_extra: String,
     /// Extra lines for the `[default]` table (e.g. `require = "identity"`).
     pub default_extra: String,
+    /// Extra lines for the `[client_ip]` table (e.g. `header = "forwarded"`).
+    pub client_ip_extra: String,
     /// Whole tables appended at the end (e.g. `[identity.jwt]`, `[limits]`).
     pub extra: String,
 }
@@ -444,6 +446,7 @@ impl Setup {
             server_extra: String::new(),
             share_extra: String::new(),
             default_extra: String::new(),
+            client_ip_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -466,6 +469,7 @@ inside = [{inside}]
 
 [client_ip]
 trusted_proxies = ["127.0.0.4/32", "127.0.0.5/32"]
+{client_ip_extra}
 
 [share]
 profile = "langsmith"
@@ -487,6 +491,7 @@ allow_from = "any"
             server_extra = self.server_extra,
             share_extra = self.share_extra,
             default_extra = self.default_extra,
+            client_ip_extra = self.client_ip_extra,
             extra = self.extra,
         )
     }
