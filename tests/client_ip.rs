@@ -288,4 +288,25 @@ async fn a_proxy_that_sets_only_forwarded_is_read_there_only() {
     .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
     up.assert_silent("an outsider's own X-Forwarded-For through the proxy");
+    // On an open route, the upstream is told the client the gateway found,
+    // not the chain the client began.
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        "/api/v1/info",
+        &[
+            ("X-Forwarded-For", "127.0.0.2"),
+            ("Forwarded", "for=127.0.0.3"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("an open route through the proxy");
+    assert_eq!(
+        r.header_all("x-forwarded-for"),
+        vec!["127.0.0.3".to_owned()]
+    );
+    assert_eq!(r.header_all("x-real-ip"), vec!["127.0.0.3".to_owned()]);
 }

@@ -896,7 +896,10 @@ pub(crate) fn upstream_headers(
     // Checked by `is_websocket_upgrade`; sent in its one spelling.
     let upgrade_value = upgrade.then(|| HeaderValue::from_static("websocket"));
     let peer = conn.peer.ip().to_canonical();
-    let trusted_peer = gw.config.policy.trusted_proxies.contains(peer);
+    // A trusted proxy's X-Forwarded-For chain is extended, when that is the
+    // header the proxies tell the client in; otherwise a client wrote it.
+    let trusted_peer = gw.config.policy.trusted_proxies.contains(peer)
+        && gw.config.policy.forwarded_header == network::ForwardedHeader::XForwardedFor;
     let mut client_text = Vec::with_capacity(40);
     crate::telemetry::line::write_ip(&mut client_text, client);
     let xff = if trusted_peer {
