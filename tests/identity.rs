@@ -797,20 +797,8 @@ async fn a_reload_while_the_jwks_is_unreachable_keeps_its_keys_and_takes_effect(
         idp.addr
     );
     let dir = tempfile::tempdir().expect("a config folder");
-    let path = dir.path().join("sharegate.toml");
-    std::fs::write(&path, setup.toml()).expect("write the config");
-    let state = state_from_file(&path).await;
-    let traffic = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the gateway");
-    let gw = TestGateway::serve(
-        sharegate::server::Listeners {
-            traffic: vec![traffic],
-            redirect: Vec::new(),
-            admin: None,
-        },
-        state.clone(),
-    );
+    let (gw, path) = TestGateway::from_file(dir.path(), &setup.toml()).await;
+    let state = gw.state.clone();
     let share = share_page();
     let r = request(OUTSIDE, gw.addr, "GET", &share, &[], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());

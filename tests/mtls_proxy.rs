@@ -460,20 +460,8 @@ async fn a_reload_that_withdraws_the_client_ca_ends_its_identities_on_kept_conne
     setup.server_extra = pki.server_extra("optional");
     setup.share_extra = "require = \"identity\"\n".to_owned();
     let dir = tempfile::tempdir().expect("a config folder");
-    let path = dir.path().join("sharegate.toml");
-    std::fs::write(&path, setup.toml()).expect("write the config");
-    let state = state_from_file(&path).await;
-    let traffic = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the gateway");
-    let gw = TestGateway::serve(
-        sharegate::server::Listeners {
-            traffic: vec![traffic],
-            redirect: Vec::new(),
-            admin: None,
-        },
-        state.clone(),
-    );
+    let (gw, path) = TestGateway::from_file(dir.path(), &setup.toml()).await;
+    let state = gw.state.clone();
     let tls = tls_connect_from(OUTSIDE, gw.addr, pki.client_config(ALICE), "localhost")
         .await
         .expect("alice's handshake");

@@ -793,6 +793,26 @@ impl TestGateway {
     }
 }
 
+impl TestGateway {
+    /// Writes `toml` to `sharegate.toml` in `dir` and serves it on
+    /// `127.0.0.1:0`, as `sharegate run --config` would: `gw.state.reload()`
+    /// reads the file again. Returns the file's path for the test to edit.
+    pub async fn from_file(dir: &Path, toml: &str) -> (TestGateway, std::path::PathBuf) {
+        let path = dir.join("sharegate.toml");
+        std::fs::write(&path, toml).expect("write the config");
+        let state = state_from_file(&path).await;
+        let traffic = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the gateway");
+        let listeners = sharegate::server::Listeners {
+            traffic: vec![traffic],
+            redirect: Vec::new(),
+            admin: None,
+        };
+        (TestGateway::serve(listeners, state), path)
+    }
+}
+
 /// The gateway state `sharegate run --config path` builds: loaded from the
 /// file, so [`State::reload`] reads the file again.
 pub async fn state_from_file(path: &Path) -> Arc<State> {
