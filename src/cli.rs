@@ -468,10 +468,7 @@ pub fn policy_table(cfg: &Config) -> String {
             .iter()
             .map(|n| n.to_string())
             .collect();
-        let header = match p.forwarded_header {
-            crate::policy::network::ForwardedHeader::XForwardedFor => "X-Forwarded-For",
-            crate::policy::network::ForwardedHeader::Forwarded => "Forwarded",
-        };
+        let header = p.forwarded_header.name();
         format!(
             "rightmost untrusted {header} entry when the peer is in {} (client_ip.header)",
             nets.join(", ")

@@ -15,6 +15,7 @@ use super::{
     ClientCertMode, Config, IdentitySettings, Limits, Listener, LogFormat, LogSettings, Problem,
     ProxyProtocol, Rate, ReloadSettings, TlsFiles, Upstream,
 };
+use crate::policy::network::ForwardedHeader;
 use crate::policy::{Access, CustomPolicy, Hosts, NetSet, Policy, Require};
 use crate::route::{Profile, RouteTable};
 
@@ -78,21 +79,15 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         Access::Networks(s) => s,
         Access::Any => NetSet::default(),
     };
-    let forwarded_header = match raw.client_ip.header.as_deref().map(str::trim) {
-        None => crate::policy::network::ForwardedHeader::default(),
-        Some(h) if h.eq_ignore_ascii_case("x-forwarded-for") => {
-            crate::policy::network::ForwardedHeader::XForwardedFor
-        }
-        Some(h) if h.eq_ignore_ascii_case("forwarded") => {
-            crate::policy::network::ForwardedHeader::Forwarded
-        }
-        Some(other) => {
+    let forwarded_header = match raw.client_ip.header.as_deref() {
+        None => ForwardedHeader::default(),
+        Some(h) => ForwardedHeader::parse(h).unwrap_or_else(|| {
             r.add(
                 "client_ip.header",
-                format!("{other:?} is not a forwarding header; use \"x-forwarded-for\" (the default) or \"forwarded\" (RFC 7239), whichever your trusted proxies set"),
+                format!("{h:?} is not a forwarding header; use \"x-forwarded-for\" (the default) or \"forwarded\" (RFC 7239), whichever your trusted proxies set"),
             );
-            crate::policy::network::ForwardedHeader::default()
-        }
+            ForwardedHeader::default()
+        }),
     };
 
     // [server] and [[listeners]]
@@ -989,6 +984,7 @@ impl ListenerSettings<'_> {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+    use crate::policy::network::ForwardedHeader;
 
     fn problems(text: &str) -> Vec<String> {
         match Config::from_toml(text, std::path::Path::new(".")) {
@@ -1048,7 +1044,6 @@ mod tests {
             )
             .map(|c| c.policy.forwarded_header)
         };
-        use crate::policy::network::ForwardedHeader;
         assert_eq!(header("Forwarded").ok(), Some(ForwardedHeader::Forwarded));
         assert_eq!(
             header("x-forwarded-for").ok(),

@@ -108,11 +108,8 @@ pub fn client_ip(
     if trusted.is_empty() || !trusted.contains(peer) {
         return Ok(peer);
     }
-    let (name, header) = match read {
-        ForwardedHeader::XForwardedFor => ("x-forwarded-for", "X-Forwarded-For"),
-        ForwardedHeader::Forwarded => ("forwarded", "Forwarded"),
-    };
-    let values = headers.get_all(name);
+    let header = read.name();
+    let values = headers.get_all(header);
     if values.iter().any(|v| v.to_str().is_err()) {
         return Err(ForwardedError { header });
     }
@@ -144,6 +141,24 @@ pub enum ForwardedHeader {
     #[default]
     XForwardedFor,
     Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The `client_ip.header` value (any case).
+    pub fn parse(value: &str) -> Option<ForwardedHeader> {
+        let value = value.trim();
+        [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded]
+            .into_iter()
+            .find(|h| h.name().eq_ignore_ascii_case(value))
+    }
+
+    /// The header's name as written in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "X-Forwarded-For",
+            ForwardedHeader::Forwarded => "Forwarded",
+        }
+    }
 }
 
 /// The `for=` value of one `Forwarded` element (RFC 7239 §4), or the empty

@@ -317,9 +317,6 @@ pub(crate) struct Pattern {
     /// The id of this origin's spelling with its default port written out
     /// (`https://host` → `https://host:443`), which extends this one.
     pub(crate) with_port: Option<usize>,
-    /// Whether this is such a spelling: the anchored search reaches it only
-    /// by extending a match of the shorter one.
-    pub(crate) spells_default_port: bool,
 }
 
 /// The separator after the scheme in each form, every case spelling of it,
@@ -365,6 +362,7 @@ impl Rules {
             content_types.push(essence);
         }
         let mut patterns: Vec<Pattern> = Vec::new();
+        let mut by_form: [Vec<usize>; 4] = Default::default();
         let forms = [
             Form::Plain,
             Form::JsonEscaped,
@@ -382,26 +380,22 @@ impl Rules {
                     ..f.clone()
                 });
             for form in forms {
-                let pattern = |spelled: &Origin, spells_default_port: bool| Pattern {
+                let pattern = |spelled: &Origin| Pattern {
                     form,
                     anchor_at: f.scheme.len(),
                     lower: form.spell(spelled).to_ascii_lowercase().into_bytes(),
                     replacement: Bytes::from(form.spell(&to)),
                     with_port: None,
-                    spells_default_port,
                 };
-                patterns.push(pattern(f, false));
+                // The anchored search compares the origin as written and
+                // reaches its default-port spelling by extending a match.
+                let base = patterns.len();
+                by_form[form as usize].push(base);
+                patterns.push(pattern(f));
                 if let Some(e) = &explicit {
-                    let base = patterns.len() - 1;
                     patterns[base].with_port = Some(base + 1);
-                    patterns.push(pattern(e, true));
+                    patterns.push(pattern(e));
                 }
-            }
-        }
-        let mut by_form: [Vec<usize>; 4] = Default::default();
-        for (id, p) in patterns.iter().enumerate() {
-            if !p.spells_default_port {
-                by_form[p.form as usize].push(id);
             }
         }
         let matcher = AhoCorasick::builder()
