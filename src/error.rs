@@ -57,6 +57,10 @@ pub enum RequestError {
     /// switching to another protocol. Never made a tunnel.
     #[error("upstream switched protocols without a WebSocket upgrade to switch to")]
     UpstreamSwitched,
+    /// A `206` of a type the rewriter rewrites, which it cannot (see
+    /// `proxy::ranges`): never passed on.
+    #[error("upstream sent a partial body of a rewritten type where a whole one was needed")]
+    UpstreamPartial,
 }
 
 impl RequestError {
@@ -82,7 +86,8 @@ impl RequestError {
             },
             RequestError::UpstreamConnect(_)
             | RequestError::Upstream(_)
-            | RequestError::UpstreamSwitched => StatusCode::BAD_GATEWAY,
+            | RequestError::UpstreamSwitched
+            | RequestError::UpstreamPartial => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -117,6 +122,7 @@ impl RequestError {
             RequestError::UpstreamTimeout(_) => "upstream_timeout",
             RequestError::Upstream(_) => "upstream_error",
             RequestError::UpstreamSwitched => "upstream_switched_protocols",
+            RequestError::UpstreamPartial => "upstream_partial_content",
         }
     }
 
@@ -164,7 +170,8 @@ impl RequestError {
             },
             RequestError::UpstreamConnect(_)
             | RequestError::Upstream(_)
-            | RequestError::UpstreamSwitched => "Bad gateway.",
+            | RequestError::UpstreamSwitched
+            | RequestError::UpstreamPartial => "Bad gateway.",
             RequestError::UpstreamTimeout(_) => "Gateway timeout.",
         }
     }

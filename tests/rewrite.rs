@@ -698,3 +698,185 @@ impl Counter {
         self.carry.drain(..cut);
     }
 }
+
+/// An upstream that serves `body` as `content_type` the way a static file
+/// server does: a single `Range: bytes=A-B` (or `A-`) gets a `206` with that
+/// slice, several get `multipart/byteranges`, none gets the whole as `200`.
+fn ranged(content_type: &'static str, body: &'static str) -> Behaviour {
+    custom(move |req| async move {
+        let Some(range) = req.header("range") else {
+            return upstream_response(
+                StatusCode::OK,
+                &[("content-type", content_type), ("accept-ranges", "bytes")],
+                upstream_full(body),
+            );
+        };
+        let spans: Vec<(usize, usize)> = range
+            .trim_start_matches("bytes=")
+            .split(',')
+            .map(|s| {
+                let (a, b) = s.trim().split_once('-').expect("a-b");
+                let a: usize = a.parse().expect("start");
+                let b = if b.is_empty() {
+                    body.len() - 1
+                } else {
+                    b.parse::<usize>().expect("end").min(body.len() - 1)
+                };
+                (a, b)
+            })
+            .collect();
+        let total = body.len();
+        if let [(a, b)] = spans[..] {
+            let content_range = format!("bytes {a}-{b}/{total}");
+            return upstream_response(
+                StatusCode::PARTIAL_CONTENT,
+                &[
+                    ("content-type", content_type),
+                    ("content-range", content_range.as_str()),
+                ],
+                upstream_full(&body.as_bytes()[a..=b]),
+            );
+        }
+        let mut multi = String::new();
+        for (a, b) in spans {
+            multi.push_str(&format!(
+                "--SEP\r\ncontent-type: {content_type}\r\ncontent-range: bytes {a}-{b}/{total}\r\n\r\n{}\r\n",
+                &body[a..=b]
+            ));
+        }
+        multi.push_str("--SEP--\r\n");
+        upstream_response(
+            StatusCode::PARTIAL_CONTENT,
+            &[("content-type", "multipart/byteranges; boundary=SEP")],
+            upstream_full(multi),
+        )
+    })
+}
+
+/// A range of a page or an API answer would be a way around the rewrite
+/// (a `206` slice cannot be rewritten, so it used to pass untouched, public
+/// origin and all). The gateway asks again for the whole body and rewrites
+/// that; binary ranges (media seeking, resumed downloads) still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_request_never_gets_the_public_origin_back() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let share = fill("/api/v1/public/{t}/run");
+    let json = r#"{"share_url":"https://smith.example.com/public/x/r","next":"https://smith.example.com/o"}"#;
+    up.on(&share, ranged("application/json", json));
+    let js = "const base = \"https://smith.example.com\"; export default base;";
+    up.on("/static/app.js", ranged("text/javascript", js));
+
+    for (path, headers) in [
+        (share.as_str(), &[("range", "bytes=0-40")][..]),
+        (share.as_str(), &[("range", "bytes=2-")][..]),
+        (share.as_str(), &[("range", "bytes=0-5,10-60")][..]),
+        (
+            "/static/app.js",
+            &[("range", "bytes=10-"), ("if-range", "\"v1\"")][..],
+        ),
+    ] {
+        let r = request(INSIDE, gw.addr, "GET", path, headers, "").await;
+        let what = format!("{path} {headers:?}");
+        assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.summary());
+        assert!(r.header("content-range").is_none(), "{what}");
+        let want = if path == share { json } else { js };
+        assert_eq!(r.text(), private(want), "{what}");
+        let got = up.take();
+        assert_eq!(got.len(), 2, "{what}: the range, then the whole");
+        assert_eq!(
+            got[0].header("range").as_deref(),
+            Some(headers[0].1),
+            "{what}"
+        );
+        assert!(got[1].header("range").is_none(), "{what}");
+        assert!(got[1].header("if-range").is_none(), "{what}");
+        assert_eq!(got[1].target, got[0].target, "{what}");
+    }
+
+    // Binary: the range is served as asked, once.
+    up.on("/static/logo.png", ranged("image/png", "0123456789abcdef"));
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        "/static/logo.png",
+        &[("range", "bytes=4-7")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{}", r.summary());
+    assert_eq!(r.header("content-range").as_deref(), Some("bytes 4-7/16"));
+    assert_eq!(r.text(), "4567");
+    assert_eq!(
+        up.only("the binary range").header("range").as_deref(),
+        Some("bytes=4-7")
+    );
+
+    // A HEAD keeps its range: no body comes back.
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "HEAD",
+        &share,
+        &[("range", "bytes=0-5")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{}", r.summary());
+    assert!(r.body.is_empty());
+    assert_eq!(
+        up.only("the HEAD").header("range").as_deref(),
+        Some("bytes=0-5")
+    );
+}
+
+/// `Range` means nothing on other methods (RFC 9110 §14.2) and a request
+/// with a body cannot be sent twice: it is dropped before forwarding. An
+/// upstream that answers with a partial body of a rewritten type all the
+/// same, or again when asked for the whole, gets a `502`: none of its body
+/// reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_body_that_cannot_be_rewritten_is_never_passed_on() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let leak = r#"{"share_url":"https://smith.example.com/public/x/r"}"#;
+    let stubborn = || {
+        fixed(
+            StatusCode::PARTIAL_CONTENT,
+            &[JSON, ("content-range", "bytes 0-48/200")],
+            leak,
+        )
+    };
+    up.on("/api/v1/runs/query", stubborn());
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "POST",
+        "/api/v1/runs/query",
+        &[JSON, ("range", "bytes=0-48"), ("if-range", "\"v1\"")],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.summary());
+    assert!(!r.text().contains("smith.example.com"), "{}", r.text());
+    let got = up.only("the POST");
+    assert!(got.header("range").is_none());
+    assert!(got.header("if-range").is_none());
+
+    let share = fill("/api/v1/public/{t}/run");
+    up.on(&share, stubborn());
+    for headers in [&[("range", "bytes=0-48")][..], &[][..]] {
+        let r = request(INSIDE, gw.addr, "GET", &share, headers, "").await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_GATEWAY,
+            "{headers:?}: {}",
+            r.summary()
+        );
+        assert!(!r.text().contains("smith.example.com"), "{}", r.text());
+        let got = up.take();
+        assert_eq!(got.len(), headers.len() + 1, "{headers:?}");
+        assert!(got.last().unwrap().header("range").is_none());
+    }
+}

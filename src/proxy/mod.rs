@@ -8,6 +8,7 @@
 //! headers) and the access log event; it does not bind sockets or parse
 //! config.
 
+mod ranges;
 mod share_answer;
 
 use std::net::{IpAddr, SocketAddr};
@@ -545,9 +546,24 @@ async fn pipeline(
         let streamed = req.map(|b| IdleBody::new(b, idle, marked).boxed_unsync());
         (streamed, Some(progress))
     };
-    let (upstream_req, client_upgrade) = prepare(gw, conn, client, &route, req, upgrade, verified)?;
+    let (mut upstream_req, client_upgrade) =
+        prepare(gw, conn, client, &route, req, upgrade, verified)?;
+    let whole = rewrite
+        .as_ref()
+        .and_then(|_| ranges::prepare(&mut upstream_req));
     let sent = Instant::now();
-    let resp = forward(gw, upstream_req, progress.as_deref()).await?;
+    let mut resp = forward(gw, upstream_req, progress.as_deref()).await?;
+    if let Some(rw) = rewrite.as_ref().filter(|rw| !rw.head) {
+        if ranges::unrewritable_partial(rw.rules, &resp) {
+            let again = whole.ok_or(RequestError::UpstreamPartial)?;
+            drop(resp);
+            tracing::debug!("partial answer of a rewritten type: asking for the whole body");
+            resp = forward(gw, again, None).await?;
+            if ranges::unrewritable_partial(rw.rules, &resp) {
+                return Err(RequestError::UpstreamPartial);
+            }
+        }
+    }
     gw.metrics
         .upstream_seconds
         .get_or_create(&ClassLabels {
