@@ -484,7 +484,7 @@ pub fn policy_table(cfg: &Config) -> String {
     let _ = writeln!(out, "client ip   {trusted}");
     let cross_site = match (p.cross_site_navigate_only, p.hosts.is_any()) {
         (false, _) => "allowed (share.cross_site = \"allow\")",
-        (true, false) => "a browser's cross-site request (Sec-Fetch-Site; without it, an Origin outside server.hosts) to a share or management route: refused (403) unless it opens a page",
+        (true, false) => "a browser's cross-site request (Sec-Fetch-Site cross-site, or same-site with an Origin outside server.hosts; without it, an Origin outside server.hosts) to a share or management route: refused (403) unless it opens a page",
         (true, true) => "a browser's cross-site request (Sec-Fetch-Site) to a share or management route: refused (403) unless it opens a page; Origin not compared (server.hosts empty)",
     };
     let _ = writeln!(out, "cross site  {cross_site}");

@@ -244,7 +244,7 @@ fn check_accepts_the_example_config() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("\ncross site  a browser's cross-site request (Sec-Fetch-Site; without it, an Origin outside server.hosts) to a share or management route: refused (403) unless it opens a page\n"),
+        stdout.contains("\ncross site  a browser's cross-site request (Sec-Fetch-Site cross-site, or same-site with an Origin outside server.hosts; without it, an Origin outside server.hosts) to a share or management route: refused (403) unless it opens a page\n"),
         "{stdout}"
     );
     assert!(

@@ -243,7 +243,7 @@ async fn cross_site_requests_from_a_browser_inside_are_refused() {
 /// `null`) on a share or management route is refused like a cross-site
 /// request, and the gateway's own passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_older_browsers_cross_site_requests_are_refused_by_origin() {
+async fn cross_site_requests_without_fetch_metadata_or_from_a_sibling_host_are_refused_by_origin() {
     let up = FakeUpstream::start().await;
     let mut setup = Setup::new(&up);
     setup.server_extra = "hosts = [\"127.0.0.1\"]".to_owned();
@@ -284,24 +284,38 @@ async fn an_older_browsers_cross_site_requests_are_refused_by_origin() {
             "http://127.0.0.1.attacker.example",
         ),
     ];
-    for (what, method, path, origin) in refused {
-        let r = request(INSIDE, gw.addr, method, path, &[("origin", origin)], "{}").await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.summary());
-        assert_eq!(
-            detail(&r),
-            "Cross-site requests to shared links are refused: open the link itself.",
-            "{what}"
-        );
-        up.assert_silent(what);
-    }
-    let passes = [
-        ("the share page's own query", "POST", &query, own.as_str()),
-        ("the owner's share creation", "PUT", &manage, own.as_str()),
+    // The same from a browser that marks the request `same-site` (another
+    // host under the same registrable domain, which may serve anyone's
+    // pages): its `Origin` must be one of `server.hosts` too.
+    let same_site = [
+        ("sec-fetch-site", "same-site"),
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-dest", "empty"),
     ];
-    for (what, method, path, origin) in passes {
-        let r = request(INSIDE, gw.addr, method, path, &[("origin", origin)], "{}").await;
-        assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.summary());
-        up.only(what);
+    for fetch_metadata in [&[][..], &same_site[..]] {
+        for (what, method, path, origin) in refused {
+            let mut headers = vec![("origin", origin)];
+            headers.extend_from_slice(fetch_metadata);
+            let r = request(INSIDE, gw.addr, method, path, &headers, "{}").await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.summary());
+            assert_eq!(
+                detail(&r),
+                "Cross-site requests to shared links are refused: open the link itself.",
+                "{what}"
+            );
+            up.assert_silent(what);
+        }
+        let passes = [
+            ("the share page's own query", "POST", &query, own.as_str()),
+            ("the owner's share creation", "PUT", &manage, own.as_str()),
+        ];
+        for (what, method, path, origin) in passes {
+            let mut headers = vec![("origin", origin)];
+            headers.extend_from_slice(fetch_metadata);
+            let r = request(INSIDE, gw.addr, method, path, &headers, "{}").await;
+            assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.summary());
+            up.only(what);
+        }
     }
 }
 

@@ -171,8 +171,14 @@ fn guards_cross_site(class: RouteClass) -> bool {
 /// page by a link: for them, an `Origin` that is not one of `server.hosts`
 /// (or is `null`, which a sandboxed frame of any site can send) is the
 /// cross-site mark. With `server.hosts` empty the gateway has no names of
-/// its own to compare with, and `Origin` is not read. `Ok`/`Err` carry the
-/// reason.
+/// its own to compare with, and `Origin` is not read.
+///
+/// `same-site` covers every host under the same registrable domain, and
+/// one of them may serve pages nobody vouches for (user content, a
+/// forgotten DNS name taken over): a `same-site` request whose `Origin` is
+/// not one of `server.hosts` is judged as a cross-site one. Without an
+/// `Origin`, or with `server.hosts` empty, it passes as before. `Ok`/`Err`
+/// carry the reason.
 fn cross_site(
     method: &Method,
     headers: &HeaderMap,
@@ -182,20 +188,29 @@ fn cross_site(
     const MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
     const DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
     let field = |name: &HeaderName| headers.get(name).map(HeaderValue::as_bytes);
-    match field(&SITE) {
+    let sibling = match field(&SITE) {
         None => return older_browser(headers, hosts),
-        Some(b"same-origin" | b"same-site" | b"none") => {
-            return Ok("Sec-Fetch-Site names this site or the user");
+        Some(b"same-origin" | b"none") => {
+            return Ok("Sec-Fetch-Site names this origin or the user");
         }
-        Some(_) => {}
-    }
+        Some(b"same-site") if older_browser(headers, hosts).is_ok() => {
+            return Ok("Sec-Fetch-Site: same-site, from this site's own hosts");
+        }
+        Some(b"same-site") => true,
+        Some(_) => false,
+    };
     let navigation = field(&MODE) == Some(b"navigate")
         && (method == Method::GET || method == Method::HEAD)
         && !matches!(field(&DEST), Some(b"object" | b"embed"));
-    if navigation {
-        Ok("a cross-site navigation opening the page")
-    } else {
-        Err("a cross-site request that does not open a page (fetch, embed, form post or preflight)")
+    match (navigation, sibling) {
+        (true, false) => Ok("a cross-site navigation opening the page"),
+        (true, true) => Ok("a navigation from another host of this site opening the page"),
+        (false, false) => Err(
+            "a cross-site request that does not open a page (fetch, embed, form post or preflight)",
+        ),
+        (false, true) => Err(
+            "a request from another host of this site (Origin outside server.hosts) that does not open a page",
+        ),
     }
 }
 
@@ -927,5 +942,57 @@ revoked_tokens = ["dead"]
         let mut modern = fetch(Some("same-origin"), "cors", "empty");
         modern.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert_eq!(denial_of(&cfg, "POST", query, &modern), Ok(()));
+    }
+
+    /// `same-site` is every host under the registrable domain, one of which
+    /// may serve pages nobody vouches for: with `server.hosts` set, its
+    /// `Origin` must be one of them unless the request opens a page.
+    #[test]
+    fn same_site_requests_from_hosts_not_ours_are_judged_as_cross_site() {
+        let cfg = config("[server]\nhosts = [\"langsmith.corp.example\"]");
+        let any_host = config("");
+        let with_origin = |mode: &str, dest: &str, origin: Option<&str>| {
+            let mut h = fetch(Some("same-site"), mode, dest);
+            if let Some(o) = origin {
+                h.append(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            h
+        };
+        let api = "/api/v1/public/tok/run";
+        let query = "/api/v1/public/tok/runs/query";
+        let page = "/public/tok/r";
+        let manage = "/api/v1/runs/1b4e28ba-2fa1-11d2-883f-0016d3cca427/share";
+        let sibling = Some("https://uploads.corp.example");
+        let ours = Some("https://langsmith.corp.example");
+        for (method, path, h) in [
+            ("GET", api, with_origin("cors", "empty", sibling)),
+            ("POST", query, with_origin("cors", "empty", sibling)),
+            ("PUT", manage, with_origin("cors", "empty", sibling)),
+            ("OPTIONS", api, with_origin("cors", "empty", sibling)),
+            ("POST", query, with_origin("cors", "empty", Some("null"))),
+            ("POST", query, with_origin("navigate", "document", sibling)),
+        ] {
+            assert_eq!(
+                denial_of(&cfg, method, path, &h),
+                Err(DenialKind::CrossSite),
+                "{method} {path} {h:?}"
+            );
+            // Nothing to compare with: passes as before.
+            assert_eq!(denial_of(&any_host, method, path, &h), Ok(()));
+        }
+        for (method, path, h) in [
+            ("GET", api, with_origin("cors", "empty", ours)),
+            ("POST", query, with_origin("cors", "empty", ours)),
+            ("GET", api, with_origin("no-cors", "image", None)),
+            ("GET", page, with_origin("navigate", "document", None)),
+            ("GET", page, with_origin("navigate", "iframe", sibling)),
+            ("GET", "/api/v1/info", with_origin("cors", "empty", sibling)),
+        ] {
+            assert_eq!(
+                denial_of(&cfg, method, path, &h),
+                Ok(()),
+                "{method} {path} {h:?}"
+            );
+        }
     }
 }
