@@ -989,21 +989,56 @@ async fn chromium_renders_the_share_inside_and_the_refusal_outside() {
 /// load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_cannot_read_a_share_for_a_page_on_another_site() {
-    const TEST: &str = "chromium cross-site";
+    read_attempt_from_another_page("chromium cross-site", None, "attacker.test").await;
+}
+
+/// The same from a page on another host of the gateway's own site
+/// (`uploads.corp.localhost` next to `langsmith.corp.localhost`: user content, a DNS
+/// name taken over). Chromium marks its requests `same-site`, which alone
+/// would pass; with `server.hosts` set, an `Origin` outside it is judged as
+/// cross-site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_cannot_read_a_share_for_a_page_on_a_sibling_host() {
+    read_attempt_from_another_page(
+        "chromium same-site",
+        Some("langsmith.corp.localhost"),
+        "uploads.corp.localhost",
+    )
+    .await;
+}
+
+/// Serves a page on `page_host` that fetches the share API, shows it in an
+/// `<img>` and frames the share page, all on the gateway (named
+/// `gateway_host`, its one `server.hosts` entry, or by its address); opens
+/// it in Chromium and checks that only the framed page reached the
+/// upstream.
+async fn read_attempt_from_another_page(test: &str, gateway_host: Option<&str>, page_host: &str) {
     let Some(browser) = on_path("chromium") else {
         skipped(
-            TEST,
+            test,
             "chromium is not on PATH (CI installs it through .ci/run)",
         );
         return;
     };
     let up = StandIn::start().await;
     up.seed_run_share(RUN_TOKEN);
-    let (_gw, origin) = gateway(&up, &["127.0.0.1/32"]).await;
+    let listener = within("binding the gateway", TcpListener::bind("127.0.0.1:0"))
+        .await
+        .expect("bind the gateway");
+    let addr = listener.local_addr().expect("gateway address");
+    let (origin, hosts) = match gateway_host {
+        Some(h) => (
+            format!("http://{h}:{}", addr.port()),
+            format!("hosts = [{h:?}]"),
+        ),
+        None => (format!("http://{addr}"), String::new()),
+    };
+    let config = policy_with(&up.url(), addr, &["127.0.0.1/32"], &origin, &hosts);
+    let _gw = TestGateway::start_on(listener, &config).await;
     let api = format!("{origin}/api/v1/public/{RUN_TOKEN}/run");
     let page = format!("{origin}/public/{RUN_TOKEN}/r");
-    // The other site: attacker.test, resolved to loopback for this browser
-    // only. Its page writes what the fetch got into the document.
+    // The other page's host resolves to loopback for this browser only. The
+    // page writes what the fetch got into the document.
     let attacker = common::FakeUpstream::start().await;
     let html = format!(
         "<!doctype html><html><body><p id=\"result\">pending</p>\
@@ -1026,10 +1061,15 @@ e => {{ document.getElementById('result').textContent = 'blocked: ' + e; }});</s
             }
         }),
     );
-    let attacker_page = format!("http://attacker.test:{}/", attacker.addr.port());
+    let attacker_page = format!("http://{page_host}:{}/", attacker.addr.port());
+    let mut rules = format!("MAP {page_host} 127.0.0.1, ");
+    if let Some(h) = gateway_host {
+        rules.push_str(&format!("MAP {h} 127.0.0.1, "));
+    }
+    rules.push_str(ONLY_LOOPBACK);
     let out = chromium_with(
         &browser,
-        &format!("MAP attacker.test 127.0.0.1, {ONLY_LOOPBACK}"),
+        &rules,
         // Let the fetch and the frame finish before the DOM is dumped.
         &["--virtual-time-budget=10000"],
         "--dump-dom",
@@ -1039,21 +1079,21 @@ e => {{ document.getElementById('result').textContent = 'blocked: ' + e; }});</s
     let dom = stdout(&out);
     assert!(
         dom.contains("<p id=\"result\">blocked: "),
-        "the fetch must fail: {dom}"
+        "{test}: the fetch must fail: {dom}"
     );
     assert!(
         attacker.requests().iter().any(|r| r.target == "/"),
-        "the other site's page was loaded"
+        "{test}: the other page was loaded"
     );
 
     let seen = lines(&up.take());
     assert!(
         !seen.iter().any(|l| l.contains("/api/v1/public/")),
-        "a cross-site read of the share API reached the upstream: {seen:?}"
+        "{test}: a read of the share API from another page reached the upstream: {seen:?}"
     );
     assert!(
         seen.contains(&format!("GET /public/{RUN_TOKEN}/r")),
-        "the framed share page (a navigation) loads: {seen:?}"
+        "{test}: the framed share page (a navigation) loads: {seen:?}"
     );
 }
 

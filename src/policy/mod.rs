@@ -175,10 +175,10 @@ fn guards_cross_site(class: RouteClass) -> bool {
 ///
 /// `same-site` covers every host under the same registrable domain, and
 /// one of them may serve pages nobody vouches for (user content, a
-/// forgotten DNS name taken over): a `same-site` request whose `Origin` is
-/// not one of `server.hosts` is judged as a cross-site one. Without an
-/// `Origin`, or with `server.hosts` empty, it passes as before. `Ok`/`Err`
-/// carry the reason.
+/// forgotten DNS name taken over): with `server.hosts` set, a `same-site`
+/// request passes only when its `Origin` is one of them, and is otherwise
+/// judged as a cross-site one (a `GET` that is not a `fetch`, an `<img>`
+/// say, carries no `Origin`). `Ok`/`Err` carry the reason.
 fn cross_site(
     method: &Method,
     headers: &HeaderMap,
@@ -193,8 +193,11 @@ fn cross_site(
         Some(b"same-origin" | b"none") => {
             return Ok("Sec-Fetch-Site names this origin or the user");
         }
-        Some(b"same-site") if older_browser(headers, hosts).is_ok() => {
-            return Ok("Sec-Fetch-Site: same-site, from this site's own hosts");
+        Some(b"same-site") if hosts.is_any() => {
+            return Ok("Sec-Fetch-Site: same-site (server.hosts names no host to compare with)");
+        }
+        Some(b"same-site") if names_one_of_ours(headers, hosts) => {
+            return Ok("Sec-Fetch-Site: same-site, and Origin names this site (server.hosts)");
         }
         Some(b"same-site") => true,
         Some(_) => false,
@@ -209,26 +212,31 @@ fn cross_site(
             "a cross-site request that does not open a page (fetch, embed, form post or preflight)",
         ),
         (false, true) => Err(
-            "a request from another host of this site (Origin outside server.hosts) that does not open a page",
+            "a request from another host of this site (no Origin, or one outside server.hosts) that does not open a page",
         ),
+    }
+}
+
+/// Whether the request carries one `Origin`, naming one of `server.hosts`.
+fn names_one_of_ours(headers: &HeaderMap, hosts: &hosts::Hosts) -> bool {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    match (origins.next(), origins.next()) {
+        (Some(origin), None) => hosts.names_origin(origin),
+        _ => false,
     }
 }
 
 /// [`cross_site`] for a request without `Sec-Fetch-Site`: its `Origin`,
 /// when it has one, must name this site.
 fn older_browser(headers: &HeaderMap, hosts: &hosts::Hosts) -> Result<&'static str, &'static str> {
-    let mut origins = headers.get_all(header::ORIGIN).iter();
-    match (origins.next(), origins.next()) {
-        (None, _) => Ok("no Sec-Fetch-Site or Origin: not a browser's cross-site request"),
-        (Some(_), _) if hosts.is_any() => {
-            Ok("no Sec-Fetch-Site; Origin not compared (server.hosts names no host)")
-        }
-        (Some(origin), None) if hosts.names_origin(origin) => {
-            Ok("no Sec-Fetch-Site; Origin names this site (server.hosts)")
-        }
-        (Some(_), _) => Err(
-            "no Sec-Fetch-Site, and Origin names another site or none (an older browser's cross-site request)",
-        ),
+    if !headers.contains_key(header::ORIGIN) {
+        Ok("no Sec-Fetch-Site or Origin: not a browser's cross-site request")
+    } else if hosts.is_any() {
+        Ok("no Sec-Fetch-Site; Origin not compared (server.hosts names no host)")
+    } else if names_one_of_ours(headers, hosts) {
+        Ok("no Sec-Fetch-Site; Origin names this site (server.hosts)")
+    } else {
+        Err("no Sec-Fetch-Site, and Origin names another site or none (an older browser's cross-site request)")
     }
 }
 
@@ -971,6 +979,10 @@ revoked_tokens = ["dead"]
             ("OPTIONS", api, with_origin("cors", "empty", sibling)),
             ("POST", query, with_origin("cors", "empty", Some("null"))),
             ("POST", query, with_origin("navigate", "document", sibling)),
+            // A GET that is not a fetch carries no Origin: nothing says
+            // which host it came from.
+            ("GET", api, with_origin("no-cors", "image", None)),
+            ("GET", api, with_origin("no-cors", "script", None)),
         ] {
             assert_eq!(
                 denial_of(&cfg, method, path, &h),
@@ -983,7 +995,6 @@ revoked_tokens = ["dead"]
         for (method, path, h) in [
             ("GET", api, with_origin("cors", "empty", ours)),
             ("POST", query, with_origin("cors", "empty", ours)),
-            ("GET", api, with_origin("no-cors", "image", None)),
             ("GET", page, with_origin("navigate", "document", None)),
             ("GET", page, with_origin("navigate", "iframe", sibling)),
             ("GET", "/api/v1/info", with_origin("cors", "empty", sibling)),
