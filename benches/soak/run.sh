@@ -16,7 +16,8 @@
 #     queries, SSE streams and large bodies from 127.0.0.2 (inside), and
 #     refused requests (outsider reads and share-management writes from
 #     127.0.0.3, view-only writes, method overrides, reads under a foreign
-#     Host (DNS rebinding) and cross-site fetches from inside);
+#     Host (DNS rebinding) and cross-site fetches from inside), and range
+#     reads of a share answer (the whole body comes back, rewritten);
 #  4. every RELOAD_EVERY seconds edits the config (revokes a token, or
 #     lifts the revocation), sends SIGHUP, and checks that the new policy
 #     is in force;

@@ -42,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
     def record(self):
         with self.server.log_lock:
             self.server.log.write("%s %s %s\n" % (
-                self.command, self.path.split("?")[0],
+                self.command, self.path,
                 self.headers.get("X-Forwarded-For", "-")))
             self.server.log.flush()
 
@@ -71,10 +71,24 @@ class Handler(BaseHTTPRequestHandler):
             for i in range(0, len(data), 256 * 1024):
                 self.wfile.write(view[i:i + 256 * 1024])
             return
-        if self.path.endswith("/run") and len(parts) > 4:
+        if self.path.split("?")[0].endswith("/run") and len(parts) > 4:
             token = parts[4]
-            self.send_json({"id": "run", "share_token": token,
-                            "share_url": PUBLIC + "/public/" + token + "/r"})
+            obj = {"id": "run", "share_token": token,
+                   "share_url": PUBLIC + "/public/" + token + "/r"}
+            ranged = self.headers.get("Range", "")
+            if ranged.startswith("bytes=") and ranged[6:].endswith("-"):
+                # A static server's answer to `bytes=N-`: the rest, as 206.
+                data = json.dumps(obj).encode()
+                start = min(int(ranged[6:-1] or 0), len(data) - 1)
+                self.send_response(206)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Range", "bytes %d-%d/%d"
+                                 % (start, len(data) - 1, len(data)))
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+                return
+            self.send_json(obj)
             return
         self.send_json({"path": self.path})
 
