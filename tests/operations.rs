@@ -1134,6 +1134,51 @@ async fn a_revoked_token_is_404_and_a_reload_revokes_at_once() {
     up.assert_silent("the newly revoked token");
 }
 
+/// Share tokens are UUIDs, which the services behind LangSmith read in any
+/// case, with or without hyphens or braces: a revoked share stays revoked
+/// in every spelling, on every public class and in `?share_tokens=`, and an
+/// entry written in capitals revokes the token as it was minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_in_every_spelling_of_its_uuid() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.share_extra = format!(
+        "revoked_tokens = [{TOKEN:?}, {:?}]\n",
+        TOKEN_B.to_uppercase()
+    );
+    let gw = setup.start().await;
+    let upper = TOKEN.to_uppercase();
+    let simple = TOKEN.replace('-', "");
+    for path in [
+        format!("/public/{upper}/r"),
+        format!("/api/v1/public/{upper}/run"),
+        format!("/api/v1/public/{simple}/run"),
+        format!("/api/v1/public/%7B{TOKEN}%7D/run"),
+        format!("/api/v2/public/threads/{upper}/messages"),
+        format!("/api/v1/public/datasets/sessions-bulk?share_tokens={upper}"),
+        format!("/api/v1/public/datasets/sessions-bulk?share_tokens=x,urn:uuid:{simple}"),
+        format!("/public/{TOKEN_B}/r"),
+    ] {
+        let r = request(INSIDE, gw.addr, "GET", &path, &[], "").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.summary());
+        assert_eq!(detail(&r), REVOKED, "{path}");
+        up.assert_silent(&path);
+    }
+    // Another share, in capitals, still opens.
+    let other = "0b2e6c1a-7d3f-4e59-8a12-3c4d5e6f7a8b".to_uppercase();
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &format!("/public/{other}/r"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("another share");
+}
+
 /// `server.hosts` is part of the policy a reload swaps: a name added is
 /// served at once, and emptying the list serves any name again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

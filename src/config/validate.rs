@@ -298,14 +298,14 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
     };
 
     // [share] edge controls
-    let revoked: std::collections::HashSet<String> = raw
-        .share
-        .revoked_tokens
-        .0
-        .iter()
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .collect();
+    let revoked = crate::policy::revoked::RevokedTokens::new(
+        raw.share
+            .revoked_tokens
+            .0
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()),
+    );
     let sharing_enabled = match raw.share.sharing.as_str() {
         "enabled" => true,
         "disabled" => false,

@@ -10,6 +10,7 @@
 pub mod hosts;
 pub mod network;
 pub mod rate;
+pub mod revoked;
 
 use std::net::IpAddr;
 
@@ -37,7 +38,7 @@ pub struct Policy {
     pub manage_require: Require,
     pub default_require: Require,
     /// Share tokens revoked at the gateway, whatever the upstream says.
-    pub revoked_tokens: std::collections::HashSet<String>,
+    pub revoked_tokens: revoked::RevokedTokens,
     /// `share.sharing`: when false, creating new shares is refused.
     pub sharing_enabled: bool,
     /// `share.cross_site = "navigate_only"`: a browser's cross-site request
@@ -522,7 +523,7 @@ pub fn authorize_traced(
     let revoked = route
         .tokens
         .iter()
-        .any(|tok| policy.revoked_tokens.contains(tok.as_str()));
+        .any(|tok| policy.revoked_tokens.contains(tok));
     note(
         t,
         "revoked_tokens",
