@@ -73,14 +73,25 @@ fn uuid_value(token: &str) -> Option<u128> {
     if !token.is_ascii() {
         return None;
     }
-    // Python removes every occurrence, not only a prefix.
-    let t = token.replace("urn:", "").replace("uuid:", "");
+    // Python removes every occurrence, not only a prefix. Rare: the common
+    // spelling is read without allocating (this runs on every share
+    // request while any token is revoked).
+    let t: std::borrow::Cow<'_, str> = if token.contains("urn:") || token.contains("uuid:") {
+        token.replace("urn:", "").replace("uuid:", "").into()
+    } else {
+        token.into()
+    };
     let t = t.trim_start_matches('{').trim_end_matches('}');
-    let hex: String = t.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
+    let mut hex = [0u8; 32];
+    let mut n = 0;
+    for b in t.bytes().filter(|b| *b != b'-') {
+        *hex.get_mut(n)? = b;
+        n += 1;
+    }
+    if n != 32 {
         return None;
     }
-    python_hex_int(&hex)
+    python_hex_int(std::str::from_utf8(&hex).ok()?)
 }
 
 /// Python's `int(s, 16)` for an ASCII `s`, when it fits 128 bits.
