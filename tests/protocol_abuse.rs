@@ -789,6 +789,51 @@ async fn connect_and_authority_form_targets_are_refused() {
     assert_still_up("CONNECT and authority-form", &gw, &up).await;
 }
 
+/// Methods are case-sensitive, but an upstream that folds case would run
+/// `put` as the `PUT` the policy never judged (share creation while sharing
+/// is disabled, a write on a view-only route). Like nginx, the gateway takes
+/// methods in capitals (with `_` and `-`) only: anything else is `400`
+/// before the policy, and the pipelined request after it is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_not_in_capitals_are_refused() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.share_extra = "sharing = \"disabled\"\n".to_owned();
+    let gw = setup.start().await;
+    let create = fill("/api/v1/runs/{id}/share");
+    for (method, target) in [
+        ("put", create.as_str()),
+        ("Put", create.as_str()),
+        (
+            "post",
+            "/api/v2/runs/1b4e28ba-2fa1-11d2-883f-0016d3cca427/share",
+        ),
+        ("delete", &share_get()),
+        ("get", &share_get()),
+        ("GeT", OPEN),
+        ("patch", "/api/v1/orgs/current/info"),
+        ("M-search", OPEN),
+    ] {
+        let what = format!("{method} {target}");
+        let raw = format!(
+            "{method} {target} HTTP/1.1\r\nHost: sharegate.test\r\nContent-Length: 2\r\n\r\n{{}}\
+             GET {OPEN} HTTP/1.1\r\nHost: sharegate.test\r\nConnection: close\r\n\r\n"
+        );
+        let a = exchange(INSIDE, gw.addr, raw.as_bytes()).await;
+        assert_eq!(a.statuses(), [400, 200], "{what}: {a:?}");
+        assert_upstream(&what, &up, &[("GET", OPEN, "")]);
+    }
+    // Extension methods in capitals pass where the policy lets them.
+    for method in ["PROPFIND", "M-SEARCH", "X_CUSTOM"] {
+        let raw = format!(
+            "{method} {OPEN} HTTP/1.1\r\nHost: sharegate.test\r\nConnection: close\r\n\r\n"
+        );
+        let a = exchange(INSIDE, gw.addr, raw.as_bytes()).await;
+        assert_eq!(a.statuses(), [200], "{method}: {a:?}");
+        assert_upstream(method, &up, &[(method, OPEN, "")]);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Host names (`server.hosts`)
 

@@ -406,6 +406,17 @@ async fn decide(
     if req.method() == Method::CONNECT {
         return Err(RequestError::Malformed("CONNECT"));
     }
+    // Methods are case-sensitive (RFC 9110 §9.1), but upstreams that fold
+    // case would run `put` as the `PUT` the policy never judged. nginx's
+    // rule: capitals, `_` and `-` only; every registered method fits.
+    if !req
+        .method()
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+    {
+        return Err(RequestError::Malformed("method"));
+    }
     if let Err(e) = cfg
         .policy
         .hosts
