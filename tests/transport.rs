@@ -66,6 +66,75 @@ async fn hop_by_hop_request_headers_stay_on_their_hop() {
     );
 }
 
+/// `Expect: 100-continue` is answered by the gateway (hyper sends the
+/// interim `100` when the body is read; on a share route the body is read
+/// whole first); forwarded, it would have the upstream answer an
+/// expectation the body right behind it no longer waits for. The body
+/// still arrives whole, on a share route and a streamed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_stays_with_the_gateway() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    for (from, path) in [
+        (INSIDE, fill("/api/v1/public/{t}/runs/query")),
+        (OUTSIDE, "/api/v1/runs/query".to_owned()),
+    ] {
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n{{}}"
+        );
+        let answer = raw_request(from, gw.addr, &raw).await;
+        assert!(answer.contains(" 200 OK"), "{path}: {answer}");
+        let r = up.only(&path);
+        assert_eq!(
+            r.header("expect"),
+            None,
+            "{path}: Expect reached the upstream"
+        );
+        assert_eq!(&r.body[..], b"{}", "{path}");
+    }
+}
+
+/// An HTTP/2 client may send `cookie` as several fields (browsers do, so
+/// that HPACK can index each crumb); RFC 9113 §8.2.3 has them joined with
+/// "; " before the request goes on over HTTP/1.1, where an upstream that
+/// reads one Cookie line would lose the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cookie_crumbs_reach_the_upstream_as_one_line() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let tcp = connect(INSIDE, gw.addr).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    for (crumbs, want) in [
+        (
+            &["session=s1", "csrftoken=c2", "x=3"][..],
+            "session=s1; csrftoken=c2; x=3",
+        ),
+        (&["only=1"][..], "only=1"),
+    ] {
+        let mut req = http::Request::builder().uri(format!(
+            "http://{}{}",
+            gw.addr,
+            fill("/api/v1/public/{t}/run")
+        ));
+        for c in crumbs {
+            req = req.header("cookie", *c);
+        }
+        let req = req.body(Full::new(Bytes::new())).expect("request");
+        let resp = within("the HTTP/2 response", sender.send_request(req))
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let r = up.only("the HTTP/2 share read");
+        assert_eq!(r.header_all("cookie"), [want], "{crumbs:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_response_headers_stay_on_their_hop() {
     let up = FakeUpstream::start().await;

@@ -962,12 +962,38 @@ pub(crate) fn upstream_headers(
             || PATH_OVERRIDE_HEADERS.contains(k)
             // Identity headers are ours alone: client copies never pass.
             || forward_claims.iter().any(|(_, name)| name == k)
+            // hyper has answered `100-continue` already (on a share route
+            // the body is read whole before forwarding); passed on, it
+            // would have the upstream answer an expectation the body
+            // right behind it no longer waits for (the Expect desync).
+            || k == header::EXPECT
     });
+    // RFC 9113 §8.2.3: an HTTP/2 client may send `cookie` as several
+    // fields; they are joined with "; " before the request goes on over
+    // HTTP/1.1, where an upstream reading one Cookie line would lose the
+    // rest.
+    let joined_cookies = {
+        let mut cookies = headers.get_all(header::COOKIE).iter();
+        match (cookies.next(), cookies.next()) {
+            (Some(_), Some(_)) => Some(
+                headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .map(HeaderValue::as_bytes)
+                    .collect::<Vec<_>>()
+                    .join(&b"; "[..]),
+            ),
+            _ => None,
+        }
+    };
     let set = |h: &mut HeaderMap, name: &HeaderName, v: &[u8]| {
         if let Ok(v) = HeaderValue::from_bytes(v) {
             h.insert(name.clone(), v);
         }
     };
+    if let Some(v) = joined_cookies {
+        set(&mut headers, &header::COOKIE, &v);
+    }
     set(&mut headers, &X_FORWARDED_FOR, &xff);
     set(&mut headers, &X_REAL_IP, &client_text);
     headers.insert(
