@@ -1152,6 +1152,58 @@ fn has_method_param(query: &str) -> bool {
     query_pairs(query).any(|(name, _)| name_is(name, "_method"))
 }
 
+/// Whether a request body carries a `_method` field where frameworks read
+/// one on a POST: a form (Rails' Rack::MethodOverride, Laravel, Symfony;
+/// Rack takes a body without `Content-Type` as a form too), a multipart
+/// form's part named `_method`, or a top-level `_method` key of a JSON
+/// object (Laravel reads JSON input as it reads a form). Other bodies are
+/// not read as parameters by anyone. `content_type` is the request's.
+pub fn body_has_method_param(content_type: Option<&[u8]>, body: &[u8]) -> bool {
+    if body.is_empty() {
+        return false;
+    }
+    let essence = content_type
+        .map(|v| {
+            v.split(|b| *b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii()
+        })
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let contains = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    match essence.as_slice() {
+        b"" | b"application/x-www-form-urlencoded" => {
+            // The name may be percent-encoded letter by letter, so the
+            // pairs are read, when the body could hold such a name at all
+            // (a `_`, or a `%` that may encode one).
+            (contains(b"_") || contains(b"%"))
+                && String::from_utf8_lossy(body)
+                    .split(['&', ';'])
+                    .filter_map(|p| p.split('=').next())
+                    .any(|name| name_is(name.trim(), "_method"))
+        }
+        b"multipart/form-data" => {
+            let lower = body.to_ascii_lowercase();
+            let lower_has = |n: &[u8]| memchr::memmem::find(&lower, n).is_some();
+            lower_has(b"name=\"_method\"") || lower_has(b"name=_method")
+        }
+        // Laravel's test: the type mentions JSON anywhere.
+        e if memchr::memmem::find(e, b"json").is_some() => {
+            // A key spelled with escapes holds `\u`; otherwise it is plain.
+            (contains(b"_method") || contains(b"\\u")) && json_has_key(body, "_method")
+        }
+        _ => false,
+    }
+}
+
+/// Whether `body` is a JSON object with the top-level key `key`.
+fn json_has_key(body: &[u8], key: &str) -> bool {
+    use serde::de::IgnoredAny;
+    serde_json::from_slice::<std::collections::HashMap<String, IgnoredAny>>(body)
+        .is_ok_and(|m| m.contains_key(key))
+}
+
 fn share_tokens(query: &str) -> Vec<String> {
     let mut tokens = Vec::new();
     for (_, value) in query_pairs(query).filter(|(name, _)| name_is(name, "share_tokens")) {
@@ -1816,6 +1868,59 @@ mod tests {
         ];
         for (class, name, public) in all {
             assert_eq!((class.name(), class.is_public()), (name, public));
+        }
+    }
+
+    #[test]
+    fn body_method_param_detection() {
+        let form = Some(&b"application/x-www-form-urlencoded"[..]);
+        let json = Some(&b"application/json; charset=utf-8"[..]);
+        let multipart = Some(&b"multipart/form-data; boundary=X"[..]);
+        for (ctype, body) in [
+            (form, &b"_method=DELETE"[..]),
+            (form, b"q=1&_METHOD=put"),
+            (form, b"q=1;%5Fmethod=put"),
+            (form, b"%5F%6D%65%74%68%6F%64=PATCH"),
+            (form, b"_method"),
+            (None, b"a=1&_method=DELETE"),
+            (Some(b"Application/X-WWW-Form-Urlencoded"), b"_method=DELETE"),
+            (json, br#"{"limit": 1, "_method": "DELETE"}"#),
+            (json, br#"{"\u005fmethod": "DELETE"}"#),
+            (Some(b"application/vnd.api+json"), br#"{"_method": "PUT"}"#),
+            (
+                multipart,
+                b"--X\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--X--\r\n",
+            ),
+            (
+                multipart,
+                b"--X\r\ncontent-disposition: form-data; NAME=_Method\r\n\r\nDELETE\r\n--X--\r\n",
+            ),
+        ] {
+            assert!(
+                body_has_method_param(ctype, body),
+                "{ctype:?} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for (ctype, body) in [
+            (form, &b""[..]),
+            (form, b"q=_method&x_method=1&method=2"),
+            (json, br#"{"filter": "eq(name, \"_method\")"}"#),
+            (json, br#"{"nested": {"_method": "DELETE"}}"#),
+            (json, br#"[{"_method": "DELETE"}]"#),
+            (json, b"not json _method"),
+            (Some(b"text/plain"), b"_method=DELETE"),
+            (Some(b"application/octet-stream"), b"_method=DELETE"),
+            (
+                multipart,
+                b"--X\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n_method\r\n--X--\r\n",
+            ),
+        ] {
+            assert!(
+                !body_has_method_param(ctype, body),
+                "{ctype:?} {}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

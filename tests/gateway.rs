@@ -555,6 +555,65 @@ async fn method_overrides_refused_on_share_routes() {
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
 }
 
+/// Rails (Rack::MethodOverride), Laravel and Symfony read the override
+/// from a `_method` field of a POST's form body too (Laravel from a JSON
+/// body as well): on a route whose policy admits POST as a read, such an
+/// upstream would run the body's `DELETE`. Share bodies are read whole
+/// before forwarding, so the field is caught there; a body that merely
+/// mentions `_method` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_override_in_a_share_requests_body_is_refused() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.extra = "[[routes]]\nname = \"app\"\npaths = [\"/s/{token}/**\"]\n\
+                   methods = [\"GET\", \"HEAD\", \"POST\"]\nallow_from = [\"inside\"]\n"
+        .to_owned();
+    let gw = setup.start().await;
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let json = ("content-type", "application/json");
+    let query = fill("/api/v1/public/{t}/runs/query");
+    for (path, headers, body) in [
+        ("/s/abc/items", &[form][..], "_method=DELETE"),
+        ("/s/abc/items", &[form][..], "q=1&%5Fmethod=PUT"),
+        ("/s/abc/items", &[][..], "_method=DELETE"),
+        (
+            "/s/abc/items",
+            &[("content-type", "multipart/form-data; boundary=X")][..],
+            "--X\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--X--\r\n",
+        ),
+        (query.as_str(), &[form][..], "_method=DELETE"),
+        (
+            query.as_str(),
+            &[json][..],
+            r#"{"limit": 1, "_method": "DELETE"}"#,
+        ),
+    ] {
+        let what = format!("POST {path} {headers:?} {body:?}");
+        let r = request(INSIDE, gw.addr, "POST", path, headers, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.summary());
+        assert_eq!(detail(&r), OVERRIDE, "{what}");
+        up.assert_silent(&what);
+    }
+    for (path, headers, body) in [
+        (
+            query.as_str(),
+            &[json][..],
+            r#"{"filter": "eq(name, \"_method\")"}"#,
+        ),
+        ("/s/abc/items", &[form][..], "q=_method"),
+        (
+            "/s/abc/items",
+            &[("content-type", "text/plain")][..],
+            "_method=DELETE",
+        ),
+    ] {
+        let what = format!("POST {path} {headers:?} {body:?}");
+        let r = request(INSIDE, gw.addr, "POST", path, headers, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.summary());
+        assert_eq!(&up.only(&what).body[..], body.as_bytes(), "{what}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_override_headers_stripped_on_ordinary_routes() {
     let up = FakeUpstream::start().await;

@@ -106,6 +106,18 @@ pub struct Denial {
     pub rule: String,
 }
 
+impl Denial {
+    /// A `_method` field in the body of a request on a share route
+    /// (`route::body_has_method_param`), found once the body has been read,
+    /// after [`authorize`]: refused as the other overrides are.
+    pub fn method_override_in_body() -> Denial {
+        Denial {
+            kind: DenialKind::MethodOverride,
+            rule: "method overrides are refused on share routes (_method in the body)".to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenialKind {
     /// The client is not in the networks the route admits.

@@ -547,8 +547,17 @@ async fn pipeline(
     };
     let idle = cfg.limits.body_timeout;
     let (req, progress) = if route.class.is_public() {
-        let whole = limit_body(req, cfg.limits.max_public_body_bytes, idle).await?;
-        (whole, None)
+        let (parts, body) = limit_body(req, cfg.limits.max_public_body_bytes, idle).await?;
+        let content_type = parts.headers.get(header::CONTENT_TYPE);
+        if crate::route::body_has_method_param(content_type.map(HeaderValue::as_bytes), &body) {
+            let denial = policy::Denial::method_override_in_body();
+            facts.rule.clone_from(&denial.rule);
+            return Err(RequestError::Denied {
+                denial,
+                class: route.class,
+            });
+        }
+        (Request::from_parts(parts, crate::error::full(body)), None)
     } else if req.body().is_end_stream() {
         (req.map(|b| b.map_err(BoxError::from).boxed_unsync()), None)
     } else {
@@ -591,7 +600,7 @@ async fn limit_body(
     req: Request<Incoming>,
     max: u64,
     idle: Duration,
-) -> Result<Request<Body>, RequestError> {
+) -> Result<(http::request::Parts, bytes::Bytes), RequestError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -615,7 +624,7 @@ async fn limit_body(
             }
         })?
         .to_bytes();
-    Ok(Request::from_parts(parts, crate::error::full(bytes)))
+    Ok((parts, bytes))
 }
 
 pin_project_lite::pin_project! {
