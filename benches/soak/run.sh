@@ -17,7 +17,8 @@
 #     refused requests (outsider reads and share-management writes from
 #     127.0.0.3, view-only writes, method overrides, reads under a foreign
 #     Host (DNS rebinding) and cross-site fetches from inside), and range
-#     reads of a share answer (the whole body comes back, rewritten);
+#     reads of a share answer (the whole body comes back, rewritten),
+#     method overrides in a form body and methods in lower case;
 #  4. every RELOAD_EVERY seconds edits the config (revokes a token, or
 #     lifts the revocation), sends SIGHUP, and checks that the new policy
 #     is in force;

@@ -278,6 +278,13 @@ MIX = {
                    None, {}, 400),
     "old_name": (3, OUTSIDE, "PUT", "/api/runs/%s/share?soak=oldname" % RUN_ID,
                  b"{}", {"Content-Type": "application/json"}, 403),
+    # A method override in a form body, and a method in lower case (an
+    # upstream that folds case would run the PUT the policy never judged).
+    "body_override": (3, INSIDE, "POST", "/api/v1/public/%s/runs/query?soak=bodyoverride" % TOKEN,
+                      b"_method=DELETE", {"Content-Type": "application/x-www-form-urlencoded"},
+                      400),
+    "lower_method": (3, INSIDE, "put", "/api/v1/runs/%s/share?soak=lower" % RUN_ID,
+                     b"{}", {"Content-Type": "application/json"}, 400),
     # A range of a share answer: the upstream's 206 slice would keep the
     # public origin, so the gateway fetches the whole and rewrites it.
     "range_read": (3, INSIDE, "GET", "/api/v1/public/%s/run?ranged=1" % TOKEN,
