@@ -834,6 +834,63 @@ async fn methods_not_in_capitals_are_refused() {
     }
 }
 
+/// A refused request that asked `Expect: 100-continue` is refused at once,
+/// with no `100` inviting a body to be thrown away (RFC 9110 §10.1.1), and
+/// the connection is closed: whatever the client sends after it, body or a
+/// request behind it, is never read as a request, and the upstream sees
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_that_expects_100_continue_gets_no_100() {
+    let (up, gw) = start().await;
+    for (from, method, path) in [
+        (OUTSIDE, "POST", share_post()),
+        (INSIDE, "PUT", share_post()),
+        (OUTSIDE, "PUT", fill("/api/v1/runs/{id}/share")),
+    ] {
+        let what = format!("{method} {path} from {from}");
+        let mut s = connect(from, gw.addr).await;
+        s.write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: sharegate.test\r\nContent-Length: 2\r\n\
+                 Expect: 100-continue\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write the head");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The refusal comes without the body being sent.
+        while find(&answer, b"\r\n\r\n{").is_none() {
+            let n = within(&what, s.read(&mut buf)).await.expect("read");
+            assert!(n > 0, "{what}: closed without an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        assert!(!text.contains(" 100 "), "{what}: {text}");
+        let status: u16 = text[9..12].parse().expect("a status");
+        assert!((400..500).contains(&status), "{what}: {text}");
+        // The body and a write behind it, sent anyway, go nowhere.
+        let _ = s
+            .write_all(smuggled().replace("DELETE", "{}DELETE").as_bytes())
+            .await;
+        let mut rest = Vec::new();
+        let _ = within(&what, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => rest.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let rest = parse_responses(&rest);
+        assert!(rest.responses.is_empty(), "{what}: {rest:?}");
+        assert_upstream(&what, &up, &[]);
+    }
+    assert_still_up("refused with Expect", &gw, &up).await;
+}
+
 // ---------------------------------------------------------------------------
 // Host names (`server.hosts`)
 

@@ -507,10 +507,17 @@ const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 /// declared, so the refusal ends the exchange cleanly: over HTTP/2 an unread
 /// body makes the server reset the stream after the response (RFC 9113
 /// §8.1), which some clients report as an error instead of showing the
-/// refusal. Nothing read here goes anywhere.
+/// refusal. Nothing read here goes anywhere. A client that sent
+/// `Expect: 100-continue` is waiting to hear whether to send its body at
+/// all: reading would have the `100` sent, inviting a body only to throw it
+/// away, so the refusal goes out at once instead (RFC 9110 §10.1.1).
 async fn drain(req: Request<Incoming>, max: u64) {
+    let expects = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let body = req.into_body();
-    if body.is_end_stream() {
+    if body.is_end_stream() || expects {
         return;
     }
     let small = body.size_hint().upper().is_some_and(|n| n <= max);
