@@ -141,6 +141,10 @@ pub struct Route {
     /// Share tokens: the percent-decoded path token, or each value of `share_tokens`
     /// in the query (comma-separated and/or repeated) on [`RouteClass::PublicBulk`].
     pub tokens: Vec<String>,
+    /// The path token as `path` spells it, when that is not the decoded
+    /// token (an escape the canonical path keeps: `%7B...%7D`,
+    /// `urn%3Auuid%3A...`); the log masks this spelling.
+    pub raw_token: Option<String>,
     pub post: PostRule,
     /// The query has a `_method` parameter (any case, any encoding of the name).
     pub method_param: bool,
@@ -527,16 +531,24 @@ impl RouteTable {
                 path,
                 query: query.map(str::to_owned),
                 tokens: Vec::new(),
+                raw_token: None,
                 post: PostRule::NotAllowed,
                 method_param,
                 rule: String::new(),
             });
         };
+        let mut raw_token = None;
         let tokens = match (entry.class, token) {
             (RouteClass::PublicBulk, _) => query.map(share_tokens).unwrap_or_default(),
             (_, Some(range)) => view
                 .get(range)
-                .map(|t| vec![percent_decode(t).decode_utf8_lossy().into_owned()])
+                .map(|raw| {
+                    let decoded = percent_decode(raw).decode_utf8_lossy().into_owned();
+                    if decoded.as_bytes() != raw {
+                        raw_token = Some(String::from_utf8_lossy(raw).into_owned());
+                    }
+                    vec![decoded]
+                })
                 .unwrap_or_default(),
             (_, None) => Vec::new(),
         };
@@ -544,6 +556,7 @@ impl RouteTable {
             class: entry.class,
             query: query.map(str::to_owned),
             tokens,
+            raw_token,
             post: entry.post,
             method_param,
             rule: entry.pattern.clone(),

@@ -269,3 +269,53 @@ async fn a_reload_says_log_settings_wait_for_a_restart() {
     );
     stop(gw, stderr);
 }
+
+/// A share token spelled with escapes the canonical path keeps (`%7B`,
+/// `%3A`: the upstream reads `{UUID}` and `urn:uuid:UUID` as the same
+/// share) is masked as it is spelled, and every spelling of one share
+/// (capitals, no hyphens, braces) is logged and audited under the one hash
+/// of the token as LangSmith mints it, in access and audit lines alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_a_share_token_is_masked_under_one_hash() {
+    let upstream = FakeUpstream::start().await;
+    let (_dir, config) = write_config(&setup(&upstream));
+    let (gw, addr, stderr) = start(&config, "json");
+    let inside = "127.0.0.2".parse().unwrap();
+    let upper = TOKEN.to_uppercase();
+    let simple = TOKEN.replace('-', "");
+    let paths = [
+        format!("/api/v1/public/%7B{TOKEN}%7D/run"),
+        format!("/api/v1/public/urn%3Auuid%3A{TOKEN}/run"),
+        format!("/public/%7B{TOKEN}%7D/r"),
+        format!("/public/{upper}/r"),
+        format!("/api/v1/public/{simple}/run"),
+        format!("/api/v1/public/%7b{upper}%7d/run"),
+    ];
+    for path in &paths {
+        let r = common::request(inside, addr, "GET", path, &[], "").await;
+        assert_eq!(r.status, 200, "{path}: {}", r.summary());
+        upstream.only(path);
+    }
+    let log = stop(gw, stderr);
+    let hex: String = simple.to_lowercase();
+    for clear in [TOKEN, upper.as_str(), simple.as_str(), hex.as_str()] {
+        assert!(!log.contains(clear), "a clear token in the log:\n{log}");
+    }
+    let hash = sharegate::telemetry::token_hash(TOKEN);
+    let mut access = 0;
+    let mut audit = 0;
+    for line in log.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        if e["target"] == "sharegate::access" {
+            access += 1;
+            let path = e["path"].as_str().unwrap_or_default();
+            assert!(path.contains(&format!("{{tok:{hash}}}")), "{line}");
+        } else if e["target"] == "sharegate::audit" {
+            audit += 1;
+            let event: serde_json::Value =
+                serde_json::from_str(e["message"].as_str().unwrap_or_default()).expect("audit");
+            assert_eq!(event["token_hashes"], serde_json::json!([hash]), "{line}");
+        }
+    }
+    assert_eq!((access, audit), (paths.len(), paths.len()), "{log}");
+}

@@ -69,7 +69,7 @@ impl RevokedTokens {
 /// reads, which besides hex digits in either case allows surrounding
 /// whitespace, a `+`, a `0x` prefix and single `_` between digits (so a
 /// token with leading zero digits has spellings with fewer digits).
-fn uuid_value(token: &str) -> Option<u128> {
+pub(crate) fn uuid_value(token: &str) -> Option<u128> {
     if !token.is_ascii() {
         return None;
     }

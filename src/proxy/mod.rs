@@ -437,9 +437,15 @@ async fn decide(
         .iter()
         .map(|t| telemetry::token_hash(t))
         .collect();
+    // A path token is masked as the path spells it.
+    let spelled = route.raw_token.as_slice();
     facts.path = Some(telemetry::mask_tokens_hashed(
         &route.path,
-        &route.tokens,
+        if spelled.is_empty() {
+            &route.tokens
+        } else {
+            spelled
+        },
         &facts.token_hashes,
     ));
     facts.rule.clone_from(&route.rule);

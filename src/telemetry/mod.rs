@@ -70,7 +70,10 @@ pub fn init(settings: &LogSettings) {
 }
 
 /// A short, stable, non-reversible name for a share token: the first 8
-/// hex digits of its SHA-256.
+/// hex digits of its SHA-256. A token that reads as a UUID is hashed in its
+/// canonical spelling (lower case, hyphenated: as LangSmith mints it), so
+/// one share has one name however a client spelled it (in capitals,
+/// without hyphens, in braces), as it has one entry in `revoked_tokens`.
 ///
 /// Remembered per process: the same links are opened again and again, and
 /// a SHA-256 (about 3,700 instructions here) cost more than the rest of the
@@ -88,7 +91,10 @@ pub fn token_hash(token: &str) -> String {
     let key = keys.hash_one(token);
     let known = seen.lock().ok().and_then(|m| m.get(&key).copied());
     let hex = known.unwrap_or_else(|| {
-        let hex = sha256_prefix(token);
+        let hex = match crate::policy::revoked::uuid_value(token) {
+            Some(v) => sha256_prefix(&canonical_uuid(v)),
+            None => sha256_prefix(token),
+        };
         if let Ok(mut m) = seen.lock() {
             if m.len() >= REMEMBERED {
                 m.clear();
@@ -98,6 +104,19 @@ pub fn token_hash(token: &str) -> String {
         hex
     });
     hex.iter().map(|&b| char::from(b)).collect()
+}
+
+/// `v` written as `8-4-4-4-12` lower-case hex digits.
+fn canonical_uuid(v: u128) -> String {
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn sha256_prefix(token: &str) -> [u8; 8] {
@@ -348,6 +367,19 @@ mod tests {
         );
         assert_eq!(token_hash(&t), token_hash(&t));
         assert_ne!(token_hash(&t), token_hash("other"));
+        // A UUID is named by its value, whatever its spelling; the recipe
+        // holds for the token as minted (lower case, hyphenated).
+        let minted = "6f1d2c3b-5a4e-4f8b-9c2d-1e0f3a4b5c6d";
+        assert_eq!(token_hash(minted), "c6b65097");
+        for spelling in [
+            minted.to_uppercase(),
+            minted.replace('-', ""),
+            format!("{{{minted}}}"),
+            format!("urn:uuid:{minted}"),
+        ] {
+            assert_eq!(token_hash(&spelling), "c6b65097", "{spelling}");
+        }
+        assert_ne!(token_hash("ABC"), token_hash("abc"));
         // Every occurrence of every token, and nothing else.
         let u = "0f0e0d0c-1111-4000-8000-000000000000".to_owned();
         let tokens = [t.clone(), u.clone()];
