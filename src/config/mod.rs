@@ -10,6 +10,8 @@
 mod file;
 mod validate;
 
+pub(crate) use validate::without_userinfo;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;

@@ -574,6 +574,13 @@ fn upstream(raw: &File, base_dir: &Path, r: &mut Report<'_>) -> Option<Upstream>
         );
         return None;
     }
+    if let Some(hidden) = without_userinfo(&uri) {
+        r.add(
+            "upstream.url",
+            format!("{hidden:?} names a user or password before the host; no credentials are sent from this URL, and it appears in logs, /readyz and `check`: give only scheme, host and port"),
+        );
+        return None;
+    }
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         r.add(
             "upstream.url",
@@ -588,6 +595,18 @@ fn upstream(raw: &File, base_dir: &Path, r: &mut Report<'_>) -> Option<Upstream>
         response_timeout: response_timeout?,
         ca_file,
     })
+}
+
+/// `uri` with its user information replaced by `***`, when it has any (so
+/// an error message never repeats a password).
+pub(crate) fn without_userinfo(uri: &http::Uri) -> Option<String> {
+    let authority = uri.authority()?.as_str();
+    let (_, host) = authority.rsplit_once('@')?;
+    Some(format!(
+        "{}://***@{host}{}",
+        uri.scheme_str().unwrap_or_default(),
+        uri.path_and_query().map_or("", |pq| pq.as_str())
+    ))
 }
 
 fn duration(key: &str, value: &str, r: &mut Report<'_>) -> Option<Duration> {
@@ -737,6 +756,13 @@ fn identity_settings(raw: &File, r: &mut Report<'_>) -> IdentitySettings {
     }
 }
 
+/// Upper bounds of `[limits]` counts: beyond them a value is a typo, and
+/// the server would fail on it (a semaphore of more permits than tokio
+/// holds; `max_headers` slots made for every request head).
+const MAX_CONNECTIONS: usize = 1_000_000;
+const MAX_HEADER_BYTES: usize = 16 * 1024 * 1024;
+const MAX_HEADERS: usize = 10_000;
+
 fn limits(raw: &File, r: &mut Report<'_>) -> Option<Limits> {
     let l = &raw.limits;
     let handshake = duration("limits.handshake_timeout", &l.handshake_timeout, r);
@@ -748,17 +774,41 @@ fn limits(raw: &File, r: &mut Report<'_>) -> Option<Limits> {
             "limits.max_connections",
             "is 0; give a positive number such as 10000",
         );
+    } else if l.max_connections > MAX_CONNECTIONS {
+        r.add(
+            "limits.max_connections",
+            format!(
+                "{} is above the maximum of {MAX_CONNECTIONS} (each connection holds file descriptors and buffers)",
+                l.max_connections
+            ),
+        );
     }
     if l.max_header_bytes < 8192 {
         r.add(
             "limits.max_header_bytes",
             format!("{} is below the minimum of 8192", l.max_header_bytes),
         );
+    } else if l.max_header_bytes > MAX_HEADER_BYTES {
+        r.add(
+            "limits.max_header_bytes",
+            format!(
+                "{} is above the maximum of {MAX_HEADER_BYTES} (16 MiB; every connection may buffer that much)",
+                l.max_header_bytes
+            ),
+        );
     }
     if l.max_headers == 0 {
         r.add(
             "limits.max_headers",
             "is 0; give a positive number such as 100",
+        );
+    } else if l.max_headers > MAX_HEADERS {
+        r.add(
+            "limits.max_headers",
+            format!(
+                "{} is above the maximum of {MAX_HEADERS} (room for that many is made for every request head)",
+                l.max_headers
+            ),
         );
     }
     if l.http2_max_concurrent_streams == 0 {
@@ -1100,6 +1150,46 @@ to = "https://b.example"
         assert!(got
             .iter()
             .any(|g| g.starts_with("rewrite.from: origin \"https://a.example/path\" has a path")));
+    }
+
+    /// Values the server could not run with are refused by `check`, and a
+    /// password in a URL is never repeated in the message.
+    #[test]
+    fn limits_have_upper_bounds_and_urls_carry_no_credentials() {
+        let got = problems(
+            r#"
+[upstream]
+url = "http://svc:hunter2@backend:8080"
+[limits]
+max_connections = 9223372036854775807
+max_headers = 4000000000
+max_header_bytes = 4294967296
+[identity.jwt]
+jwks_url = "https://user:s3cret@idp.example/keys"
+"#,
+        );
+        let want = [
+            "upstream.url: \"http://***@backend:8080/\" names a user or password before the host; no credentials are sent from this URL, and it appears in logs, /readyz and `check`: give only scheme, host and port",
+            "limits.max_connections: 9223372036854775807 is above the maximum of 1000000 (each connection holds file descriptors and buffers)",
+            "limits.max_headers: 4000000000 is above the maximum of 10000 (room for that many is made for every request head)",
+            "limits.max_header_bytes: 4294967296 is above the maximum of 16777216 (16 MiB; every connection may buffer that much)",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
+        }
+        assert!(
+            got.iter().any(|g| g.starts_with(
+                "identity.jwt.jwks_url: \"https://***@idp.example/keys\" names a user"
+            )),
+            "{got:#?}"
+        );
+        for g in &got {
+            assert!(!g.contains("hunter2") && !g.contains("s3cret"), "{g}");
+        }
+        let fine = problems(
+            "[upstream]\nurl = \"http://backend:8080\"\n[limits]\nmax_connections = 1000000\nmax_headers = 10000\nmax_header_bytes = 16777216\n",
+        );
+        assert!(fine.is_empty(), "{fine:?}");
     }
 
     #[test]

@@ -185,6 +185,12 @@ fn check_jwks_url(raw: &str) -> Result<Uri, String> {
     let Some(uri) = Uri::from_str(raw).ok().filter(|u| u.host().is_some()) else {
         return Err(format!("{raw:?} is not an absolute https URL; {example}"));
     };
+    if let Some(hidden) = crate::config::without_userinfo(&uri) {
+        return Err(format!(
+            "{hidden:?} names a user or password before the host; no credentials are sent \
+             from this URL, and it appears in logs and `check`: give only the key set's URL"
+        ));
+    }
     match uri.scheme_str() {
         Some("https") => Ok(uri),
         Some("http") if is_loopback_host(&uri) => Ok(uri),
