@@ -1371,4 +1371,74 @@ async fn the_redirect_listener_sends_308_to_https_and_forwards_nothing() {
     assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{}", r.summary());
     assert_eq!(r.header("location"), None);
     up.assert_silent("a misdirected redirect");
+
+    // Nothing keeps a redirect's connection: the listener closes it after
+    // the answer (the raw read ends only at the close).
+    let answer = raw_request(
+        OUTSIDE,
+        plain,
+        "GET / HTTP/1.1\r\nHost: gateway.corp.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 308, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+}
+
+/// The admin and redirect listeners hold a bounded number of connections
+/// of their own (`limits.max_connections` counts the traffic listeners'
+/// alone): idle connections to them wait in the kernel's backlog past the
+/// bound, and take no more descriptors from the traffic listeners, which go
+/// on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_the_admin_listener_are_bounded() {
+    let up = FakeUpstream::start().await;
+    let traffic = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = admin.local_addr().expect("address");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("sharegate.toml");
+    std::fs::write(&path, Setup::new(&up).toml()).expect("write the config");
+    let state = state_from_file(&path).await;
+    let gw = TestGateway::serve(
+        Listeners {
+            traffic: vec![traffic],
+            redirect: Vec::new(),
+            admin: Some(admin),
+        },
+        state,
+    );
+    let cap = sharegate::server::ADMIN_CONNECTIONS;
+    let mut held = Vec::new();
+    for _ in 0..cap + 20 {
+        held.push(connect(OUTSIDE, admin_addr).await);
+    }
+    let active = || gw.state.metrics.active_connections.get();
+    eventually("the admin listener to take its connections", || {
+        let n = active();
+        async move { (n >= i64::try_from(cap).unwrap()).then_some(()) }
+    })
+    .await;
+    for i in 0..20 {
+        let r = request(INSIDE, gw.addr, "GET", "/api/v1/info", &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+        up.only("a traffic request beside the flood");
+        let n = active();
+        // Traffic connections just closed may still be counted for a
+        // moment; the 20 idle ones past the bound must never be.
+        assert!(
+            n <= i64::try_from(cap).unwrap() + 10,
+            "round {i}: {n} connections open, over the admin listener's {cap} and a few requests"
+        );
+    }
+    drop(held);
+    let answer = raw_request(
+        INSIDE,
+        admin_addr,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
 }

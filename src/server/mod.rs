@@ -120,6 +120,14 @@ pub async fn bind(cfg: &Config) -> Result<Listeners, (SocketAddr, std::io::Error
     Ok(l)
 }
 
+/// Connections the redirect listener holds at once. Each gets one `308` and
+/// is closed (`Connection: close`), so the limit is reached only by clients
+/// that send nothing; it keeps them from taking the descriptors the traffic
+/// listeners need (`limits.max_connections` counts those alone).
+pub const REDIRECT_CONNECTIONS: usize = 1024;
+/// Connections the admin listener holds at once: probes and scrapers.
+pub const ADMIN_CONNECTIONS: usize = 64;
+
 /// What a listener serves; `Traffic` carries the listener's index in
 /// `config.listeners` (its TLS and PROXY settings).
 #[derive(Clone, Copy)]
@@ -147,6 +155,8 @@ pub async fn run(
     let (hard_tx, hard_rx) = watch::channel(false);
     let limits = state.gateway().config.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let redirect_slots = Arc::new(Semaphore::new(REDIRECT_CONNECTIONS));
+    let admin_slots = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
     let all = listeners
         .traffic
         .into_iter()
@@ -161,7 +171,11 @@ pub async fn run(
             stop: stop_rx.clone(),
             hard_stop: hard_rx.clone(),
             live: live.clone(),
-            slots: slots.clone(),
+            slots: match kind {
+                Kind::Traffic(_) => slots.clone(),
+                Kind::Redirect => redirect_slots.clone(),
+                Kind::Admin => admin_slots.clone(),
+            },
             kind,
         };
         loops.push(tokio::spawn(accept_loop(listener, ctx)));
@@ -208,15 +222,12 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     loop {
         // A connection slot first: at the limit, new connections wait in
         // the kernel's backlog instead of being accepted and starved.
-        let permit = match ctx.kind {
-            Kind::Traffic(_) => tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                p = ctx.slots.clone().acquire_owned() => match p {
-                    Ok(p) => Some(p),
-                    Err(_) => return,
-                },
+        let permit = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            p = ctx.slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
             },
-            _ => None,
         };
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -400,7 +411,12 @@ async fn connection(stream: TcpStream, tcp_peer: SocketAddr, ctx: ConnCtx) {
                 .map_or(443, |l| l.addr.port());
             let hosts = gateway.config.policy.hosts.clone();
             let service = service_fn(move |req: http::Request<Incoming>| {
-                std::future::ready(Ok::<_, Infallible>(redirect(&req, https_port, &hosts)))
+                let mut r = redirect(&req, https_port, &hosts);
+                // The client goes on to the HTTPS listener (or is refused):
+                // nothing to keep the connection for.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                std::future::ready(Ok::<_, Infallible>(r))
             });
             Box::pin(serve_plain_http1(stream, service, &limits, stop, hard)).await
         }
