@@ -93,7 +93,7 @@ pub enum ExplainError {
 /// Evaluates one request against `gw`.
 pub async fn explain(gw: &Gateway, args: &RequestArgs) -> Result<Explanation, ExplainError> {
     let cfg = &gw.config;
-    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+    let method = Method::from_bytes(args.method.as_bytes())
         .map_err(|_| ExplainError::Args(format!("{:?} is not an HTTP method", args.method)))?;
     let (tls, authority, target) = split_url(&args.url)?;
     let mut headers = HeaderMap::new();
@@ -211,6 +211,14 @@ async fn evaluate(
     ex: &mut Explanation,
 ) -> Result<(), RequestError> {
     let cfg = &gw.config;
+    if let Err((what, why)) = crate::proxy::check_method(method) {
+        ex.checks.push(Check {
+            check: "method_syntax",
+            outcome: "fail",
+            detail: why.to_owned(),
+        });
+        return Err(RequestError::Malformed(what));
+    }
     let named = authority.and_then(|a| a.parse::<http::uri::Authority>().ok());
     match cfg.policy.hosts.check(named.as_ref(), headers, conn.tls) {
         Ok(()) => ex.checks.push(Check {

@@ -220,6 +220,39 @@ fn sharegate() -> Command {
     cmd
 }
 
+/// `explain` answers what the server answers for the methods it refuses
+/// before anything else: one not written in capitals, and `CONNECT`.
+#[test]
+fn explain_refuses_the_methods_the_server_refuses() {
+    for (method, want) in [
+        ("get", "400"),
+        ("Post", "400"),
+        ("CONNECT", "400"),
+        ("GET", "0"),
+    ] {
+        let out = sharegate()
+            .args([
+                "explain",
+                "--config",
+                "config/sharegate.toml",
+                "--format",
+                "json",
+            ])
+            .args(["--from", "10.1.2.3", method, "/api/v1/info"])
+            .output()
+            .expect("run sharegate explain");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{method}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["status"].to_string(), want, "{method}: {v}");
+        let refused = want == "400";
+        assert_eq!(v["decision"] == "refused", refused, "{method}: {v}");
+        let syntax = v["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["check"] == "method_syntax"));
+        assert_eq!(syntax.is_some(), refused, "{method}: {v}");
+    }
+}
+
 #[test]
 fn check_accepts_the_example_config() {
     let out = sharegate()

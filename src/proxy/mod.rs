@@ -399,24 +399,7 @@ async fn decide(
 ) -> Result<(Route, IpAddr, IdentityOutcome), RequestError> {
     let cfg = &gw.config;
     // classify
-    // A reverse proxy takes origin-form and absolute-form targets only.
-    // CONNECT (and its authority-form target, RFC 9112 §3.2.3) would open
-    // a tunnel the policy cannot see into (RFC 9110 §9.3.6); an
-    // absolute-form target with an empty path is "/" (RFC 9112 §3.2.2).
-    if req.method() == Method::CONNECT {
-        return Err(RequestError::Malformed("CONNECT"));
-    }
-    // Methods are case-sensitive (RFC 9110 §9.1), but upstreams that fold
-    // case would run `put` as the `PUT` the policy never judged. nginx's
-    // rule: capitals, `_` and `-` only; every registered method fits.
-    if !req
-        .method()
-        .as_str()
-        .bytes()
-        .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
-    {
-        return Err(RequestError::Malformed("method"));
-    }
+    check_method(req.method()).map_err(|(what, _)| RequestError::Malformed(what))?;
     if let Err(e) = cfg
         .policy
         .hosts
@@ -503,6 +486,33 @@ async fn decide(
             })?;
     }
     Ok((route, client, identity))
+}
+
+/// Methods the gateway never forwards, with what to call them and why.
+/// A reverse proxy takes origin-form and absolute-form targets only:
+/// CONNECT (and its authority-form target, RFC 9112 §3.2.3) would open a
+/// tunnel the policy cannot see into (RFC 9110 §9.3.6). Methods are
+/// case-sensitive (RFC 9110 §9.1), but upstreams that fold case would run
+/// `put` as the `PUT` the policy never judged: nginx's rule, capitals, `_`
+/// and `-` only (every registered method fits). `explain` asks the same.
+pub(crate) fn check_method(method: &Method) -> Result<(), (&'static str, &'static str)> {
+    if method == Method::CONNECT {
+        return Err((
+            "CONNECT",
+            "CONNECT would open a tunnel the policy cannot see into",
+        ));
+    }
+    if !method
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+    {
+        return Err((
+            "method",
+            "a method is written in capitals (A-Z, _ and -): an upstream that folds case would run one the policy never judged",
+        ));
+    }
+    Ok(())
 }
 
 /// How long a refused request's small body may take to arrive before the
