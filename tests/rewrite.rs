@@ -1,8 +1,9 @@
 //! Private share URLs through the real gateway: the public origin
 //! `https://smith.example.com` becomes `https://langsmith.corp.example` in
 //! bodies (plain, JSON-escaped, percent-encoded; JSON, HTML, event streams;
-//! gzip, deflate, br, zstd; URLs split across chunks) and headers
-//! (`Location`, `Set-Cookie`), and back in request `Origin`/`Referer`;
+//! gzip, deflate, br, zstd; URLs split across chunks) and headers (every
+//! value: URLs embedded in it, the spellings a browser follows),
+//! and back in request `Origin`/`Referer`;
 //! signed URLs, other hosts, look-alikes and unknown codings stay as they
 //! are.
 
@@ -878,5 +879,213 @@ async fn a_partial_body_that_cannot_be_rewritten_is_never_passed_on() {
         let got = up.take();
         assert_eq!(got.len(), headers.len() + 1, "{headers:?}");
         assert!(got.last().unwrap().header("range").is_none());
+    }
+}
+
+/// The upstream answers `path` with `status` and the header lines
+/// `headers` (appended in order), no body, and the client's view of it.
+async fn headers_through(
+    up: &FakeUpstream,
+    gw: &TestGateway,
+    path: &str,
+    status: StatusCode,
+    headers: &[(&str, &str)],
+) -> Reply {
+    up.on(path, fixed(status, headers, ""));
+    let r = request(INSIDE, gw.addr, "GET", path, &[], "").await;
+    assert_eq!(r.status, status, "{}", r.summary());
+    up.only(path);
+    r
+}
+
+/// Every value of `name` the client got, as bytes read as UTF-8.
+fn all(r: &Reply, name: &str) -> Vec<String> {
+    r.headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+/// A public URL inside a header value (a login's `next=`, an OAuth
+/// `redirect_uri`, a cookie that remembers where to return, a preconnect
+/// hint's query) is rewritten as the same text in a body is; the
+/// redirect still goes where the upstream sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_urls_inside_header_values_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let cases = [
+        (
+            "location",
+            "/login?next=https%3A%2F%2Fsmith.example.com%2Fpublic%2Fabc%2Fr",
+            "/login?next=https%3A%2F%2Flangsmith.corp.example%2Fpublic%2Fabc%2Fr",
+        ),
+        (
+            "location",
+            "https://idp.example/authorize?client_id=ls&redirect_uri=https%3A%2F%2Fsmith.example.com%2Fapi%2Fv1%2Foauth%2Fcallback",
+            "https://idp.example/authorize?client_id=ls&redirect_uri=https%3A%2F%2Flangsmith.corp.example%2Fapi%2Fv1%2Foauth%2Fcallback",
+        ),
+        (
+            "location",
+            "https://idp.example/logout?post_logout_redirect_uri=https://smith.example.com/",
+            "https://idp.example/logout?post_logout_redirect_uri=https://langsmith.corp.example/",
+        ),
+        (
+            "set-cookie",
+            "return_to=https%3A%2F%2Fsmith.example.com%2Fpublic%2Fabc%2Fr; Path=/; HttpOnly",
+            "return_to=https%3A%2F%2Flangsmith.corp.example%2Fpublic%2Fabc%2Fr; Path=/; HttpOnly",
+        ),
+        (
+            "link",
+            "<https://idp.example/x?u=https%3A%2F%2Fsmith.example.com%2F>; rel=preconnect",
+            "<https://idp.example/x?u=https%3A%2F%2Flangsmith.corp.example%2F>; rel=preconnect",
+        ),
+        // Signed (its query, the embedded URL too, is what was signed), a
+        // look-alike and another port: as the upstream wrote them.
+        (
+            "location",
+            "https://idp.example/saml?RelayState=https%3A%2F%2Fsmith.example.com%2F&Signature=abc",
+            "https://idp.example/saml?RelayState=https%3A%2F%2Fsmith.example.com%2F&Signature=abc",
+        ),
+        (
+            "location",
+            "/login?next=https%3A%2F%2Fsmith.example.com.evil.example%2F&b=https://smith.example.com:8443/",
+            "/login?next=https%3A%2F%2Fsmith.example.com.evil.example%2F&b=https://smith.example.com:8443/",
+        ),
+    ];
+    for (i, (name, value, want)) in cases.iter().enumerate() {
+        let path = format!("/api/v1/auth/step/{i}");
+        let r = headers_through(&up, &gw, &path, StatusCode::FOUND, &[(name, value)]).await;
+        assert_eq!(all(&r, name), [*want], "{name}: {value}");
+    }
+}
+
+/// A value with bytes outside ASCII (a raw UTF-8 path, a cookie value) is
+/// rewritten like any other, its bytes kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_values_with_non_ascii_bytes_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let r = headers_through(
+        &up,
+        &gw,
+        "/api/v1/datasets/redirect",
+        StatusCode::FOUND,
+        &[
+            ("location", "https://smith.example.com/datasets/café"),
+            ("set-cookie", "name=café; Domain=smith.example.com; Path=/"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.headers["location"].as_bytes(),
+        "https://langsmith.corp.example/datasets/café".as_bytes()
+    );
+    assert_eq!(
+        r.headers["set-cookie"].as_bytes(),
+        "name=café; Domain=langsmith.corp.example; Path=/".as_bytes()
+    );
+}
+
+/// Spellings a browser follows to the public host become the private
+/// origin: scheme-relative references, a trailing-dot host, user info,
+/// `Refresh` without `url=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_spellings_a_browser_follows_to_the_public_host_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let cases = [
+        (
+            "location",
+            "//smith.example.com/public/abc/r",
+            "https://langsmith.corp.example/public/abc/r",
+        ),
+        (
+            "location",
+            "https://smith.example.com./public/abc/r",
+            "https://langsmith.corp.example/public/abc/r",
+        ),
+        (
+            "location",
+            "https://user@smith.example.com/public/abc/r",
+            "https://langsmith.corp.example/public/abc/r",
+        ),
+        (
+            "content-location",
+            "//smith.example.com/api/v1/x",
+            "https://langsmith.corp.example/api/v1/x",
+        ),
+        (
+            "link",
+            "<//smith.example.com/static/app.js>; rel=preload; as=script",
+            "<https://langsmith.corp.example/static/app.js>; rel=preload; as=script",
+        ),
+        (
+            "refresh",
+            "0; https://smith.example.com/public/abc/r",
+            "0; https://langsmith.corp.example/public/abc/r",
+        ),
+        // The public host's name as user info, in front of another host:
+        // that is where the browser goes, so it stays.
+        (
+            "location",
+            "//smith.example.com@evil.example/",
+            "//smith.example.com@evil.example/",
+        ),
+    ];
+    for (i, (name, value, want)) in cases.iter().enumerate() {
+        let path = format!("/api/v1/spell/{i}");
+        let r = headers_through(&up, &gw, &path, StatusCode::FOUND, &[(name, value)]).await;
+        assert_eq!(all(&r, name), [*want], "{name}: {value}");
+    }
+}
+
+/// Headers without a rule of their own get the body rewriter's: the share
+/// page's policy and report endpoints name the private origin, so browsers
+/// inside the network never send reports (with the share URL in them) to
+/// the public host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csp_and_reporting_headers_name_the_private_origin() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/public/{t}/r");
+    let cases = [
+        (
+            "content-security-policy",
+            "default-src 'self'; connect-src 'self' https://smith.example.com https://smith.example.com.evil.example; report-uri https://smith.example.com/csp-report",
+            "default-src 'self'; connect-src 'self' https://langsmith.corp.example https://smith.example.com.evil.example; report-uri https://langsmith.corp.example/csp-report",
+        ),
+        (
+            "reporting-endpoints",
+            r#"csp="https://smith.example.com/reports""#,
+            r#"csp="https://langsmith.corp.example/reports""#,
+        ),
+        (
+            "report-to",
+            r#"{"group":"csp","max_age":86400,"endpoints":[{"url":"https://smith.example.com/reports"}]}"#,
+            r#"{"group":"csp","max_age":86400,"endpoints":[{"url":"https://langsmith.corp.example/reports"}]}"#,
+        ),
+        (
+            "x-download",
+            "https://smith.example.com/blob?X-Amz-Signature=abc",
+            "https://smith.example.com/blob?X-Amz-Signature=abc",
+        ),
+    ];
+    let mut headers = vec![("content-type", "text/html")];
+    headers.extend(cases.iter().map(|(name, value, _)| (*name, *value)));
+    up.on(&route, fixed(StatusCode::OK, &headers, "<html></html>"));
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &route,
+        &[("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    for (name, value, want) in cases {
+        assert_eq!(all(&r, name), [want], "{name}: {value}");
     }
 }
