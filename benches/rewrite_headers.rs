@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use sharegate::rewrite::{rewrite_response_headers, Origin, RewriteOptions, Rules};
+use sharegate::rewrite::{rewrite_response_headers, Origin, RewriteOptions, Rules, UpstreamOrigin};
 
 fn headers(extra: &[(&'static str, &'static str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -65,12 +65,18 @@ fn bench(c: &mut Criterion) {
             ]),
         ),
     ];
+    // As the gateway calls it: the upstream's origin is always given.
+    let upstream: http::Uri = "http://langsmith-frontend:80".parse().unwrap();
+    let (scheme, authority) = (upstream.scheme().unwrap(), upstream.authority().unwrap());
     let mut group = c.benchmark_group("response_headers");
     for (name, h) in &cases {
         group.bench_function(*name, |b| {
             b.iter_batched_ref(
                 || h.clone(),
-                |h| black_box(rewrite_response_headers(&rules, h)),
+                |h| {
+                    let up = UpstreamOrigin::new(scheme, authority);
+                    black_box(rewrite_response_headers(Some(&rules), Some(up), h))
+                },
                 BatchSize::SmallInput,
             )
         });

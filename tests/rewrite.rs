@@ -2,7 +2,8 @@
 //! `https://smith.example.com` becomes `https://langsmith.corp.example` in
 //! bodies (plain, JSON-escaped, percent-encoded; JSON, HTML, event streams;
 //! gzip, deflate, br, zstd; URLs split across chunks) and headers (every
-//! value: URLs embedded in it, the spellings a browser follows),
+//! value: URLs embedded in it, the spellings a browser follows; the
+//! upstream's own redirects mapped back),
 //! and back in request `Origin`/`Referer`;
 //! signed URLs, other hosts, look-alikes and unknown codings stay as they
 //! are.
@@ -1087,5 +1088,60 @@ async fn csp_and_reporting_headers_name_the_private_origin() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     for (name, value, want) in cases {
         assert_eq!(all(&r, name), [want], "{name}: {value}");
+    }
+}
+
+/// An upstream that builds absolute redirects from the `Host` the gateway
+/// sends it (nginx's directory redirects, Starlette's `redirect_slashes`)
+/// names its own internal address: with `[rewrite]` on, that becomes the
+/// private origin; without it, a reference to the gateway itself. Another
+/// port of the same host is another origin and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_naming_the_upstreams_own_origin_are_mapped_back() {
+    let up = FakeUpstream::start().await;
+    let own = format!("http://{}", up.addr);
+    let other_port = format!("http://{}:1/x", up.addr.ip());
+    let redirects = || {
+        let (own, other_port) = (own.clone(), other_port.clone());
+        custom(move |req| {
+            let (own, other_port) = (own.clone(), other_port.clone());
+            async move {
+                // Built from the Host header, as the upstream does it.
+                let host = req.header("host").unwrap_or_default();
+                assert_eq!(format!("http://{host}"), own);
+                let location = format!("http://{host}/assets/?v=1");
+                let refresh = format!("0; url=http://{host}/assets/");
+                upstream_response(
+                    StatusCode::MOVED_PERMANENTLY,
+                    &[
+                        ("location", &location),
+                        ("refresh", &refresh),
+                        ("content-location", &other_port),
+                    ],
+                    upstream_full(""),
+                )
+            }
+        })
+    };
+    let plain = Setup::new(&up).start().await;
+    let rewriting = rewriting_gateway(&up).await;
+    for (gw, location, refresh) in [
+        (&plain, "/assets/?v=1", "0; url=/assets/"),
+        (
+            &rewriting,
+            "https://langsmith.corp.example/assets/?v=1",
+            "0; url=https://langsmith.corp.example/assets/",
+        ),
+    ] {
+        up.on("/assets", redirects());
+        let r = request(INSIDE, gw.addr, "GET", "/assets", &[], "").await;
+        assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY, "{}", r.summary());
+        assert_eq!(r.header("location").as_deref(), Some(location));
+        assert_eq!(r.header("refresh").as_deref(), Some(refresh));
+        assert_eq!(
+            r.header("content-location").as_deref(),
+            Some(other_port.as_str())
+        );
+        up.only("the redirect");
     }
 }

@@ -570,7 +570,7 @@ async fn pipeline(
             class: route.class.name(),
         })
         .observe(sent.elapsed().as_secs_f64());
-    respond(resp, client_upgrade, rewrite)
+    respond(gw, resp, client_upgrade, rewrite)
 }
 
 /// Reads a share route's request body up to the limit before anything is
@@ -1056,10 +1056,12 @@ struct Rewrite<'a> {
     head: bool,
 }
 
-/// Cleans the upstream's response for the client (and rewrites it when
-/// configured); a `101` to a WebSocket upgrade hands both connections over
-/// to a byte pipe, any other `101` is refused.
+/// Cleans the upstream's response for the client: hop-by-hop headers
+/// dropped, redirects naming the upstream's own origin mapped back, and
+/// rewritten when configured; a `101` to a WebSocket upgrade hands both
+/// connections over to a byte pipe, any other `101` is refused.
 fn respond(
+    gw: &Gateway,
     mut resp: Response<Incoming>,
     client_upgrade: OnUpgrade,
     rewrite: Option<Rewrite<'_>>,
@@ -1085,10 +1087,12 @@ fn respond(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    let upstream = crate::rewrite::UpstreamOrigin::new(&gw.upstream_scheme, &gw.upstream_authority);
+    let rules = rewrite.as_ref().map(|rw| rw.rules);
+    crate::rewrite::rewrite_response_headers(rules, Some(upstream), &mut parts.headers);
     Ok(match rewrite {
         None => Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()),
         Some(rw) => {
-            crate::rewrite::rewrite_response_headers(rw.rules, &mut parts.headers);
             if rw.head {
                 return Ok(Response::from_parts(
                     parts,

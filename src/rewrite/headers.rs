@@ -1,16 +1,19 @@
-//! Response header values: public origin to private; private origin to
-//! public in the request `Origin`/`Referer`.
+//! Response header values: public origin to private, and redirects that
+//! name the upstream's own origin mapped back; private origin to public in
+//! the request `Origin`/`Referer`.
 //!
 //! This file owns the header rules. Every response header value gets one
-//! search for a public host; a value that names none is left as it is,
-//! without allocating. A value that does is rewritten by what it holds, as
-//! bytes (a raw UTF-8 path does not make a value unreadable):
+//! search for a public host, and `Location`, `Content-Location` and
+//! `Refresh` are read for the upstream's origin; a value that names
+//! neither is left as it is, without allocating. A value that does is
+//! rewritten by what it holds, as bytes (a raw UTF-8 path does not make a
+//! value unreadable):
 //! - a URI reference (`Location`, `Content-Location`, the URL of `Refresh`,
 //!   each `Link` target): its own origin, read as a browser finds it
 //!   (absolute, scheme-relative `//host`, with user info, a trailing-dot
 //!   host, the default port written out), becomes the private origin when
-//!   it is a public one; the rest of it gets the body rewriter's treatment
-//!   of URLs embedded in it (`?next=https%3A%2F%2F...`);
+//!   it is a public one or the upstream's; the rest of it gets the body
+//!   rewriter's treatment of URLs embedded in it (`?next=https%3A%2F%2F...`);
 //! - `Access-Control-Allow-Origin`: exactly a public origin;
 //! - `Set-Cookie`: a `Domain` naming a public host, then embedded URLs;
 //! - every other header (`Content-Security-Policy`, `Reporting-Endpoints`,
@@ -30,26 +33,66 @@
 //! is left whole, embedded URLs included (they are part of what was
 //! signed); embedded signed URLs are left alone by the body rules.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{
     HeaderName, ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_LOCATION, LINK, LOCATION, REFRESH, SET_COOKIE,
 };
+use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue};
 
 use super::{default_port, rewrite_all, Form, RewriteStats, Rules};
 
+/// The upstream's own origin (`upstream.url`), which the gateway sends as
+/// `Host`: an upstream that builds an absolute redirect from `Host`
+/// (nginx's directory redirects, Starlette's `redirect_slashes`) names it.
+/// Borrowed from the gateway's parsed URL, so making one costs nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamOrigin<'a> {
+    scheme: &'a str,
+    host: &'a str,
+    /// `None` for the scheme's default port.
+    port: Option<u16>,
+}
+
+impl<'a> UpstreamOrigin<'a> {
+    pub fn new(scheme: &'a Scheme, authority: &'a Authority) -> UpstreamOrigin<'a> {
+        let scheme = scheme.as_str();
+        let host = authority.host();
+        UpstreamOrigin {
+            scheme,
+            host: host.strip_suffix('.').unwrap_or(host),
+            port: authority
+                .port_u16()
+                .filter(|p| Some(*p) != default_port(scheme)),
+        }
+    }
+}
+
 /// Rewrites the response header values in place (see the module docs) and
 /// returns how many changed (also added to
 /// [`RewriteStats::headers_rewritten`]).
-pub fn rewrite_response_headers(rules: &Arc<Rules>, headers: &mut HeaderMap) -> usize {
-    let cx = Context { rules };
+///
+/// `rules`: the public origins to rewrite, when `[rewrite]` is on.
+/// `upstream`: the upstream's origin, whose redirects become the private
+/// origin with `rules`, and an absolute-path reference (`/assets/?q`)
+/// without: the client's browser resolves it against the gateway.
+pub fn rewrite_response_headers(
+    rules: Option<&Arc<Rules>>,
+    upstream: Option<UpstreamOrigin<'_>>,
+    headers: &mut HeaderMap,
+) -> usize {
+    let cx = Context { rules, upstream };
     let mut count = 0;
     for (name, value) in headers.iter_mut() {
-        if !rules.hosts.is_match(value.as_bytes()) {
+        let kind = Kind::of(name);
+        let public = rules.is_some_and(|r| r.hosts.is_match(value.as_bytes()));
+        let redirect = upstream.is_some() && matches!(kind, Kind::Reference | Kind::Refresh);
+        if !public && !redirect {
             continue;
         }
-        let Some(new) = cx.rewrite(Kind::of(name), value.as_bytes()) else {
+        let Some(new) = cx.rewrite(kind, value.as_bytes(), public) else {
             continue;
         };
         if let Ok(mut new) = HeaderValue::from_bytes(&new) {
@@ -58,7 +101,9 @@ pub fn rewrite_response_headers(rules: &Arc<Rules>, headers: &mut HeaderMap) -> 
             count += 1;
         }
     }
-    RewriteStats::add(&rules.stats.headers_rewritten, count as u64);
+    if let Some(r) = rules {
+        RewriteStats::add(&r.stats.headers_rewritten, count as u64);
+    }
     count
 }
 
@@ -114,83 +159,109 @@ impl Kind {
 }
 
 struct Context<'a> {
-    rules: &'a Arc<Rules>,
+    rules: Option<&'a Arc<Rules>>,
+    upstream: Option<UpstreamOrigin<'a>>,
 }
 
 /// Where a rewritten URI reference is to point.
 #[derive(Clone, Copy)]
-enum Target {
+enum Target<'a> {
     /// Where it pointed: only URLs embedded in it change.
     Same,
     /// The private origin, in place of its own.
-    Private,
+    Private(&'a Rules),
+    /// The gateway itself: an absolute-path reference.
+    Path,
 }
 
 impl Context<'_> {
-    /// The new value, or `None` to keep it.
-    fn rewrite(&self, kind: Kind, value: &[u8]) -> Option<Vec<u8>> {
-        let rules = self.rules;
+    /// The new value, or `None` to keep it. `public`: the value names a
+    /// public host somewhere.
+    fn rewrite(&self, kind: Kind, value: &[u8], public: bool) -> Option<Vec<u8>> {
         match kind {
-            Kind::Reference => self.reference(value),
+            Kind::Reference => self.reference(value, public),
             Kind::Refresh => {
                 let url = refresh_url(value)?;
-                let new = self.reference(&value[url.clone()])?;
+                let new = self.reference(&value[url.clone()], public)?;
                 Some([&value[..url.start], &new, &value[url.end..]].concat())
             }
-            Kind::Link => self.link(value),
+            // Links are not redirects: only the public origins count.
+            Kind::Link => Context {
+                rules: self.rules,
+                upstream: None,
+            }
+            .link(self.rules?, value),
             Kind::AllowOrigin => {
+                let rules = self.rules?;
                 let origin = parse_absolute(std::str::from_utf8(value).ok()?)?;
                 (origin.rest.is_empty() && rules.from.contains(&origin.origin))
                     .then(|| rules.to.to_string().into_bytes())
             }
             Kind::SetCookie => {
+                let rules = self.rules?;
                 let domain = cookie_domain(rules, value);
                 let value = domain.as_deref().unwrap_or(value);
                 embedded(rules, value).or(domain)
             }
-            Kind::Other => embedded(rules, value),
+            Kind::Other => embedded(self.rules?, value),
         }
     }
 
-    /// A URI reference: its own origin mapped when it is a public one, the
-    /// URLs embedded in the rest rewritten; `None` when nothing changes or
-    /// the result would not pass the guard.
-    fn reference(&self, url: &[u8]) -> Option<Vec<u8>> {
-        let rules = self.rules;
+    /// A URI reference: its own origin mapped when it is a public one or
+    /// the upstream's, the URLs embedded in the rest rewritten; `None` when
+    /// nothing changes or the result would not pass the guard.
+    fn reference(&self, url: &[u8], public: bool) -> Option<Vec<u8>> {
         let head = read_head(url)?;
-        let target = if rules
-            .from
-            .iter()
-            .any(|o| head.names(&o.scheme, &o.host, o.port))
-        {
-            Target::Private
-        } else {
-            Target::Same
+        let names_public = public
+            && self.rules.is_some_and(|r| {
+                r.from
+                    .iter()
+                    .any(|o| head.names(&o.scheme, &o.host, o.port))
+            });
+        let names_upstream = !names_public
+            && self
+                .upstream
+                .is_some_and(|u| head.names(u.scheme, u.host, u.port));
+        let target = match self.rules {
+            _ if !names_public && !names_upstream => Target::Same,
+            Some(r) => Target::Private(r),
+            None => Target::Path,
         };
+        if matches!(target, Target::Same) && !public {
+            return None;
+        }
         let tail = &url[head.tail_at..];
-        let new_tail = rewrite_tail(rules, tail)?;
+        let new_tail = match self.rules {
+            Some(r) => Cow::Owned(rewrite_tail(r, tail)?),
+            None => Cow::Borrowed(tail),
+        };
         let out = match target {
-            Target::Same if new_tail == tail => return None,
+            Target::Same if *new_tail == *tail => return None,
             Target::Same => [&url[..head.tail_at], &new_tail].concat(),
-            Target::Private => [private_plain(rules)?, &new_tail].concat(),
+            Target::Private(r) => [private_plain(r)?, &new_tail].concat(),
+            Target::Path => match new_tail.first() {
+                Some(b'/') => new_tail.into_owned(),
+                None | Some(b'?' | b'#') => [b"/", &*new_tail].concat(),
+                Some(_) => return None,
+            },
         };
         // The guard: read the result as a browser would.
         let again = read_head(&out)?;
         let safe = match target {
             Target::Same => again.kind == head.kind && out[..again.tail_at] == url[..head.tail_at],
-            Target::Private => {
+            Target::Private(r) => {
                 again.kind == HeadKind::Absolute
-                    && again.names(&rules.to.scheme, &rules.to.host, rules.to.port)
-                    && Some(again.tail_at) == private_plain(rules).map(<[u8]>::len)
+                    && again.names(&r.to.scheme, &r.to.host, r.to.port)
+                    && Some(again.tail_at) == private_plain(r).map(<[u8]>::len)
             }
+            Target::Path => again.kind == HeadKind::Relative,
         };
         safe.then_some(out)
     }
 
     /// `Link: <uri>; rel=...` (RFC 8288 §3): each `<...>` target as a URI
     /// reference, the parameters around it as text.
-    fn link(&self, value: &[u8]) -> Option<Vec<u8>> {
-        let rules = self.rules;
+    fn link(&self, rules: &Arc<Rules>, value: &[u8]) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(value.len() + 16);
         let mut rest = value;
         let mut changed = false;
@@ -206,10 +277,7 @@ impl Context<'_> {
             let close = rest[open..].iter().position(|b| *b == b'>')? + open;
             text(&mut out, &rest[..=open]);
             let target = &rest[open + 1..close];
-            match Some(target)
-                .filter(|t| rules.hosts.is_match(t))
-                .and_then(|t| self.reference(t))
-            {
+            match self.reference(target, rules.hosts.is_match(target)) {
                 Some(new) => {
                     out.extend_from_slice(&new);
                     targets_changed = true;
@@ -582,7 +650,7 @@ mod tests {
         let r = rules();
         let mut h = HeaderMap::new();
         h.insert(name.clone(), HeaderValue::from_bytes(v.as_bytes()).unwrap());
-        let n = rewrite_response_headers(&r, &mut h);
+        let n = rewrite_response_headers(Some(&r), None, &mut h);
         (n, value(&h, &name))
     }
 
@@ -792,7 +860,7 @@ mod tests {
             LOCATION,
             HeaderValue::from_static("https://smith.langchain.com/b?sig=1"),
         );
-        assert_eq!(rewrite_response_headers(&r, &mut h), 1);
+        assert_eq!(rewrite_response_headers(Some(&r), None, &mut h), 1);
         assert_eq!(
             value(&h, &LOCATION),
             "https://smith.internal.example/b?sig=1"
@@ -934,7 +1002,7 @@ mod tests {
             HeaderValue::from_static("a=1; Domain=smith.langchain.com; HttpOnly"),
         );
         h.append(SET_COOKIE, HeaderValue::from_static("b=2"));
-        assert_eq!(rewrite_response_headers(&r, &mut h), 1);
+        assert_eq!(rewrite_response_headers(Some(&r), None, &mut h), 1);
         let all: Vec<_> = h
             .get_all(SET_COOKIE)
             .iter()
@@ -957,18 +1025,136 @@ mod tests {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         let before = h.clone();
-        assert_eq!(rewrite_response_headers(&r, &mut h), 0);
+        assert_eq!(rewrite_response_headers(Some(&r), None, &mut h), 0);
         assert_eq!(h, before);
         let mut sensitive = HeaderValue::from_static("s=https://smith.langchain.com/");
         sensitive.set_sensitive(true);
         h.insert(SET_COOKIE, sensitive);
-        assert_eq!(rewrite_response_headers(&r, &mut h), 1);
+        assert_eq!(rewrite_response_headers(Some(&r), None, &mut h), 1);
         assert!(h[SET_COOKIE].is_sensitive());
         assert_eq!(
             r.stats()
                 .headers_rewritten
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
+        );
+    }
+
+    fn upstream_case(
+        rules: Option<&Arc<Rules>>,
+        upstream: &str,
+        name: HeaderName,
+        v: &str,
+    ) -> (usize, String) {
+        let uri: http::Uri = upstream.parse().unwrap();
+        let up = UpstreamOrigin::new(uri.scheme().unwrap(), uri.authority().unwrap());
+        let mut h = HeaderMap::new();
+        h.insert(name.clone(), HeaderValue::from_str(v).unwrap());
+        let n = rewrite_response_headers(rules, Some(up), &mut h);
+        (n, value(&h, &name))
+    }
+
+    /// A redirect an upstream built from the `Host` the gateway sent it.
+    #[test]
+    fn redirects_naming_the_upstream() {
+        let r = rules();
+        let up = "http://127.0.0.1:8080";
+        for (name, v, want) in [
+            (
+                LOCATION,
+                "http://127.0.0.1:8080/assets/",
+                "https://smith.internal.example/assets/",
+            ),
+            (
+                LOCATION,
+                "HTTP://127.0.0.1:8080",
+                "https://smith.internal.example",
+            ),
+            (
+                CONTENT_LOCATION,
+                "//127.0.0.1:8080/a?next=https%3A%2F%2Fsmith.langchain.com%2F",
+                "https://smith.internal.example/a?next=https%3A%2F%2Fsmith.internal.example%2F",
+            ),
+            (
+                REFRESH,
+                "0; url=http://127.0.0.1:8080/x",
+                "0; url=https://smith.internal.example/x",
+            ),
+        ] {
+            assert_eq!(
+                upstream_case(Some(&r), up, name, v),
+                (1, want.to_owned()),
+                "{v}"
+            );
+        }
+        // Without [rewrite]: a reference to the gateway itself.
+        for (name, v, want) in [
+            (
+                LOCATION,
+                "http://127.0.0.1:8080/assets/?a=1#f",
+                "/assets/?a=1#f",
+            ),
+            (LOCATION, "http://127.0.0.1:8080", "/"),
+            (LOCATION, "http://127.0.0.1:8080?a=1", "/?a=1"),
+            (LOCATION, "http://user@127.0.0.1.:8080/x", "/x"),
+            (REFRESH, "3;url='http://127.0.0.1:8080/x'", "3;url='/x'"),
+        ] {
+            assert_eq!(
+                upstream_case(None, up, name, v),
+                (1, want.to_owned()),
+                "{v}"
+            );
+        }
+        // What would read as another host once the origin is gone stays
+        // (with [rewrite], the private origin goes in front of it).
+        for rest in ["//evil.example/", "/\\evil.example/", "\\evil.example/"] {
+            let v = format!("http://127.0.0.1:8080{rest}");
+            assert_eq!(upstream_case(None, up, LOCATION, &v), (0, v.clone()));
+            assert_eq!(
+                upstream_case(Some(&r), up, LOCATION, &v),
+                (1, format!("https://smith.internal.example{rest}"))
+            );
+        }
+        // Another port or scheme, another host, and the headers that are
+        // not redirects stay as they are.
+        for (name, v) in [
+            (LOCATION, "http://127.0.0.1:80/x"),
+            (LOCATION, "https://127.0.0.1:8080/x"),
+            (LOCATION, "http://127.0.0.1:8080@evil.example/"),
+            (LOCATION, "/x"),
+            (LINK, "<http://127.0.0.1:8080/x>; rel=next"),
+            (
+                HeaderName::from_static("x-upstream"),
+                "http://127.0.0.1:8080/x",
+            ),
+        ] {
+            assert_eq!(
+                upstream_case(None, up, name.clone(), v),
+                (0, v.to_owned()),
+                "{v}"
+            );
+            assert_eq!(upstream_case(Some(&r), up, name, v).0, 0, "{v}");
+        }
+        // The default port, written out or not, is the same origin.
+        for v in ["http://frontend/x", "http://FRONTEND:80/x", "//frontend./x"] {
+            assert_eq!(
+                upstream_case(None, "http://frontend", LOCATION, v),
+                (1, "/x".to_owned()),
+                "{v}"
+            );
+        }
+        assert_eq!(
+            upstream_case(None, "http://frontend:80", LOCATION, "http://frontend/x"),
+            (1, "/x".to_owned())
+        );
+        assert_eq!(
+            upstream_case(
+                None,
+                "http://[fd00::7]:8080",
+                LOCATION,
+                "http://[FD00::7]:8080/x"
+            ),
+            (1, "/x".to_owned())
         );
     }
 
