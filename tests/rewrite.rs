@@ -3,7 +3,7 @@
 //! bodies (plain, JSON-escaped, percent-encoded; JSON, HTML, event streams;
 //! gzip, deflate, br, zstd; URLs split across chunks) and headers (every
 //! value: URLs embedded in it, the spellings a browser follows; the
-//! upstream's own redirects mapped back),
+//! upstream's own redirects mapped back, a WebSocket `101`),
 //! and back in request `Origin`/`Referer`;
 //! signed URLs, other hosts, look-alikes and unknown codings stay as they
 //! are.
@@ -1089,6 +1089,60 @@ async fn csp_and_reporting_headers_name_the_private_origin() {
     for (name, value, want) in cases {
         assert_eq!(all(&r, name), [want], "{name}: {value}");
     }
+}
+
+/// The `101` of a WebSocket upgrade gets the same header treatment as any
+/// response (browsers store cookies from it): no header the upstream's
+/// `Connection` names, the cookie's `Domain` mapped, and the upgrade's own
+/// `Connection: upgrade` and `Upgrade: websocket` kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_101_gets_the_same_header_treatment() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    up.on(
+        "/api/v1/ws",
+        fixed(
+            StatusCode::SWITCHING_PROTOCOLS,
+            &[
+                ("connection", "upgrade, x-internal-node"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                ("x-internal-node", "backend-7.cluster.local"),
+                ("keep-alive", "timeout=5"),
+                ("set-cookie", "ws=1; Domain=smith.example.com; Path=/"),
+            ],
+            "",
+        ),
+    );
+    let req = build(
+        gw.addr,
+        "GET",
+        "/api/v1/ws",
+        &[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        "",
+    );
+    let resp = send(INSIDE, gw.addr, req).await;
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let h = resp.headers();
+    let text = |name: &str| h.get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        text("set-cookie").as_deref(),
+        Some("ws=1; Domain=langsmith.corp.example; Path=/")
+    );
+    assert_eq!(text("x-internal-node"), None);
+    assert_eq!(text("keep-alive"), None);
+    assert_eq!(text("connection").as_deref(), Some("upgrade"));
+    assert_eq!(text("upgrade").as_deref(), Some("websocket"));
+    assert_eq!(
+        text("sec-websocket-accept").as_deref(),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    up.only("the upgrade");
 }
 
 /// An upstream that builds absolute redirects from the `Host` the gateway
