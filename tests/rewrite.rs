@@ -3,7 +3,7 @@
 //! bodies (plain, JSON-escaped, percent-encoded; JSON, HTML, event streams;
 //! gzip, deflate, br, zstd; URLs split across chunks) and headers (every
 //! value: URLs embedded in it, the spellings a browser follows; the
-//! upstream's own redirects mapped back, a WebSocket `101`),
+//! upstream's own redirects mapped back, a WebSocket `101`, trailers),
 //! and back in request `Origin`/`Referer`;
 //! signed URLs, other hosts, look-alikes and unknown codings stay as they
 //! are.
@@ -1198,4 +1198,61 @@ async fn redirects_naming_the_upstreams_own_origin_are_mapped_back() {
         );
         up.only("the redirect");
     }
+}
+
+/// Trailers are header fields too: an HTTP/2 client gets them with the
+/// public origin rewritten. The upstream is written by hand, since an
+/// HTTP/1.1 server library sends trailers only when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_name_the_private_origin() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nTrailer: Link, X-Next\r\n\r\n2\r\n{}\r\n0\r\nLink: <https://smith.example.com/public/abc/r>; rel=next\r\nX-Next: https://smith.example.com/public/abc/r\r\n\r\n";
+        let _ = s.write_all(answer.as_bytes()).await;
+    });
+    let mut setup = Setup::with_url(format!("http://{addr}"));
+    setup.extra = format!("[rewrite]\nfrom = [{PUBLIC:?}]\nto = {PRIVATE:?}\n");
+    let gw = setup.start().await;
+    let tcp = connect(INSIDE, gw.addr).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(format!("http://{}/api/v1/runs/x", gw.addr))
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("the h2 response", sender.send_request(req))
+        .await
+        .unwrap();
+    let collected = within("the h2 body", resp.into_body().collect())
+        .await
+        .unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(
+        trailers["link"],
+        "<https://langsmith.corp.example/public/abc/r>; rel=next"
+    );
+    assert_eq!(
+        trailers["x-next"],
+        "https://langsmith.corp.example/public/abc/r"
+    );
+    assert_eq!(collected.to_bytes(), "{}");
 }

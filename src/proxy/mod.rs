@@ -1113,6 +1113,7 @@ fn respond(
                 rw.accept_encoding.as_ref(),
                 body,
             );
+            let body = crate::rewrite::rewrite_trailers(rw.rules, body);
             Ok(Response::from_parts(parts, body.boxed_unsync()))
         }
     }

@@ -36,11 +36,14 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{
     HeaderName, ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_LOCATION, LINK, LOCATION, REFRESH, SET_COOKIE,
 };
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
 
 use super::{default_port, rewrite_all, Form, RewriteStats, Rules};
 
@@ -105,6 +108,22 @@ pub fn rewrite_response_headers(
         RewriteStats::add(&r.stats.headers_rewritten, count as u64);
     }
     count
+}
+
+/// Applies the header rules to the body's trailers (RFC 9110 §6.5), which
+/// an HTTP/2 client receives as header fields like any others.
+pub fn rewrite_trailers<B>(rules: &Arc<Rules>, body: B) -> impl Body<Data = Bytes, Error = B::Error>
+where
+    B: Body<Data = Bytes>,
+{
+    let rules = Arc::clone(rules);
+    body.map_frame(move |frame| match frame.into_trailers() {
+        Ok(mut trailers) => {
+            rewrite_response_headers(Some(&rules), None, &mut trailers);
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    })
 }
 
 impl Rules {
@@ -1156,6 +1175,39 @@ mod tests {
             ),
             (1, "/x".to_owned())
         );
+    }
+
+    #[tokio::test]
+    async fn trailers_follow_the_header_rules() {
+        let r = rules();
+        let mut trailers = HeaderMap::new();
+        trailers.insert(
+            LINK,
+            HeaderValue::from_static("<https://smith.langchain.com/p>; rel=next"),
+        );
+        trailers.insert(
+            HeaderName::from_static("x-next"),
+            HeaderValue::from_static("https://smith.langchain.com/public/abc/r"),
+        );
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(
+                b"https://smith.langchain.com/",
+            ))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let collected = rewrite_trailers(&r, body).collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap();
+        assert_eq!(
+            trailers[LINK],
+            "<https://smith.internal.example/p>; rel=next"
+        );
+        assert_eq!(
+            trailers["x-next"],
+            "https://smith.internal.example/public/abc/r"
+        );
+        // The data is the body rewriter's business, not this adaptor's.
+        assert_eq!(collected.to_bytes(), "https://smith.langchain.com/");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!
 //! Layout:
 //! - `mod.rs` (here): [`Origin`], [`RewriteOptions`], [`Rules`], [`RewriteStats`].
-//! - `headers.rs`: response header values, the upstream's own redirects, and
-//!   the request `Origin`/`Referer` reversal.
+//! - `headers.rs`: response header values (and trailers), the upstream's own
+//!   redirects, and the request `Origin`/`Referer` reversal.
 //! - `body.rs`: [`StreamRewriter`], the pure, chunk-split-proof matcher and replacer.
 //! - `codec.rs`: streaming gzip/deflate/br/zstd decoding and re-encoding.
 //! - `response.rs`: [`rewrite_response`], which decides whether a body is
@@ -36,7 +36,7 @@ use bytes::Bytes;
 
 pub use body::{rewrite_all, StreamRewriter};
 pub use codec::ContentCoding;
-pub use headers::{rewrite_response_headers, UpstreamOrigin};
+pub use headers::{rewrite_response_headers, rewrite_trailers, UpstreamOrigin};
 pub use response::{rewrite_response, RewriteBody, RewriteError};
 
 /// An origin as RFC 6454 §4 defines it: scheme, host and port, nothing else.
