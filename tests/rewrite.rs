@@ -1,8 +1,10 @@
 //! Private share URLs through the real gateway: the public origin
 //! `https://smith.example.com` becomes `https://langsmith.corp.example` in
 //! bodies (plain, JSON-escaped, percent-encoded; JSON, HTML, event streams;
-//! gzip, deflate, br, zstd; URLs split across chunks) and headers
-//! (`Location`, `Set-Cookie`), and back in request `Origin`/`Referer`;
+//! gzip, deflate, br, zstd; URLs split across chunks) and headers (every
+//! value: URLs embedded in it, the spellings a browser follows; the
+//! upstream's own redirects mapped back, a WebSocket `101`, trailers),
+//! and back in request `Origin`/`Referer`;
 //! signed URLs, other hosts, look-alikes and unknown codings stay as they
 //! are.
 
@@ -879,4 +881,378 @@ async fn a_partial_body_that_cannot_be_rewritten_is_never_passed_on() {
         assert_eq!(got.len(), headers.len() + 1, "{headers:?}");
         assert!(got.last().unwrap().header("range").is_none());
     }
+}
+
+/// The upstream answers `path` with `status` and the header lines
+/// `headers` (appended in order), no body, and the client's view of it.
+async fn headers_through(
+    up: &FakeUpstream,
+    gw: &TestGateway,
+    path: &str,
+    status: StatusCode,
+    headers: &[(&str, &str)],
+) -> Reply {
+    up.on(path, fixed(status, headers, ""));
+    let r = request(INSIDE, gw.addr, "GET", path, &[], "").await;
+    assert_eq!(r.status, status, "{}", r.summary());
+    up.only(path);
+    r
+}
+
+/// Every value of `name` the client got, as bytes read as UTF-8.
+fn all(r: &Reply, name: &str) -> Vec<String> {
+    r.headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+/// A public URL inside a header value (a login's `next=`, an OAuth
+/// `redirect_uri`, a cookie that remembers where to return, a preconnect
+/// hint's query) is rewritten as the same text in a body is; the
+/// redirect still goes where the upstream sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_urls_inside_header_values_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let cases = [
+        (
+            "location",
+            "/login?next=https%3A%2F%2Fsmith.example.com%2Fpublic%2Fabc%2Fr",
+            "/login?next=https%3A%2F%2Flangsmith.corp.example%2Fpublic%2Fabc%2Fr",
+        ),
+        (
+            "location",
+            "https://idp.example/authorize?client_id=ls&redirect_uri=https%3A%2F%2Fsmith.example.com%2Fapi%2Fv1%2Foauth%2Fcallback",
+            "https://idp.example/authorize?client_id=ls&redirect_uri=https%3A%2F%2Flangsmith.corp.example%2Fapi%2Fv1%2Foauth%2Fcallback",
+        ),
+        (
+            "location",
+            "https://idp.example/logout?post_logout_redirect_uri=https://smith.example.com/",
+            "https://idp.example/logout?post_logout_redirect_uri=https://langsmith.corp.example/",
+        ),
+        (
+            "set-cookie",
+            "return_to=https%3A%2F%2Fsmith.example.com%2Fpublic%2Fabc%2Fr; Path=/; HttpOnly",
+            "return_to=https%3A%2F%2Flangsmith.corp.example%2Fpublic%2Fabc%2Fr; Path=/; HttpOnly",
+        ),
+        (
+            "link",
+            "<https://idp.example/x?u=https%3A%2F%2Fsmith.example.com%2F>; rel=preconnect",
+            "<https://idp.example/x?u=https%3A%2F%2Flangsmith.corp.example%2F>; rel=preconnect",
+        ),
+        // Signed (its query, the embedded URL too, is what was signed), a
+        // look-alike and another port: as the upstream wrote them.
+        (
+            "location",
+            "https://idp.example/saml?RelayState=https%3A%2F%2Fsmith.example.com%2F&Signature=abc",
+            "https://idp.example/saml?RelayState=https%3A%2F%2Fsmith.example.com%2F&Signature=abc",
+        ),
+        (
+            "location",
+            "/login?next=https%3A%2F%2Fsmith.example.com.evil.example%2F&b=https://smith.example.com:8443/",
+            "/login?next=https%3A%2F%2Fsmith.example.com.evil.example%2F&b=https://smith.example.com:8443/",
+        ),
+    ];
+    for (i, (name, value, want)) in cases.iter().enumerate() {
+        let path = format!("/api/v1/auth/step/{i}");
+        let r = headers_through(&up, &gw, &path, StatusCode::FOUND, &[(name, value)]).await;
+        assert_eq!(all(&r, name), [*want], "{name}: {value}");
+    }
+}
+
+/// A value with bytes outside ASCII (a raw UTF-8 path, a cookie value) is
+/// rewritten like any other, its bytes kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_values_with_non_ascii_bytes_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let r = headers_through(
+        &up,
+        &gw,
+        "/api/v1/datasets/redirect",
+        StatusCode::FOUND,
+        &[
+            ("location", "https://smith.example.com/datasets/café"),
+            ("set-cookie", "name=café; Domain=smith.example.com; Path=/"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.headers["location"].as_bytes(),
+        "https://langsmith.corp.example/datasets/café".as_bytes()
+    );
+    assert_eq!(
+        r.headers["set-cookie"].as_bytes(),
+        "name=café; Domain=langsmith.corp.example; Path=/".as_bytes()
+    );
+}
+
+/// Spellings a browser follows to the public host become the private
+/// origin: scheme-relative references, a trailing-dot host, user info,
+/// `Refresh` without `url=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_spellings_a_browser_follows_to_the_public_host_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let cases = [
+        (
+            "location",
+            "//smith.example.com/public/abc/r",
+            "https://langsmith.corp.example/public/abc/r",
+        ),
+        (
+            "location",
+            "https://smith.example.com./public/abc/r",
+            "https://langsmith.corp.example/public/abc/r",
+        ),
+        (
+            "location",
+            "https://user@smith.example.com/public/abc/r",
+            "https://langsmith.corp.example/public/abc/r",
+        ),
+        (
+            "content-location",
+            "//smith.example.com/api/v1/x",
+            "https://langsmith.corp.example/api/v1/x",
+        ),
+        (
+            "link",
+            "<//smith.example.com/static/app.js>; rel=preload; as=script",
+            "<https://langsmith.corp.example/static/app.js>; rel=preload; as=script",
+        ),
+        (
+            "refresh",
+            "0; https://smith.example.com/public/abc/r",
+            "0; https://langsmith.corp.example/public/abc/r",
+        ),
+        // The public host's name as user info, in front of another host:
+        // that is where the browser goes, so it stays.
+        (
+            "location",
+            "//smith.example.com@evil.example/",
+            "//smith.example.com@evil.example/",
+        ),
+    ];
+    for (i, (name, value, want)) in cases.iter().enumerate() {
+        let path = format!("/api/v1/spell/{i}");
+        let r = headers_through(&up, &gw, &path, StatusCode::FOUND, &[(name, value)]).await;
+        assert_eq!(all(&r, name), [*want], "{name}: {value}");
+    }
+}
+
+/// Headers without a rule of their own get the body rewriter's: the share
+/// page's policy and report endpoints name the private origin, so browsers
+/// inside the network never send reports (with the share URL in them) to
+/// the public host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csp_and_reporting_headers_name_the_private_origin() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/public/{t}/r");
+    let cases = [
+        (
+            "content-security-policy",
+            "default-src 'self'; connect-src 'self' https://smith.example.com https://smith.example.com.evil.example; report-uri https://smith.example.com/csp-report",
+            "default-src 'self'; connect-src 'self' https://langsmith.corp.example https://smith.example.com.evil.example; report-uri https://langsmith.corp.example/csp-report",
+        ),
+        (
+            "reporting-endpoints",
+            r#"csp="https://smith.example.com/reports""#,
+            r#"csp="https://langsmith.corp.example/reports""#,
+        ),
+        (
+            "report-to",
+            r#"{"group":"csp","max_age":86400,"endpoints":[{"url":"https://smith.example.com/reports"}]}"#,
+            r#"{"group":"csp","max_age":86400,"endpoints":[{"url":"https://langsmith.corp.example/reports"}]}"#,
+        ),
+        (
+            "x-download",
+            "https://smith.example.com/blob?X-Amz-Signature=abc",
+            "https://smith.example.com/blob?X-Amz-Signature=abc",
+        ),
+    ];
+    let mut headers = vec![("content-type", "text/html")];
+    headers.extend(cases.iter().map(|(name, value, _)| (*name, *value)));
+    up.on(&route, fixed(StatusCode::OK, &headers, "<html></html>"));
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &route,
+        &[("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    for (name, value, want) in cases {
+        assert_eq!(all(&r, name), [want], "{name}: {value}");
+    }
+}
+
+/// The `101` of a WebSocket upgrade gets the same header treatment as any
+/// response (browsers store cookies from it): no header the upstream's
+/// `Connection` names, the cookie's `Domain` mapped, and the upgrade's own
+/// `Connection: upgrade` and `Upgrade: websocket` kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_101_gets_the_same_header_treatment() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    up.on(
+        "/api/v1/ws",
+        fixed(
+            StatusCode::SWITCHING_PROTOCOLS,
+            &[
+                ("connection", "upgrade, x-internal-node"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                ("x-internal-node", "backend-7.cluster.local"),
+                ("keep-alive", "timeout=5"),
+                ("set-cookie", "ws=1; Domain=smith.example.com; Path=/"),
+            ],
+            "",
+        ),
+    );
+    let req = build(
+        gw.addr,
+        "GET",
+        "/api/v1/ws",
+        &[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        "",
+    );
+    let resp = send(INSIDE, gw.addr, req).await;
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let h = resp.headers();
+    let text = |name: &str| h.get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        text("set-cookie").as_deref(),
+        Some("ws=1; Domain=langsmith.corp.example; Path=/")
+    );
+    assert_eq!(text("x-internal-node"), None);
+    assert_eq!(text("keep-alive"), None);
+    assert_eq!(text("connection").as_deref(), Some("upgrade"));
+    assert_eq!(text("upgrade").as_deref(), Some("websocket"));
+    assert_eq!(
+        text("sec-websocket-accept").as_deref(),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    up.only("the upgrade");
+}
+
+/// An upstream that builds absolute redirects from the `Host` the gateway
+/// sends it (nginx's directory redirects, Starlette's `redirect_slashes`)
+/// names its own internal address: with `[rewrite]` on, that becomes the
+/// private origin; without it, a reference to the gateway itself. Another
+/// port of the same host is another origin and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_naming_the_upstreams_own_origin_are_mapped_back() {
+    let up = FakeUpstream::start().await;
+    let own = format!("http://{}", up.addr);
+    let other_port = format!("http://{}:1/x", up.addr.ip());
+    let redirects = || {
+        let (own, other_port) = (own.clone(), other_port.clone());
+        custom(move |req| {
+            let (own, other_port) = (own.clone(), other_port.clone());
+            async move {
+                // Built from the Host header, as the upstream does it.
+                let host = req.header("host").unwrap_or_default();
+                assert_eq!(format!("http://{host}"), own);
+                let location = format!("http://{host}/assets/?v=1");
+                let refresh = format!("0; url=http://{host}/assets/");
+                upstream_response(
+                    StatusCode::MOVED_PERMANENTLY,
+                    &[
+                        ("location", &location),
+                        ("refresh", &refresh),
+                        ("content-location", &other_port),
+                    ],
+                    upstream_full(""),
+                )
+            }
+        })
+    };
+    let plain = Setup::new(&up).start().await;
+    let rewriting = rewriting_gateway(&up).await;
+    for (gw, location, refresh) in [
+        (&plain, "/assets/?v=1", "0; url=/assets/"),
+        (
+            &rewriting,
+            "https://langsmith.corp.example/assets/?v=1",
+            "0; url=https://langsmith.corp.example/assets/",
+        ),
+    ] {
+        up.on("/assets", redirects());
+        let r = request(INSIDE, gw.addr, "GET", "/assets", &[], "").await;
+        assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY, "{}", r.summary());
+        assert_eq!(r.header("location").as_deref(), Some(location));
+        assert_eq!(r.header("refresh").as_deref(), Some(refresh));
+        assert_eq!(
+            r.header("content-location").as_deref(),
+            Some(other_port.as_str())
+        );
+        up.only("the redirect");
+    }
+}
+
+/// Trailers are header fields too: an HTTP/2 client gets them with the
+/// public origin rewritten. The upstream is written by hand, since an
+/// HTTP/1.1 server library sends trailers only when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_name_the_private_origin() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nTrailer: Link, X-Next\r\n\r\n2\r\n{}\r\n0\r\nLink: <https://smith.example.com/public/abc/r>; rel=next\r\nX-Next: https://smith.example.com/public/abc/r\r\n\r\n";
+        let _ = s.write_all(answer.as_bytes()).await;
+    });
+    let mut setup = Setup::with_url(format!("http://{addr}"));
+    setup.extra = format!("[rewrite]\nfrom = [{PUBLIC:?}]\nto = {PRIVATE:?}\n");
+    let gw = setup.start().await;
+    let tcp = connect(INSIDE, gw.addr).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(format!("http://{}/api/v1/runs/x", gw.addr))
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("the h2 response", sender.send_request(req))
+        .await
+        .unwrap();
+    let collected = within("the h2 body", resp.into_body().collect())
+        .await
+        .unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(
+        trailers["link"],
+        "<https://langsmith.corp.example/public/abc/r>; rel=next"
+    );
+    assert_eq!(
+        trailers["x-next"],
+        "https://langsmith.corp.example/public/abc/r"
+    );
+    assert_eq!(collected.to_bytes(), "{}");
 }

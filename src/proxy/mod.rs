@@ -613,7 +613,7 @@ async fn pipeline(
             class: route.class.name(),
         })
         .observe(sent.elapsed().as_secs_f64());
-    respond(resp, client_upgrade, rewrite)
+    respond(gw, resp, client_upgrade, rewrite)
 }
 
 /// Reads a share route's request body up to the limit before anything is
@@ -1125,15 +1125,19 @@ struct Rewrite<'a> {
     head: bool,
 }
 
-/// Cleans the upstream's response for the client (and rewrites it when
-/// configured); a `101` to a WebSocket upgrade hands both connections over
-/// to a byte pipe, any other `101` is refused.
+/// Cleans the upstream's response for the client: hop-by-hop headers
+/// dropped, redirects naming the upstream's own origin mapped back, and
+/// rewritten when configured. A `101` to a WebSocket upgrade gets the same
+/// header treatment and hands both connections over to a byte pipe; any
+/// other `101` is refused.
 fn respond(
+    gw: &Gateway,
     mut resp: Response<Incoming>,
     client_upgrade: OnUpgrade,
     rewrite: Option<Rewrite<'_>>,
 ) -> Result<Response<Body>, RequestError> {
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
         let Some(client_side) = client_upgrade.filter(|_| upgrade_is_websocket(resp.headers()))
         else {
             return Err(RequestError::UpstreamSwitched);
@@ -1146,31 +1150,40 @@ fn respond(
                 let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
             }
         });
-        let (parts, body) = resp.into_parts();
-        return Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed_unsync(),
-        ));
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(match rewrite {
-        None => Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()),
+    let upstream = crate::rewrite::UpstreamOrigin::new(&gw.upstream_scheme, &gw.upstream_authority);
+    let rules = rewrite.as_ref().map(|rw| rw.rules);
+    crate::rewrite::rewrite_response_headers(rules, Some(upstream), &mut parts.headers);
+    let passed = |parts, body: Incoming| {
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ))
+    };
+    if switching {
+        // The upgrade's own hop-by-hop headers (RFC 9110 §7.8), as checked.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return passed(parts, body);
+    }
+    match rewrite {
+        None => passed(parts, body),
+        Some(rw) if rw.head => passed(parts, body),
         Some(rw) => {
-            crate::rewrite::rewrite_response_headers(rw.rules, &mut parts.headers);
-            if rw.head {
-                return Ok(Response::from_parts(
-                    parts,
-                    body.map_err(BoxError::from).boxed_unsync(),
-                ));
-            }
             let body = crate::rewrite::rewrite_response(
                 rw.rules,
                 &mut parts,
                 rw.accept_encoding.as_ref(),
                 body,
             );
-            Response::from_parts(parts, body.boxed_unsync())
+            let body = crate::rewrite::rewrite_trailers(rw.rules, body);
+            Ok(Response::from_parts(parts, body.boxed_unsync()))
         }
-    })
+    }
 }

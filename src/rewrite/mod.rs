@@ -8,7 +8,8 @@
 //!
 //! Layout:
 //! - `mod.rs` (here): [`Origin`], [`RewriteOptions`], [`Rules`], [`RewriteStats`].
-//! - `headers.rs`: URL-bearing response headers and the request `Origin`/`Referer` reversal.
+//! - `headers.rs`: response header values (and trailers), the upstream's own
+//!   redirects, and the request `Origin`/`Referer` reversal.
 //! - `body.rs`: [`StreamRewriter`], the pure, chunk-split-proof matcher and replacer.
 //! - `codec.rs`: streaming gzip/deflate/br/zstd decoding and re-encoding.
 //! - `response.rs`: [`rewrite_response`], which decides whether a body is
@@ -35,7 +36,7 @@ use bytes::Bytes;
 
 pub use body::{rewrite_all, StreamRewriter};
 pub use codec::ContentCoding;
-pub use headers::rewrite_response_headers;
+pub use headers::{rewrite_response_headers, rewrite_trailers, UpstreamOrigin};
 pub use response::{rewrite_response, RewriteBody, RewriteError};
 
 /// An origin as RFC 6454 §4 defines it: scheme, host and port, nothing else.
@@ -304,7 +305,26 @@ pub struct Rules {
     /// Whether some pattern is a proper prefix of another (same host with and
     /// without a port): then a match at the very end of a chunk may still grow.
     pub(crate) nested_patterns: bool,
+    /// Finds a public host in a response header value: the one search a
+    /// value gets before anything else.
+    pub(crate) hosts: HostSearch,
     pub(crate) stats: Arc<RewriteStats>,
+}
+
+/// The public hosts, any case, in every spelling a URL, a scheme-relative
+/// reference or a cookie `Domain` can give them.
+#[derive(Debug)]
+pub(crate) struct HostSearch {
+    finder: AhoCorasick,
+    /// Most header values (`application/json`, `no-store`, a length) are
+    /// shorter than any host: no search needed.
+    shortest: usize,
+}
+
+impl HostSearch {
+    pub(crate) fn is_match(&self, value: &[u8]) -> bool {
+        value.len() >= self.shortest && self.finder.is_match(value)
+    }
 }
 
 #[derive(Debug)]
@@ -422,6 +442,28 @@ impl Rules {
                 .iter()
                 .any(|b| b.lower.len() > a.lower.len() && b.lower.starts_with(&a.lower))
         });
+        // The host as every form spells it: literally, except a bracketed
+        // IPv6 host in the percent form.
+        let mut hosts: Vec<String> = Vec::new();
+        for f in &from {
+            let percent = f
+                .host
+                .replace('[', "%5B")
+                .replace(']', "%5D")
+                .replace(':', "%3A");
+            for h in [f.host.clone(), percent] {
+                if !hosts.contains(&h) {
+                    hosts.push(h);
+                }
+            }
+        }
+        let hosts = HostSearch {
+            shortest: hosts.iter().map(String::len).min().unwrap_or(0),
+            finder: AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&hosts)
+                .map_err(RulesError::Patterns)?,
+        };
         Ok(Rules {
             from,
             to,
@@ -434,6 +476,7 @@ impl Rules {
             max_pattern_len,
             first_bytes,
             nested_patterns,
+            hosts,
             stats: Arc::new(RewriteStats::default()),
         })
     }
