@@ -455,6 +455,50 @@ async fn default_ports_and_a_signed_link_next_door_do_not_keep_the_public_origin
     }
 }
 
+/// A URL right after a JSON escape (a link at the start of a line of a
+/// run's output, after a tab, or after a non-ASCII character an ASCII-only
+/// encoder wrote as `\uXXXX`), or after a form-encoded space (`+`), is
+/// rewritten; a longer scheme (`git+https`) is not this origin and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_right_after_an_escape_or_a_form_space_is_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/api/v1/public/{t}/run");
+    let cases = [
+        (
+            r#"{"outputs":{"text":"Trace:\nhttps://smith.example.com/public/{t}/r"}}"#,
+            r#"{"outputs":{"text":"Trace:\nhttps://langsmith.corp.example/public/{t}/r"}}"#,
+        ),
+        (
+            r#"{"outputs":{"text":"Trace:\r\nhttps://smith.example.com/public/{t}/r\turl\thttps://smith.example.com"}}"#,
+            r#"{"outputs":{"text":"Trace:\r\nhttps://langsmith.corp.example/public/{t}/r\turl\thttps://langsmith.corp.example"}}"#,
+        ),
+        (
+            r#"{"outputs":{"text":"\u94fe\u63a5\uff1ahttps://smith.example.com/public/{t}/r"}}"#,
+            r#"{"outputs":{"text":"\u94fe\u63a5\uff1ahttps://langsmith.corp.example/public/{t}/r"}}"#,
+        ),
+        (
+            r#"{"outputs":{"text":"Trace:\nhttps:\/\/smith.example.com\/public\/{t}\/r"}}"#,
+            r#"{"outputs":{"text":"Trace:\nhttps:\/\/langsmith.corp.example\/public\/{t}\/r"}}"#,
+        ),
+        (
+            r#"{"mailto":"mailto:?body=See+https%3A%2F%2Fsmith.example.com%2Fpublic%2F{t}%2Fr"}"#,
+            r#"{"mailto":"mailto:?body=See+https%3A%2F%2Flangsmith.corp.example%2Fpublic%2F{t}%2Fr"}"#,
+        ),
+        (
+            r#"{"pip":"git+https://smith.example.com/repo.git","word":"xhttps://smith.example.com"}"#,
+            r#"{"pip":"git+https://smith.example.com/repo.git","word":"xhttps://smith.example.com"}"#,
+        ),
+    ];
+    for (body, want) in cases {
+        up.on(&route, fixed(StatusCode::OK, &[JSON], fill(body)));
+        let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+        assert_eq!(r.text(), fill(want), "{body}");
+        up.only("the read");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_other_hosts_lookalikes_and_unknown_codings_pass_untouched() {
     let up = FakeUpstream::start().await;

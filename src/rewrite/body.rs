@@ -12,8 +12,10 @@
 //!    same origin) matches ASCII-case-insensitively.
 //! 2. Left boundary: the byte before the scheme must not continue a scheme or
 //!    a word (`A-Z a-z 0-9 + - . _`), so `xhttps://…` and `git+https://…` stay
-//!    untouched. The one exception is a preceding percent escape (`%3D`):
-//!    `next%3Dhttps%3A%2F%2F…` is a URL inside an encoded query.
+//!    untouched. Exceptions, where that byte ends an escape rather than a
+//!    word: a backslash escape (`\n`, `\t`, `\xHH`, `\uHHHH`: JSON and
+//!    JavaScript strings), a percent escape (`next%3Dhttps%3A%2F%2F…`) and,
+//!    before a percent-encoded form, a `+` (a form-encoded space).
 //! 3. Right boundary: the byte after the host must not continue the host or
 //!    start a port or user info: a letter, digit, `-`, `_`, `:`, `@`, a
 //!    non-ASCII byte, `%3A`, `%40` or `%2E` all refuse the match; a `.` refuses
@@ -48,6 +50,10 @@ const SIGNATURE_PARAMS: [&[u8]; 4] = [
     b"sig",
 ];
 
+/// How many bytes before a match the left boundary reads: a `\uHHHH`
+/// escape.
+const LOOK_BEHIND: usize = 6;
+
 /// Streaming origin rewriter for one body.
 ///
 /// Feed chunks with [`push`](Self::push), then call [`finish`](Self::finish)
@@ -58,8 +64,9 @@ pub struct StreamRewriter {
     rules: Arc<Rules>,
     /// Undecided input: bytes that may begin a match.
     carry: Vec<u8>,
-    /// The last (up to 3) input bytes before `carry`, for the left boundary.
-    prev: [u8; 3],
+    /// The last (up to [`LOOK_BEHIND`]) input bytes before `carry`, for the
+    /// left boundary.
+    prev: [u8; LOOK_BEHIND],
     prev_len: usize,
     matches: u64,
 }
@@ -75,7 +82,7 @@ impl StreamRewriter {
         StreamRewriter {
             rules,
             carry: Vec::new(),
-            prev: [0; 3],
+            prev: [0; LOOK_BEHIND],
             prev_len: 0,
             matches: 0,
         }
@@ -193,10 +200,10 @@ impl StreamRewriter {
     }
 
     fn remember_prev(&mut self, consumed: &[u8]) {
-        for &b in consumed.iter().rev().take(3).rev() {
-            if self.prev_len == 3 {
+        for &b in consumed.iter().rev().take(LOOK_BEHIND).rev() {
+            if self.prev_len == LOOK_BEHIND {
                 self.prev.rotate_left(1);
-                self.prev[2] = b;
+                self.prev[LOOK_BEHIND - 1] = b;
             } else {
                 self.prev[self.prev_len] = b;
                 self.prev_len += 1;
@@ -252,7 +259,7 @@ impl StreamRewriter {
                 return Decision::NeedMore;
             }
         }
-        if !self.left_boundary_ok(hay, start) {
+        if !self.left_boundary_ok(hay, start, rules.patterns[pattern].form) {
             return Decision::Skip;
         }
         match right_boundary(&hay[end..], eof) {
@@ -266,17 +273,47 @@ impl StreamRewriter {
         Decision::Rewrite
     }
 
-    fn left_boundary_ok(&self, hay: &[u8], start: usize) -> bool {
-        let Some(b) = self.byte_before(hay, start, 1) else {
+    /// Whether the match at `start` begins a URL rather than continuing a
+    /// word before it.
+    ///
+    /// A byte that can continue a scheme (RFC 3986 §3.1: letters, digits,
+    /// `+ - .`; and `_`) right before the match makes it part of a longer
+    /// scheme (`git+https://`, `svn+https://`, `web+https://`) or of a word:
+    /// not the configured origin, whose scheme is part of what it is
+    /// (RFC 6454 §4), so the rewrite does not touch bytes it cannot vouch
+    /// for. Such a byte begins no URL in the spellings the patterns have
+    /// except where it ends an escape, which ends the text before it:
+    /// - a backslash escape: one character after a backslash (JSON's
+    ///   `\n \r \t \b \f`, JavaScript's `\v \0`; `\/ \" \\` end in a
+    ///   delimiter anyway), `\uHHHH` (JSON, and what an ASCII-only encoder
+    ///   writes for a character right before the URL) and `\xHH`
+    ///   (JavaScript).
+    ///   The backslash itself may be escaped (`\\n`: a backslash, then a
+    ///   letter): telling that apart would take counting backslashes as far
+    ///   back as they go, which a bounded carry cannot; rewriting a URL of
+    ///   the public host there is harmless, leaving the public origin where
+    ///   a reader sees a URL is not;
+    /// - a percent escape (`next%3Dhttps%3A%2F%2F…`, a URL in a query value);
+    /// - a `+` before a percent-encoded form: a form-encoded space
+    ///   (`body=See+https%3A%2F%2F…`), since in such text a scheme's own `+`
+    ///   is written `%2B`.
+    fn left_boundary_ok(&self, hay: &[u8], start: usize, form: Form) -> bool {
+        let before = |back| self.byte_before(hay, start, back);
+        let Some(b) = before(1) else {
             return true;
         };
         if !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_')) {
             return true;
         }
-        // `%XX` right before: the origin starts a percent-encoded query value.
-        let hex2 = self.byte_before(hay, start, 2);
-        let pct = self.byte_before(hay, start, 3);
-        pct == Some(b'%') && b.is_ascii_hexdigit() && hex2.is_some_and(|h| h.is_ascii_hexdigit())
+        if b == b'+' {
+            return form.is_percent_encoded();
+        }
+        let hex =
+            |back: usize| (1..=back).all(|i| before(i).is_some_and(|h| h.is_ascii_hexdigit()));
+        before(2) == Some(b'\\')
+            || (hex(2) && before(3) == Some(b'%'))
+            || (hex(2) && before(3) == Some(b'x') && before(4) == Some(b'\\'))
+            || (hex(4) && before(5) == Some(b'u') && before(6) == Some(b'\\'))
     }
 }
 
@@ -340,7 +377,7 @@ fn ends_url(b: u8, form: Form) -> bool {
     // One table lookup per byte: this runs over the rest of every matched
     // URL, on every response.
     const ENDS: [bool; 256] = byte_set(b" \t\n\x0c\r\"'<>`");
-    ENDS[usize::from(b)] || (b == b'&' && form == Form::Percent)
+    ENDS[usize::from(b)] || (b == b'&' && form.is_percent_encoded())
 }
 
 /// Looks at the rest of the URL after the origin for a signature parameter.
@@ -368,7 +405,7 @@ fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decisi
         }
         // Another URL begins (`a/r,https://b/f?sig=...`, a markdown table):
         // what follows is its query, not this URL's.
-        if b == b':' || (b == b'%' && form == Form::Percent) {
+        if b == b':' || (b == b'%' && form.is_percent_encoded()) {
             match next_url_begins(url, i, form) {
                 Some(true) => return Decision::Rewrite,
                 None if url.len() < window && !eof => return Decision::NeedMore,
@@ -402,7 +439,7 @@ fn next_url_begins(url: &[u8], i: usize, form: Form) -> Option<bool> {
     let percent = [NEXT_URL_PERCENT];
     let candidates: &[&[u8]] = match url[i] {
         b':' => &NEXT_URL,
-        b'%' if form == Form::Percent => &percent,
+        b'%' if form.is_percent_encoded() => &percent,
         _ => return Some(false),
     };
     for sep in candidates {
@@ -471,7 +508,7 @@ pub(crate) mod tests {
             for b in 0..=255u8 {
                 let expected = b.is_ascii_whitespace()
                     || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`')
-                    || (form == Form::Percent && b == b'&');
+                    || (form.is_percent_encoded() && b == b'&');
                 assert_eq!(ends_url(b, form), expected, "{b:#x} in {form:?}");
             }
         }
@@ -563,21 +600,84 @@ pub(crate) mod tests {
             "xhttps://smith.langchain.com/",
             "git+https://smith.langchain.com/",
             "1https://smith.langchain.com",
+            "a.https://smith.langchain.com",
+            // Not escapes: `\x` and `\u` need all their hex digits.
+            r"\x0https://smith.langchain.com",
+            r"\u0ahttps://smith.langchain.com",
+            r"\u00ghttps://smith.langchain.com",
+            "%3https://smith.langchain.com",
         ] {
             assert_eq!(rw(s), s);
         }
+        for (before, s) in [
+            ("(", "https://smith.langchain.com)"),
+            ("=", "https://smith.langchain.com"),
+            ("a%3D", "https%3A%2F%2Fsmith.langchain.com%2F"),
+        ] {
+            assert_eq!(
+                rw(&format!("{before}{s}")),
+                format!(
+                    "{before}{}",
+                    s.replace("smith.langchain.com", "smith.internal.example")
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_right_after_an_escape_is_rewritten() {
+        for (before, url) in [
+            (r#""Trace:\n"#, "https://smith.langchain.com/public/t/r"),
+            (r#""Trace:\r\n"#, "https://smith.langchain.com/public/t/r"),
+            (r#""url\t"#, "https://smith.langchain.com/public/t/r"),
+            (r#""\b\f"#, "https://smith.langchain.com"),
+            (
+                r#""\u94fe\u63a5\uff1a"#,
+                "https://smith.langchain.com/public/t/r",
+            ),
+            (r#""\u00E9"#, "https://smith.langchain.com"),
+            (r#""Trace:\n"#, r"https:\/\/smith.langchain.com\/public"),
+            (r#""Trace:\n"#, r"https:\u002F\u002Fsmith.langchain.com"),
+            (r#"'\x0a"#, "https://smith.langchain.com"),
+            // An escaped backslash, then a letter: rewritten all the same.
+            (r#""C:\\n"#, "https://smith.langchain.com"),
+            (
+                "mailto:?body=See+",
+                "https%3A%2F%2Fsmith.langchain.com%2Fpublic",
+            ),
+            ("body=See%20", "https%3A%2F%2Fsmith.langchain.com%2Fpublic"),
+        ] {
+            let input = format!("{before}{url}");
+            assert_eq!(
+                rw(&input),
+                input.replace("smith.langchain.com", "smith.internal.example"),
+                "{input}"
+            );
+        }
+        // A `+` before a plain URL is part of its scheme.
         assert_eq!(
-            rw("(https://smith.langchain.com)"),
-            "(https://smith.internal.example)"
+            rw("See+https://smith.langchain.com"),
+            "See+https://smith.langchain.com"
         );
-        assert_eq!(
-            rw("=https://smith.langchain.com"),
-            "=https://smith.internal.example"
-        );
-        assert_eq!(
-            rw("a%3Dhttps%3A%2F%2Fsmith.langchain.com%2F"),
-            "a%3Dhttps%3A%2F%2Fsmith.internal.example%2F"
-        );
+    }
+
+    #[test]
+    fn an_escape_before_the_url_is_seen_across_chunks() {
+        let r = rules();
+        let input = r#""a\u00e9https://smith.langchain.com/x" "b\nhttps://smith.langchain.com""#;
+        let want = input.replace("smith.langchain.com", "smith.internal.example");
+        for split in 0..=input.len() {
+            let mut s = StreamRewriter::new(Arc::clone(&r));
+            let mut out = Vec::new();
+            s.push_slice(&input.as_bytes()[..split], &mut out);
+            s.push_slice(&input.as_bytes()[split..], &mut out);
+            s.finish(&mut out);
+            assert_eq!(
+                String::from_utf8(out.concat()).unwrap(),
+                want,
+                "split {split}"
+            );
+        }
     }
 
     #[test]

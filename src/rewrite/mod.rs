@@ -236,6 +236,12 @@ pub(crate) enum Form {
 }
 
 impl Form {
+    /// Whether the form is written inside percent-encoded text (a query
+    /// value), where `&` ends the value and a literal `+` is a space.
+    pub(crate) fn is_percent_encoded(self) -> bool {
+        self == Form::Percent
+    }
+
     fn spell(self, origin: &Origin) -> String {
         let auth = origin.authority();
         match self {

@@ -86,9 +86,17 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
             continue;
         };
         let e = i + p.len();
+        // The text before, read backwards: an escape there ends a word.
+        let back = |n: usize| i.checked_sub(n).map(|at| input[at]);
+        let hex_run = |n: usize| (1..=n).all(|k| back(k).is_some_and(hex));
         let left_ok = i == 0
             || !word(input[i - 1])
-            || (i >= 3 && input[i - 3] == b'%' && hex(input[i - 2]) && hex(input[i - 1]));
+            || (input[i - 1] == b'+' && *pct)
+            || (input[i - 1] != b'+'
+                && (back(2) == Some(b'\\')
+                    || (hex_run(2) && back(3) == Some(b'%'))
+                    || (hex_run(2) && back(3) == Some(b'x') && back(4) == Some(b'\\'))
+                    || (hex_run(4) && back(5) == Some(b'u') && back(6) == Some(b'\\'))));
         let right_ok = match input.get(e) {
             None => true,
             Some(&c) if host(c) || c == b':' || c == b'@' => false,
@@ -175,6 +183,16 @@ fn fragment() -> impl Strategy<Value = &'static str> {
         ",https://b.example/f",
         ":\\/\\/",
         "%3A%2F%2F",
+        "\\n",
+        "\\\\",
+        "\\u00e9",
+        "\\uFF1",
+        "\\x0a",
+        "\\x",
+        "\\u",
+        "+",
+        "git",
+        "a1",
         "https://smith.langchain.com.evil.example",
         "https://smith.langchain.community",
         ":8443",
