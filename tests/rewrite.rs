@@ -499,6 +499,29 @@ async fn a_url_right_after_an_escape_or_a_form_space_is_rewritten() {
     }
 }
 
+/// A URL percent-encoded with its slashes kept (`https%3A//host`, as
+/// Python's `urllib.parse.quote(url)` writes it into a query) is rewritten,
+/// keeping that spelling; `http%3A//` (another origin) and a signed one stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_quoted_with_its_slashes_kept_is_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/api/v1/public/{t}/run");
+    let body = fill(
+        r#"{"login":"/login?next=https%3A//smith.example.com/public/{t}/r&x=1","upper":"next=HTTPS%3a//SMITH.example.com","http":"next=http%3A//smith.example.com/x","signed":"u=https%3A//smith.example.com/b%3Fsig%3D1"}"#,
+    );
+    up.on(&route, fixed(StatusCode::OK, &[JSON], body));
+    let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(
+        r.text(),
+        fill(
+            r#"{"login":"/login?next=https%3A//langsmith.corp.example/public/{t}/r&x=1","upper":"next=https%3A//langsmith.corp.example","http":"next=http%3A//smith.example.com/x","signed":"u=https%3A//smith.example.com/b%3Fsig%3D1"}"#
+        )
+    );
+    up.only("the read");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_other_hosts_lookalikes_and_unknown_codings_pass_untouched() {
     let up = FakeUpstream::start().await;

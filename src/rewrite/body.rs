@@ -7,9 +7,9 @@
 //! compression (see `response.rs` and `codec.rs`).
 //!
 //! Matching rules, in order:
-//! 1. The pattern (`scheme://host[:port]` in one of four forms; an origin
-//!    without a port also with its scheme's default port spelled out, the
-//!    same origin) matches ASCII-case-insensitively.
+//! 1. The pattern (`scheme://host[:port]` in each spelling `Form` lists; an
+//!    origin without a port also with its scheme's default port spelled out,
+//!    the same origin) matches ASCII-case-insensitively.
 //! 2. Left boundary: the byte before the scheme must not continue a scheme or
 //!    a word (`A-Z a-z 0-9 + - . _`), so `xhttps://…` and `git+https://…` stay
 //!    untouched. Exceptions, where that byte ends an escape rather than a
@@ -22,7 +22,7 @@
 //!    only when a host character follows it (so the dot that ends a sentence
 //!    does not), and the end of the body accepts.
 //! 4. Signed URLs (when enabled): the rest of the URL, up to whitespace, a
-//!    quote, `<`, `>` or a backtick (and, for the percent form, `&`), or the
+//!    quote, `<`, `>` or a backtick (and, for the percent forms, `&`), or the
 //!    `://` (in any of the pattern spellings) that begins another URL, at most
 //!    `signature_lookahead` bytes, is searched for a signature parameter; if
 //!    one is there the URL is left alone. A URL longer than the window is
@@ -426,20 +426,19 @@ fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decisi
 }
 
 /// The scheme separators that begin another URL, in the spellings the
-/// patterns have (the percent-encoded one only inside a percent-encoded URL,
-/// where it cannot be a value of this URL's own query).
+/// patterns have (the percent-encoded ones only inside a percent-encoded
+/// URL, where they cannot be a value of this URL's own query).
 const NEXT_URL: [&[u8]; 3] = [b"://", b":\\/\\/", b":\\u002f\\u002f"];
-const NEXT_URL_PERCENT: &[u8] = b"%3a%2f%2f";
+const NEXT_URL_PERCENT: [&[u8]; 2] = [b"%3a%2f%2f", b"%3a//"];
 
 /// Whether the scheme separator of another URL begins at `i`; `None` when
 /// `url` ends inside what could still be one.
 fn next_url_begins(url: &[u8], i: usize, form: Form) -> Option<bool> {
     let here = &url[i..];
     let mut undecided = false;
-    let percent = [NEXT_URL_PERCENT];
     let candidates: &[&[u8]] = match url[i] {
         b':' => &NEXT_URL,
-        b'%' if form.is_percent_encoded() => &percent,
+        b'%' if form.is_percent_encoded() => &NEXT_URL_PERCENT,
         _ => return Some(false),
     };
     for sep in candidates {
@@ -504,6 +503,7 @@ pub(crate) mod tests {
             Form::JsonEscaped,
             Form::JsonUnicode,
             Form::Percent,
+            Form::PercentColon,
         ] {
             for b in 0..=255u8 {
                 let expected = b.is_ascii_whitespace()
@@ -551,6 +551,15 @@ pub(crate) mod tests {
             rw("next=HTTPS%3a%2f%2fSMITH.langchain.com%2Fx"),
             "next=https%3A%2F%2Fsmith.internal.example%2Fx"
         );
+        // `urllib.parse.quote(url)`: only the colon is encoded.
+        assert_eq!(
+            rw("/login?next=https%3A//smith.langchain.com/public/t/r&x=1"),
+            "/login?next=https%3A//smith.internal.example/public/t/r&x=1"
+        );
+        assert_eq!(
+            rw("next=Https%3a//Smith.LangChain.com"),
+            "next=https%3A//smith.internal.example"
+        );
     }
 
     #[test]
@@ -573,6 +582,9 @@ pub(crate) mod tests {
             "https%3A%2F%2Fsmith.langchain.com%3A8443",
             "https%3A%2F%2Fsmith.langchain.com%40evil.example",
             "https%3A%2F%2Fsmith.langchain.com%2Eevil.example",
+            "https%3A//smith.langchain.com%3A8443/x",
+            "https%3A//smith.langchain.com.evil.example/x",
+            "http%3A//smith.langchain.com/x",
             "https://smith.langchain.comé",
             "http://smith.langchain.com/x",
         ] {
@@ -721,6 +733,7 @@ pub(crate) mod tests {
             "https://smith.langchain.com/b?Expires=1&Signature=abc&Key-Pair-Id=K",
             r#""https:\/\/smith.langchain.com\/b?a=1\u0026sig=x""#,
             "https%3A%2F%2Fsmith.langchain.com%2Fb%3Fa%3D1%26X-Amz-Signature%3Dabc&next=1",
+            "https%3A//smith.langchain.com/b%3Fa%3D1%26sig%3Dabc&next=1",
         ] {
             assert_eq!(rw(s), s, "{s}");
         }
@@ -730,6 +743,11 @@ pub(crate) mod tests {
                 r#"{"a":"https://smith.langchain.com/x","b":"https://s3.example/o?X-Amz-Signature=1"}"#
             ),
             r#"{"a":"https://smith.internal.example/x","b":"https://s3.example/o?X-Amz-Signature=1"}"#
+        );
+        // The same in the form that keeps `/`: the signed URL is the next one.
+        assert_eq!(
+            rw("u=https%3A//smith.langchain.com/x%2Chttps%3A//s3.example/o%3Fsig%3D1"),
+            "u=https%3A//smith.internal.example/x%2Chttps%3A//s3.example/o%3Fsig%3D1"
         );
         // A parameter merely containing "sig" is not a signature.
         assert_eq!(

@@ -233,13 +233,16 @@ pub(crate) enum Form {
     JsonUnicode,
     /// `https%3A%2F%2Fhost`, as the URL sits inside another URL's query.
     Percent,
+    /// `https%3A//host`: the same with `/` left as it is, as Python's
+    /// `urllib.parse.quote(url)` (whose `safe` default is `/`) writes it.
+    PercentColon,
 }
 
 impl Form {
     /// Whether the form is written inside percent-encoded text (a query
     /// value), where `&` ends the value and a literal `+` is a space.
     pub(crate) fn is_percent_encoded(self) -> bool {
-        self == Form::Percent
+        matches!(self, Form::Percent | Form::PercentColon)
     }
 
     fn spell(self, origin: &Origin) -> String {
@@ -248,9 +251,14 @@ impl Form {
             Form::Plain => format!("{}://{}", origin.scheme, auth),
             Form::JsonEscaped => format!("{}:\\/\\/{}", origin.scheme, auth),
             Form::JsonUnicode => format!("{}:\\u002F\\u002F{}", origin.scheme, auth),
-            Form::Percent => format!(
-                "{}%3A%2F%2F{}",
+            Form::Percent | Form::PercentColon => format!(
+                "{}%3A{}{}",
                 origin.scheme,
+                if self == Form::Percent {
+                    "%2F%2F"
+                } else {
+                    "//"
+                },
                 auth.replace('[', "%5B")
                     .replace(']', "%5D")
                     .replace(':', "%3A")
@@ -301,7 +309,7 @@ pub struct Rules {
     /// Per form (in [`Form`] order), the ids the anchored search compares
     /// at an anchor of that form: not the default-port spellings, which it
     /// reaches by extending a match.
-    pub(crate) by_form: [Vec<usize>; 4],
+    pub(crate) by_form: [Vec<usize>; FORMS.len()],
     /// Bounds what a body rewrite keeps between chunks.
     pub(crate) max_pattern_len: usize,
     /// Bytes that start some pattern, either case: a quick first test for
@@ -328,7 +336,7 @@ pub(crate) struct Pattern {
 /// The separator after the scheme in each form, every case spelling of it,
 /// with the form it begins. Spellings never overlap at one position, so an
 /// anchor found tells the one form a match there can have.
-const ANCHORS: [(&str, Form); 10] = [
+const ANCHORS: [(&str, Form); 12] = [
     ("://", Form::Plain),
     (":\\/\\/", Form::JsonEscaped),
     (":\\u002F\\u002F", Form::JsonUnicode),
@@ -339,6 +347,17 @@ const ANCHORS: [(&str, Form); 10] = [
     ("%3a%2f", Form::Percent),
     ("%3A%2f", Form::Percent),
     ("%3a%2F", Form::Percent),
+    ("%3A//", Form::PercentColon),
+    ("%3a//", Form::PercentColon),
+];
+
+/// Every form, in declaration order (the index of `by_form`).
+const FORMS: [Form; 5] = [
+    Form::Plain,
+    Form::JsonEscaped,
+    Form::JsonUnicode,
+    Form::Percent,
+    Form::PercentColon,
 ];
 
 impl Rules {
@@ -368,13 +387,7 @@ impl Rules {
             content_types.push(essence);
         }
         let mut patterns: Vec<Pattern> = Vec::new();
-        let mut by_form: [Vec<usize>; 4] = Default::default();
-        let forms = [
-            Form::Plain,
-            Form::JsonEscaped,
-            Form::JsonUnicode,
-            Form::Percent,
-        ];
+        let mut by_form: [Vec<usize>; FORMS.len()] = Default::default();
         for f in &from {
             // An origin without a port is also written with its scheme's
             // default port spelled out (`https://host:443`): the same origin
@@ -385,7 +398,7 @@ impl Rules {
                     port: Some(p),
                     ..f.clone()
                 });
-            for form in forms {
+            for form in FORMS {
                 let pattern = |spelled: &Origin| Pattern {
                     form,
                     anchor_at: f.scheme.len(),
@@ -626,5 +639,8 @@ mod tests {
             Form::JsonUnicode.spell(&o),
             "https:\\u002F\\u002Fa.example:8443"
         );
+        assert_eq!(Form::PercentColon.spell(&o), "https%3A//a.example%3A8443");
+        let v6 = Origin::parse("http://[::1]:9").unwrap();
+        assert_eq!(Form::PercentColon.spell(&v6), "http%3A//%5B%3A%3A1%5D%3A9");
     }
 }

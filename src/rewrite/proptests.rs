@@ -47,6 +47,10 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
                 format!("{}%3A%2F%2F{}", o.scheme, auth.replace(':', "%3A")),
                 true,
             ),
+            (
+                format!("{}%3A//{}", o.scheme, auth.replace(':', "%3A")),
+                true,
+            ),
         ]
     };
     let to = forms(TO);
@@ -62,6 +66,7 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
                 (format!("https:\\/\\/{auth}"), false),
                 (format!("https:\\u002F\\u002F{auth}"), false),
                 (format!("https%3A%2F%2F{}", auth.replace(':', "%3A")), true),
+                (format!("https%3A//{}", auth.replace(':', "%3A")), true),
             ]
         } else {
             forms(f)
@@ -118,7 +123,7 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
         let lower = rest.to_ascii_lowercase();
         let mut next_urls = vec!["://", ":\\/\\/", ":\\u002f\\u002f"];
         if *pct {
-            next_urls.push("%3a%2f%2f");
+            next_urls.extend(["%3a%2f%2f", "%3a//"]);
         }
         for sep in next_urls {
             if let Some(at) = lower.windows(sep.len()).position(|w| w == sep.as_bytes()) {
@@ -172,6 +177,10 @@ fn fragment() -> impl Strategy<Value = &'static str> {
         "\\u002F",
         "https%3A%2F%2Fsmith.langchain.com",
         "https%3a%2f%2fSMITH.langchain.com",
+        "https%3A//smith.langchain.com",
+        "HTTPS%3a//smith.langchain.com%3A8443",
+        "https%3A//smith.langchain.com%3A443",
+        "%3A//",
         "https://smith.langchain.com:8443",
         "https%3A%2F%2Fsmith.langchain.com%3A8443",
         "https://smith.langchain.com:443",
