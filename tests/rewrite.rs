@@ -522,6 +522,56 @@ async fn a_url_quoted_with_its_slashes_kept_is_rewritten() {
     up.only("the read");
 }
 
+/// JSON under its other types (problem details, JSON:API, NDJSON) is
+/// rewritten with `application/json` in the list, and so is a body with two
+/// `Content-Type` fields when either names a rewritten type (a browser
+/// reads the last); one with no type at all passes untouched (it may be
+/// binary), as does a type outside the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_of_every_type_and_a_body_with_two_types_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/api/v1/public/{t}/run");
+    let body = fill(r#"{"share_url":"https://smith.example.com/public/{t}/r"}"#);
+    let cases: [(&[(&str, &str)], bool); 8] = [
+        (&[("content-type", "application/problem+json")], true),
+        (&[("content-type", "application/vnd.api+json")], true),
+        (&[("content-type", "application/x-ndjson")], true),
+        (
+            &[("content-type", "application/jsonl; charset=utf-8")],
+            true,
+        ),
+        (
+            &[
+                ("content-type", "application/octet-stream"),
+                ("content-type", "text/html"),
+            ],
+            true,
+        ),
+        (
+            &[
+                ("content-type", "application/json"),
+                ("content-type", "image/png"),
+            ],
+            true,
+        ),
+        (&[], false),
+        (&[("content-type", "application/octet-stream")], false),
+    ];
+    for (headers, rewritten) in cases {
+        up.on(&route, fixed(StatusCode::OK, headers, body.clone()));
+        let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+        let want = if rewritten {
+            private(&body)
+        } else {
+            body.clone()
+        };
+        assert_eq!(r.text(), want, "{headers:?}");
+        up.only("the read");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_other_hosts_lookalikes_and_unknown_codings_pass_untouched() {
     let up = FakeUpstream::start().await;

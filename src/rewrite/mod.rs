@@ -172,7 +172,11 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone)]
 pub struct RewriteOptions {
     /// MIME essences (`type/subtype`, no parameters) whose bodies are rewritten.
-    /// Compared case-insensitively against the response `Content-Type`.
+    /// Compared case-insensitively against the response `Content-Type`; an
+    /// essence also stands for the other spellings browsers take for the
+    /// same content (`application/json`: `text/json`, NDJSON; JavaScript's
+    /// legacy types), and `application/<suffix>` for every type with that
+    /// structured syntax suffix (`application/json`: `application/problem+json`).
     pub content_types: Vec<String>,
     /// Leave a matching URL alone when its query carries a signature parameter
     /// (`X-Amz-Signature`, `X-Goog-Signature`, `Signature`, `sig`): changing
@@ -204,6 +208,47 @@ impl Default for RewriteOptions {
         }
     }
 }
+
+/// Types a configured essence stands for besides itself: the other
+/// spellings browsers take for the same kind of content (WHATWG MIME
+/// Sniffing §4.6, "JavaScript MIME type" and "JSON MIME type"; XHTML, which
+/// they render as a page) and JSON written one document a line (JSON text
+/// sequences, RFC 7464; NDJSON / JSON Lines).
+pub(crate) const TYPE_FAMILIES: [(&str, &[&str]); 4] = [
+    (
+        "application/json",
+        &[
+            "text/json",
+            "application/json-seq",
+            "application/x-ndjson",
+            "application/jsonl",
+            "application/x-jsonlines",
+            "application/jsonlines",
+        ],
+    ),
+    ("text/javascript", &JAVASCRIPT_TYPES),
+    ("application/javascript", &JAVASCRIPT_TYPES),
+    ("text/html", &["application/xhtml+xml"]),
+];
+
+const JAVASCRIPT_TYPES: [&str; 16] = [
+    "application/ecmascript",
+    "application/javascript",
+    "application/x-ecmascript",
+    "application/x-javascript",
+    "text/ecmascript",
+    "text/javascript",
+    "text/javascript1.0",
+    "text/javascript1.1",
+    "text/javascript1.2",
+    "text/javascript1.3",
+    "text/javascript1.4",
+    "text/javascript1.5",
+    "text/jscript",
+    "text/livescript",
+    "text/x-ecmascript",
+    "text/x-javascript",
+];
 
 /// Why a rule set was refused.
 #[derive(Debug, thiserror::Error)]
@@ -296,7 +341,8 @@ pub struct Rules {
     pub(crate) from: Vec<Origin>,
     pub(crate) to: Origin,
     pub(crate) opts: RewriteOptions,
-    /// Lowercased content-type essences.
+    /// Lowercased content-type essences: the configured ones and the
+    /// members of their [`TYPE_FAMILIES`].
     pub(crate) content_types: Vec<String>,
     pub(crate) matcher: AhoCorasick,
     /// SIMD search for the case-invariant separator that follows every
@@ -385,6 +431,15 @@ impl Rules {
                 return Err(RulesError::BadContentType(ct.clone()));
             }
             content_types.push(essence);
+        }
+        for (head, members) in TYPE_FAMILIES {
+            if content_types.iter().any(|c| c == head) {
+                for m in members {
+                    if !content_types.iter().any(|c| c == m) {
+                        content_types.push((*m).to_owned());
+                    }
+                }
+            }
         }
         let mut patterns: Vec<Pattern> = Vec::new();
         let mut by_form: [Vec<usize>; FORMS.len()] = Default::default();
@@ -558,10 +613,50 @@ impl Rules {
         None
     }
 
+    /// Whether a body of type `essence` (`type/subtype`, any case) is
+    /// rewritten: it is listed (or in a listed type's family), or its
+    /// structured syntax suffix is (RFC 6839 §3.1: `+json` is JSON, so a
+    /// listed `application/json` covers `application/problem+json` and
+    /// `application/vnd.api+json`).
     pub(crate) fn rewrites_content_type(&self, essence: &str) -> bool {
-        self.content_types
+        let essence = essence.trim();
+        if self
+            .content_types
             .iter()
             .any(|c| c.eq_ignore_ascii_case(essence))
+        {
+            return true;
+        }
+        let suffix = essence
+            .split_once('/')
+            .and_then(|(_, subtype)| subtype.rsplit_once('+'))
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(_, suffix)| suffix);
+        let Some(suffix) = suffix else {
+            return false;
+        };
+        self.content_types.iter().any(|c| {
+            c.strip_prefix("application/")
+                .is_some_and(|s| s.eq_ignore_ascii_case(suffix))
+        })
+    }
+
+    /// Whether a response with these `Content-Type` field values is
+    /// rewritten: when any type it names is. A browser reads the last valid
+    /// type of all the fields and their comma-separated elements (Fetch,
+    /// "extract a MIME type"), other clients the first; rewriting when any
+    /// of them is rewritable leaves no reader the public origin. No
+    /// `Content-Type` at all is not rewritten: the body may be binary.
+    pub(crate) fn rewrites_content_types<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a http::HeaderValue>,
+    ) -> bool {
+        values.into_iter().any(|v| {
+            v.as_bytes().split(|b| *b == b',').any(|element| {
+                let essence = element.split(|b| *b == b';').next().unwrap_or_default();
+                std::str::from_utf8(essence).is_ok_and(|e| self.rewrites_content_type(e))
+            })
+        })
     }
 }
 
@@ -628,6 +723,87 @@ mod tests {
             Rules::new(vec![a], b, bad),
             Err(RulesError::BadContentType(_))
         ));
+    }
+
+    fn rules_for(types: &[&str]) -> Rules {
+        Rules::new(
+            vec![Origin::parse("https://a.example").unwrap()],
+            Origin::parse("https://b.example").unwrap(),
+            RewriteOptions {
+                content_types: types.iter().map(|t| (*t).to_owned()).collect(),
+                ..RewriteOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn content_types_cover_their_suffixes_and_families() {
+        let r = rules_for(
+            &RewriteOptions::default()
+                .content_types
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        for t in [
+            "application/json",
+            "Application/JSON",
+            " application/json ",
+            "application/problem+json",
+            "application/vnd.api+json",
+            "application/merge-patch+JSON",
+            "application/x-ndjson",
+            "application/jsonl",
+            "application/json-seq",
+            "text/json",
+            "text/html",
+            "application/xhtml+xml",
+            "application/x-javascript",
+            "text/ecmascript",
+            "text/plain",
+            "text/event-stream",
+        ] {
+            assert!(r.rewrites_content_type(t), "{t}");
+        }
+        for t in [
+            "image/png",
+            "application/octet-stream",
+            "application/xml",
+            "image/svg+xml",
+            "application/json+",
+            "application/jsonx",
+            "+json",
+            "",
+        ] {
+            assert!(!r.rewrites_content_type(t), "{t}");
+        }
+        // Only what is configured: a list without JSON covers no JSON.
+        let html = rules_for(&["text/html"]);
+        assert!(!html.rewrites_content_type("application/problem+json"));
+        assert!(!html.rewrites_content_type("application/x-ndjson"));
+        assert!(html.rewrites_content_type("application/xhtml+xml"));
+        // Any configured `application/<suffix>` covers its suffix.
+        let xml = rules_for(&["application/xml"]);
+        assert!(xml.rewrites_content_type("image/svg+xml"));
+        assert!(!xml.rewrites_content_type("application/json"));
+    }
+
+    #[test]
+    fn any_rewritable_content_type_field_counts() {
+        let r = rules_for(&["application/json", "text/html"]);
+        let v = |s: &'static str| http::HeaderValue::from_static(s);
+        let judge = |vals: &[http::HeaderValue]| r.rewrites_content_types(vals);
+        assert!(judge(&[v("application/octet-stream"), v("text/html")]));
+        assert!(judge(&[v("text/html; charset=utf-8"), v("image/png")]));
+        assert!(judge(&[v(
+            "application/octet-stream, text/html;charset=\"a,b\""
+        )]));
+        assert!(!judge(&[v("application/octet-stream"), v("image/png")]));
+        assert!(!judge(&[]));
+        let latin1 = http::HeaderValue::from_bytes(b"text/plain; charset=\xe9").unwrap();
+        assert!(!judge(std::slice::from_ref(&latin1)));
+        assert!(judge(&[latin1, v("application/json")]));
     }
 
     #[test]
