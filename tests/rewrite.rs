@@ -572,6 +572,44 @@ async fn json_of_every_type_and_a_body_with_two_types_are_rewritten() {
     }
 }
 
+/// Scheme-relative URLs (`//host`, as `href`, `src`, CSS `url()` and
+/// preconnect hints write them) are rewritten; `http://host` (another
+/// origin: the public one is https) and a longer host stay as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheme_relative_urls_in_a_page_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/public/{t}/r");
+    let page = fill(
+        r#"<link rel="preconnect" href="//smith.example.com"><a href="//smith.example.com/public/{t}/r">run</a><style>b{background:url(//smith.example.com/bg.png)}</style><a href="http://smith.example.com/x">http</a><a href="//smith.example.com.evil.example/">other</a>"#,
+    );
+    up.on(
+        &route,
+        fixed(
+            StatusCode::OK,
+            &[("content-type", "text/html; charset=utf-8")],
+            page,
+        ),
+    );
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &route,
+        &[("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(
+        r.text(),
+        fill(
+            r#"<link rel="preconnect" href="//langsmith.corp.example"><a href="//langsmith.corp.example/public/{t}/r">run</a><style>b{background:url(//langsmith.corp.example/bg.png)}</style><a href="http://smith.example.com/x">http</a><a href="//smith.example.com.evil.example/">other</a>"#
+        )
+    );
+    up.only("the page");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_other_hosts_lookalikes_and_unknown_codings_pass_untouched() {
     let up = FakeUpstream::start().await;

@@ -15,7 +15,10 @@
 //!    untouched. Exceptions, where that byte ends an escape rather than a
 //!    word: a backslash escape (`\n`, `\t`, `\xHH`, `\uHHHH`: JSON and
 //!    JavaScript strings), a percent escape (`next%3Dhttps%3A%2F%2F…`) and,
-//!    before a percent-encoded form, a `+` (a form-encoded space).
+//!    before a percent-encoded form, a `+` (a form-encoded space). A
+//!    scheme-relative `//host` must not follow `:`, `/`, `@` or a percent
+//!    escape either: `http://host` is another origin when the public one is
+//!    `https://host`.
 //! 3. Right boundary: the byte after the host must not continue the host or
 //!    start a port or user info: a letter, digit, `-`, `_`, `:`, `@`, a
 //!    non-ASCII byte, `%3A`, `%40` or `%2E` all refuse the match; a `.` refuses
@@ -297,11 +300,21 @@ impl StreamRewriter {
     /// - a `+` before a percent-encoded form: a form-encoded space
     ///   (`body=See+https%3A%2F%2F…`), since in such text a scheme's own `+`
     ///   is written `%2B`.
+    ///
+    /// A scheme-relative match (`//host`) has more to refuse: after `:` it
+    /// is the rest of an absolute URL whose scheme is not the configured one
+    /// (`http://host` when the public origin is `https://host`, which would
+    /// have matched first), after `/` or `@` part of a path or user info, and
+    /// after a percent escape a percent-encoded URL's (`http%3A//host`).
     fn left_boundary_ok(&self, hay: &[u8], start: usize, form: Form) -> bool {
         let before = |back| self.byte_before(hay, start, back);
         let Some(b) = before(1) else {
             return true;
         };
+        let scheme_relative = form == Form::SchemeRelative;
+        if scheme_relative && matches!(b, b':' | b'/' | b'@') {
+            return false;
+        }
         if !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_')) {
             return true;
         }
@@ -311,7 +324,7 @@ impl StreamRewriter {
         let hex =
             |back: usize| (1..=back).all(|i| before(i).is_some_and(|h| h.is_ascii_hexdigit()));
         before(2) == Some(b'\\')
-            || (hex(2) && before(3) == Some(b'%'))
+            || (hex(2) && before(3) == Some(b'%') && !scheme_relative)
             || (hex(2) && before(3) == Some(b'x') && before(4) == Some(b'\\'))
             || (hex(4) && before(5) == Some(b'u') && before(6) == Some(b'\\'))
     }
@@ -504,6 +517,7 @@ pub(crate) mod tests {
             Form::JsonUnicode,
             Form::Percent,
             Form::PercentColon,
+            Form::SchemeRelative,
         ] {
             for b in 0..=255u8 {
                 let expected = b.is_ascii_whitespace()
@@ -690,6 +704,97 @@ pub(crate) mod tests {
                 "split {split}"
             );
         }
+    }
+
+    #[test]
+    fn scheme_relative_urls() {
+        for (input, want) in [
+            (
+                r#"<link rel=preconnect href="//smith.langchain.com">"#,
+                r#"<link rel=preconnect href="//smith.internal.example">"#,
+            ),
+            (
+                "<a href='//Smith.LangChain.com/public/t/r'>",
+                "<a href='//smith.internal.example/public/t/r'>",
+            ),
+            (
+                "url(//smith.langchain.com/a.png)",
+                "url(//smith.internal.example/a.png)",
+            ),
+            (
+                "href=//smith.langchain.com:443/x",
+                "href=//smith.internal.example/x",
+            ),
+            (
+                "?next=//smith.langchain.com/x",
+                "?next=//smith.internal.example/x",
+            ),
+            ("//smith.langchain.com", "//smith.internal.example"),
+            ("\\n//smith.langchain.com", "\\n//smith.internal.example"),
+        ] {
+            assert_eq!(rw(input), want, "{input}");
+        }
+        for s in [
+            // Another scheme is another origin.
+            "http://smith.langchain.com/x",
+            "ftp://smith.langchain.com/x",
+            "http%3A//smith.langchain.com/x",
+            // A path, user info, a longer word.
+            "/a///smith.langchain.com/x",
+            "u@//smith.langchain.com",
+            "a//smith.langchain.com",
+            "+//smith.langchain.com",
+            // Host boundaries as for the other forms.
+            "//smith.langchain.com.evil.example/x",
+            "//smith.langchain.com:8443/x",
+            "//smith.langchain.com@evil.example/",
+            "//smith.langchain.com/blob?sig=1",
+        ] {
+            assert_eq!(rw(s), s, "{s}");
+        }
+        // The absolute spelling is still the match, not the `//host` in it.
+        assert_eq!(
+            rw("https://smith.langchain.com:443/x //smith.langchain.com"),
+            "https://smith.internal.example/x //smith.internal.example"
+        );
+        // `http` and `https` origins of one host share `//host`; each has
+        // its own default port.
+        let r = Arc::new(
+            Rules::new(
+                vec![
+                    Origin::parse("https://smith.langchain.com").unwrap(),
+                    Origin::parse("http://smith.langchain.com").unwrap(),
+                ],
+                Origin::parse("http://10.0.0.5:8080").unwrap(),
+                RewriteOptions::default(),
+            )
+            .unwrap(),
+        );
+        let out = rewrite_all(
+            &r,
+            b"//smith.langchain.com //smith.langchain.com:80/a //smith.langchain.com:443/b",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "//10.0.0.5:8080 //10.0.0.5:8080/a //10.0.0.5:8080/b"
+        );
+        // The same authority under another scheme maps to itself: not a
+        // pattern at all.
+        let r = Arc::new(
+            Rules::new(
+                vec![Origin::parse("http://smith.langchain.com").unwrap()],
+                Origin::parse("https://smith.langchain.com").unwrap(),
+                RewriteOptions::default(),
+            )
+            .unwrap(),
+        );
+        let mut s = StreamRewriter::new(Arc::clone(&r));
+        let mut out = Vec::new();
+        s.push_last(
+            Bytes::from_static(b"<a href=//smith.langchain.com/x>"),
+            &mut out,
+        );
+        assert_eq!(s.matches(), 0);
     }
 
     #[test]

@@ -281,6 +281,10 @@ pub(crate) enum Form {
     /// `https%3A//host`: the same with `/` left as it is, as Python's
     /// `urllib.parse.quote(url)` (whose `safe` default is `/`) writes it.
     PercentColon,
+    /// `//host`, a scheme-relative URL (RFC 3986 §4.2: an HTML `href`, a
+    /// preconnect hint). It takes the scheme of the page it is in, so it
+    /// becomes `//` and the private authority.
+    SchemeRelative,
 }
 
 impl Form {
@@ -290,9 +294,19 @@ impl Form {
         matches!(self, Form::Percent | Form::PercentColon)
     }
 
+    /// Where the separator every anchor begins with starts in a spelling of
+    /// `origin`: after its scheme, or at the start for the form without one.
+    fn anchor_at(self, origin: &Origin) -> usize {
+        match self {
+            Form::SchemeRelative => 0,
+            _ => origin.scheme.len(),
+        }
+    }
+
     fn spell(self, origin: &Origin) -> String {
         let auth = origin.authority();
         match self {
+            Form::SchemeRelative => format!("//{auth}"),
             Form::Plain => format!("{}://{}", origin.scheme, auth),
             Form::JsonEscaped => format!("{}:\\/\\/{}", origin.scheme, auth),
             Form::JsonUnicode => format!("{}:\\u002F\\u002F{}", origin.scheme, auth),
@@ -346,15 +360,21 @@ pub struct Rules {
     pub(crate) content_types: Vec<String>,
     pub(crate) matcher: AhoCorasick,
     /// SIMD search for the case-invariant separator that follows every
-    /// scheme (`://`, `:\/\/`, `%3A%2F`): much faster than the automaton on
-    /// text full of `h`s, since a candidate is only an actual URL. `None`
-    /// where the packed searcher cannot be built; `matcher` is used then.
+    /// scheme (`://`, `:\/\/`, `%3A%2F`), or for `//` and the first byte of
+    /// a public host: much faster than the automaton on text full of `h`s,
+    /// since a candidate is only an actual URL. `None` where the packed
+    /// searcher cannot be built; `matcher` is used then.
     pub(crate) anchors: Option<aho_corasick::packed::Searcher>,
+    /// Per anchor id: the form a match at that anchor has ([`ANCHORS`], then
+    /// the scheme-relative anchors).
+    pub(crate) anchor_forms: Vec<Form>,
     /// Per pattern id: its form, lowercased bytes and replacement.
     pub(crate) patterns: Vec<Pattern>,
     /// Per form (in [`Form`] order), the ids the anchored search compares
     /// at an anchor of that form: not the default-port spellings, which it
-    /// reaches by extending a match.
+    /// reaches by extending a match (except in the scheme-relative form,
+    /// where `http` and `https` origins of one host share `//host` but not
+    /// its default port, so every spelling is compared).
     pub(crate) by_form: [Vec<usize>; FORMS.len()],
     /// Bounds what a body rewrite keeps between chunks.
     pub(crate) max_pattern_len: usize,
@@ -380,7 +400,8 @@ pub(crate) struct Pattern {
 }
 
 /// The separator after the scheme in each form, every case spelling of it,
-/// with the form it begins. Spellings never overlap at one position, so an
+/// with the form it begins (the scheme-relative anchors, which name a host,
+/// are added per rule set). Spellings never begin at one position, so an
 /// anchor found tells the one form a match there can have.
 const ANCHORS: [(&str, Form); 12] = [
     ("://", Form::Plain),
@@ -398,12 +419,13 @@ const ANCHORS: [(&str, Form); 12] = [
 ];
 
 /// Every form, in declaration order (the index of `by_form`).
-const FORMS: [Form; 5] = [
+const FORMS: [Form; 6] = [
     Form::Plain,
     Form::JsonEscaped,
     Form::JsonUnicode,
     Form::Percent,
     Form::PercentColon,
+    Form::SchemeRelative,
 ];
 
 impl Rules {
@@ -456,11 +478,26 @@ impl Rules {
             for form in FORMS {
                 let pattern = |spelled: &Origin| Pattern {
                     form,
-                    anchor_at: f.scheme.len(),
+                    anchor_at: form.anchor_at(f),
                     lower: form.spell(spelled).to_ascii_lowercase().into_bytes(),
                     replacement: Bytes::from(form.spell(&to)),
                     with_port: None,
                 };
+                if form == Form::SchemeRelative {
+                    // Same authority, other scheme: `//host` stays itself.
+                    if f.authority() == to.authority() {
+                        continue;
+                    }
+                    for spelled in std::iter::once(f).chain(&explicit) {
+                        let p = pattern(spelled);
+                        let ids = &mut by_form[form as usize];
+                        if !ids.iter().any(|&id| patterns[id].lower == p.lower) {
+                            ids.push(patterns.len());
+                            patterns.push(p);
+                        }
+                    }
+                    continue;
+                }
                 // The anchored search compares the origin as written and
                 // reaches its default-port spelling by extending a match.
                 let base = patterns.len();
@@ -478,10 +515,26 @@ impl Rules {
             .kind(Some(AhoCorasickKind::DFA))
             .build(patterns.iter().map(|p| &p.lower))
             .map_err(RulesError::Patterns)?;
+        // A scheme-relative URL has no separator of its own to find: `//` is
+        // in every URL, so it is anchored on `//` and the first byte of a
+        // public host, each case (three bytes, as short as `://`).
+        let mut anchor_texts: Vec<Vec<u8>> =
+            ANCHORS.iter().map(|(t, _)| t.as_bytes().to_vec()).collect();
+        let mut anchor_forms: Vec<Form> = ANCHORS.iter().map(|(_, f)| *f).collect();
+        for &id in &by_form[Form::SchemeRelative as usize] {
+            let first = patterns[id].lower.get(2).copied().unwrap_or_default();
+            for b in [first.to_ascii_lowercase(), first.to_ascii_uppercase()] {
+                let text = vec![b'/', b'/', b];
+                if !anchor_texts.contains(&text) {
+                    anchor_texts.push(text);
+                    anchor_forms.push(Form::SchemeRelative);
+                }
+            }
+        }
         let anchors = aho_corasick::packed::Config::new()
             .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
             .builder()
-            .extend(ANCHORS.iter().map(|(text, _)| text))
+            .extend(&anchor_texts)
             .build();
         let max_pattern_len = patterns.iter().map(|p| p.lower.len()).max().unwrap_or(0);
         let mut first_bytes = [false; 256];
@@ -503,6 +556,7 @@ impl Rules {
             content_types,
             matcher,
             anchors,
+            anchor_forms,
             patterns,
             by_form,
             max_pattern_len,
@@ -578,7 +632,7 @@ impl Rules {
                 },
             )?;
             let c = anchor.start();
-            let form = ANCHORS.get(anchor.pattern().as_usize()).map(|(_, f)| *f);
+            let form = self.anchor_forms.get(anchor.pattern().as_usize()).copied();
             let Some(form) = form else {
                 at = c + 1;
                 continue;
@@ -818,5 +872,6 @@ mod tests {
         assert_eq!(Form::PercentColon.spell(&o), "https%3A//a.example%3A8443");
         let v6 = Origin::parse("http://[::1]:9").unwrap();
         assert_eq!(Form::PercentColon.spell(&v6), "http%3A//%5B%3A%3A1%5D%3A9");
+        assert_eq!(Form::SchemeRelative.spell(&o), "//a.example:8443");
     }
 }
