@@ -202,16 +202,16 @@ impl StreamRewriter {
         keep_from
     }
 
+    /// Keeps the last [`LOOK_BEHIND`] bytes of what was consumed so far:
+    /// the older ones that still fit, then the newest of `consumed`. Runs
+    /// once per scanned buffer, so it moves the bytes at once rather than
+    /// one at a time.
     fn remember_prev(&mut self, consumed: &[u8]) {
-        for &b in consumed.iter().rev().take(LOOK_BEHIND).rev() {
-            if self.prev_len == LOOK_BEHIND {
-                self.prev.rotate_left(1);
-                self.prev[LOOK_BEHIND - 1] = b;
-            } else {
-                self.prev[self.prev_len] = b;
-                self.prev_len += 1;
-            }
-        }
+        let new = consumed.len().min(LOOK_BEHIND);
+        let old = self.prev_len.min(LOOK_BEHIND - new);
+        self.prev.copy_within(self.prev_len - old..self.prev_len, 0);
+        self.prev[old..old + new].copy_from_slice(&consumed[consumed.len() - new..]);
+        self.prev_len = old + new;
     }
 
     /// Byte `back` positions before `at` in `hay`, looking into the bytes

@@ -294,6 +294,16 @@ impl Form {
         matches!(self, Form::Percent | Form::PercentColon)
     }
 
+    /// The form whose anchor finds this one: the two percent-encoded forms
+    /// share theirs, `%3A` (a longer anchor for each made the anchor search
+    /// slower on every byte: more spellings with the same first bytes).
+    fn found_by(self) -> Form {
+        match self {
+            Form::PercentColon => Form::Percent,
+            f => f,
+        }
+    }
+
     /// Where the separator every anchor begins with starts in a spelling of
     /// `origin`: after its scheme, or at the start for the form without one.
     fn anchor_at(self, origin: &Origin) -> usize {
@@ -360,21 +370,22 @@ pub struct Rules {
     pub(crate) content_types: Vec<String>,
     pub(crate) matcher: AhoCorasick,
     /// SIMD search for the case-invariant separator that follows every
-    /// scheme (`://`, `:\/\/`, `%3A%2F`), or for `//` and the first byte of
+    /// scheme (`://`, `:\/\/`, `%3A`), or for `//` and the first byte of
     /// a public host: much faster than the automaton on text full of `h`s,
     /// since a candidate is only an actual URL. `None` where the packed
     /// searcher cannot be built; `matcher` is used then.
     pub(crate) anchors: Option<aho_corasick::packed::Searcher>,
-    /// Per anchor id: the form a match at that anchor has ([`ANCHORS`], then
-    /// the scheme-relative anchors).
+    /// Per anchor id: the form whose patterns are compared there
+    /// ([`ANCHORS`], then the scheme-relative anchors).
     pub(crate) anchor_forms: Vec<Form>,
     /// Per pattern id: its form, lowercased bytes and replacement.
     pub(crate) patterns: Vec<Pattern>,
-    /// Per form (in [`Form`] order), the ids the anchored search compares
-    /// at an anchor of that form: not the default-port spellings, which it
-    /// reaches by extending a match (except in the scheme-relative form,
-    /// where `http` and `https` origins of one host share `//host` but not
-    /// its default port, so every spelling is compared).
+    /// Per form an anchor names (in [`Form`] order; see [`Form::found_by`]),
+    /// the ids the anchored search compares there: not the default-port
+    /// spellings, which it reaches by extending a match (except in the
+    /// scheme-relative form, where `http` and `https` origins of one host
+    /// share `//host` but not its default port, so every spelling is
+    /// compared).
     pub(crate) by_form: [Vec<usize>; FORMS.len()],
     /// Bounds what a body rewrite keeps between chunks.
     pub(crate) max_pattern_len: usize,
@@ -401,21 +412,18 @@ pub(crate) struct Pattern {
 
 /// The separator after the scheme in each form, every case spelling of it,
 /// with the form it begins (the scheme-relative anchors, which name a host,
-/// are added per rule set). Spellings never begin at one position, so an
-/// anchor found tells the one form a match there can have.
-const ANCHORS: [(&str, Form); 12] = [
+/// are added per rule set; `%3A` begins both percent-encoded forms).
+/// Spellings never begin at one position, so an anchor found tells the
+/// patterns a match there can have.
+const ANCHORS: [(&str, Form); 8] = [
     ("://", Form::Plain),
     (":\\/\\/", Form::JsonEscaped),
     (":\\u002F\\u002F", Form::JsonUnicode),
     (":\\u002f\\u002f", Form::JsonUnicode),
     (":\\u002F\\u002f", Form::JsonUnicode),
     (":\\u002f\\u002F", Form::JsonUnicode),
-    ("%3A%2F", Form::Percent),
-    ("%3a%2f", Form::Percent),
-    ("%3A%2f", Form::Percent),
-    ("%3a%2F", Form::Percent),
-    ("%3A//", Form::PercentColon),
-    ("%3a//", Form::PercentColon),
+    ("%3A", Form::Percent),
+    ("%3a", Form::Percent),
 ];
 
 /// Every form, in declaration order (the index of `by_form`).
@@ -490,7 +498,7 @@ impl Rules {
                     }
                     for spelled in std::iter::once(f).chain(&explicit) {
                         let p = pattern(spelled);
-                        let ids = &mut by_form[form as usize];
+                        let ids = &mut by_form[form.found_by() as usize];
                         if !ids.iter().any(|&id| patterns[id].lower == p.lower) {
                             ids.push(patterns.len());
                             patterns.push(p);
@@ -501,7 +509,7 @@ impl Rules {
                 // The anchored search compares the origin as written and
                 // reaches its default-port spelling by extending a match.
                 let base = patterns.len();
-                by_form[form as usize].push(base);
+                by_form[form.found_by() as usize].push(base);
                 patterns.push(pattern(f));
                 if let Some(e) = &explicit {
                     patterns[base].with_port = Some(base + 1);
