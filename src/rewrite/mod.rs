@@ -266,7 +266,9 @@ pub enum RulesError {
 }
 
 /// How a URL form spells the origin; each `from` origin yields one pattern of
-/// each form, and the replacement uses the same form of the `to` origin.
+/// each form (the scheme-relative one per authority: origins that differ
+/// only in scheme share it), and the replacement uses the same form of the
+/// `to` origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Form {
     /// `https://host`
@@ -498,7 +500,7 @@ impl Rules {
                     }
                     for spelled in std::iter::once(f).chain(&explicit) {
                         let p = pattern(spelled);
-                        let ids = &mut by_form[form.found_by() as usize];
+                        let ids = &mut by_form[form as usize];
                         if !ids.iter().any(|&id| patterns[id].lower == p.lower) {
                             ids.push(patterns.len());
                             patterns.push(p);
