@@ -457,6 +457,161 @@ async fn default_ports_and_a_signed_link_next_door_do_not_keep_the_public_origin
     }
 }
 
+/// A URL right after a JSON escape (a link at the start of a line of a
+/// run's output, after a tab, or after a non-ASCII character an ASCII-only
+/// encoder wrote as `\uXXXX`), or after a form-encoded space (`+`), is
+/// rewritten; a longer scheme (`git+https`) is not this origin and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_right_after_an_escape_or_a_form_space_is_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/api/v1/public/{t}/run");
+    let cases = [
+        (
+            r#"{"outputs":{"text":"Trace:\nhttps://smith.example.com/public/{t}/r"}}"#,
+            r#"{"outputs":{"text":"Trace:\nhttps://langsmith.corp.example/public/{t}/r"}}"#,
+        ),
+        (
+            r#"{"outputs":{"text":"Trace:\r\nhttps://smith.example.com/public/{t}/r\turl\thttps://smith.example.com"}}"#,
+            r#"{"outputs":{"text":"Trace:\r\nhttps://langsmith.corp.example/public/{t}/r\turl\thttps://langsmith.corp.example"}}"#,
+        ),
+        (
+            r#"{"outputs":{"text":"\u94fe\u63a5\uff1ahttps://smith.example.com/public/{t}/r"}}"#,
+            r#"{"outputs":{"text":"\u94fe\u63a5\uff1ahttps://langsmith.corp.example/public/{t}/r"}}"#,
+        ),
+        (
+            r#"{"outputs":{"text":"Trace:\nhttps:\/\/smith.example.com\/public\/{t}\/r"}}"#,
+            r#"{"outputs":{"text":"Trace:\nhttps:\/\/langsmith.corp.example\/public\/{t}\/r"}}"#,
+        ),
+        (
+            r#"{"mailto":"mailto:?body=See+https%3A%2F%2Fsmith.example.com%2Fpublic%2F{t}%2Fr"}"#,
+            r#"{"mailto":"mailto:?body=See+https%3A%2F%2Flangsmith.corp.example%2Fpublic%2F{t}%2Fr"}"#,
+        ),
+        (
+            r#"{"pip":"git+https://smith.example.com/repo.git","word":"xhttps://smith.example.com"}"#,
+            r#"{"pip":"git+https://smith.example.com/repo.git","word":"xhttps://smith.example.com"}"#,
+        ),
+    ];
+    for (body, want) in cases {
+        up.on(&route, fixed(StatusCode::OK, &[JSON], fill(body)));
+        let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+        assert_eq!(r.text(), fill(want), "{body}");
+        up.only("the read");
+    }
+}
+
+/// A URL percent-encoded with its slashes kept (`https%3A//host`, as
+/// Python's `urllib.parse.quote(url)` writes it into a query) is rewritten,
+/// keeping that spelling; `http%3A//` (another origin) and a signed one stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_quoted_with_its_slashes_kept_is_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/api/v1/public/{t}/run");
+    let body = fill(
+        r#"{"login":"/login?next=https%3A//smith.example.com/public/{t}/r&x=1","upper":"next=HTTPS%3a//SMITH.example.com","http":"next=http%3A//smith.example.com/x","signed":"u=https%3A//smith.example.com/b%3Fsig%3D1"}"#,
+    );
+    up.on(&route, fixed(StatusCode::OK, &[JSON], body));
+    let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(
+        r.text(),
+        fill(
+            r#"{"login":"/login?next=https%3A//langsmith.corp.example/public/{t}/r&x=1","upper":"next=https%3A//langsmith.corp.example","http":"next=http%3A//smith.example.com/x","signed":"u=https%3A//smith.example.com/b%3Fsig%3D1"}"#
+        )
+    );
+    up.only("the read");
+}
+
+/// JSON under its other types (problem details, JSON:API, NDJSON) is
+/// rewritten with `application/json` in the list, and so is a body with two
+/// `Content-Type` fields when either names a rewritten type (a browser
+/// reads the last); one with no type at all passes untouched (it may be
+/// binary), as does a type outside the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_of_every_type_and_a_body_with_two_types_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/api/v1/public/{t}/run");
+    let body = fill(r#"{"share_url":"https://smith.example.com/public/{t}/r"}"#);
+    let cases: [(&[(&str, &str)], bool); 8] = [
+        (&[("content-type", "application/problem+json")], true),
+        (&[("content-type", "application/vnd.api+json")], true),
+        (&[("content-type", "application/x-ndjson")], true),
+        (
+            &[("content-type", "application/jsonl; charset=utf-8")],
+            true,
+        ),
+        (
+            &[
+                ("content-type", "application/octet-stream"),
+                ("content-type", "text/html"),
+            ],
+            true,
+        ),
+        (
+            &[
+                ("content-type", "application/json"),
+                ("content-type", "image/png"),
+            ],
+            true,
+        ),
+        (&[], false),
+        (&[("content-type", "application/octet-stream")], false),
+    ];
+    for (headers, rewritten) in cases {
+        up.on(&route, fixed(StatusCode::OK, headers, body.clone()));
+        let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+        let want = if rewritten {
+            private(&body)
+        } else {
+            body.clone()
+        };
+        assert_eq!(r.text(), want, "{headers:?}");
+        up.only("the read");
+    }
+}
+
+/// Scheme-relative URLs (`//host`, as `href`, `src`, CSS `url()` and
+/// preconnect hints write them) are rewritten; `http://host` (another
+/// origin: the public one is https) and a longer host stay as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheme_relative_urls_in_a_page_are_rewritten() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = fill("/public/{t}/r");
+    let page = fill(
+        r#"<link rel="preconnect" href="//smith.example.com"><a href="//smith.example.com/public/{t}/r">run</a><style>b{background:url(//smith.example.com/bg.png)}</style><a href="http://smith.example.com/x">http</a><a href="//smith.example.com.evil.example/">other</a>"#,
+    );
+    up.on(
+        &route,
+        fixed(
+            StatusCode::OK,
+            &[("content-type", "text/html; charset=utf-8")],
+            page,
+        ),
+    );
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &route,
+        &[("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(
+        r.text(),
+        fill(
+            r#"<link rel="preconnect" href="//langsmith.corp.example"><a href="//langsmith.corp.example/public/{t}/r">run</a><style>b{background:url(//langsmith.corp.example/bg.png)}</style><a href="http://smith.example.com/x">http</a><a href="//smith.example.com.evil.example/">other</a>"#
+        )
+    );
+    up.only("the page");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_other_hosts_lookalikes_and_unknown_codings_pass_untouched() {
     let up = FakeUpstream::start().await;

@@ -7,20 +7,25 @@
 //! compression (see `response.rs` and `codec.rs`).
 //!
 //! Matching rules, in order:
-//! 1. The pattern (`scheme://host[:port]` in one of four forms; an origin
-//!    without a port also with its scheme's default port spelled out, the
-//!    same origin) matches ASCII-case-insensitively.
+//! 1. The pattern (`scheme://host[:port]` in each spelling `Form` lists; an
+//!    origin without a port also with its scheme's default port spelled out,
+//!    the same origin) matches ASCII-case-insensitively.
 //! 2. Left boundary: the byte before the scheme must not continue a scheme or
 //!    a word (`A-Z a-z 0-9 + - . _`), so `xhttps://…` and `git+https://…` stay
-//!    untouched. The one exception is a preceding percent escape (`%3D`):
-//!    `next%3Dhttps%3A%2F%2F…` is a URL inside an encoded query.
+//!    untouched. Exceptions, where that byte ends an escape rather than a
+//!    word: a backslash escape (`\n`, `\t`, `\xHH`, `\uHHHH`: JSON and
+//!    JavaScript strings), a percent escape (`next%3Dhttps%3A%2F%2F…`) and,
+//!    before a percent-encoded form, a `+` (a form-encoded space). A
+//!    scheme-relative `//host` must not follow `:`, `/`, `@` or a percent
+//!    escape either: `http://host` is another origin when the public one is
+//!    `https://host`.
 //! 3. Right boundary: the byte after the host must not continue the host or
 //!    start a port or user info: a letter, digit, `-`, `_`, `:`, `@`, a
 //!    non-ASCII byte, `%3A`, `%40` or `%2E` all refuse the match; a `.` refuses
 //!    only when a host character follows it (so the dot that ends a sentence
 //!    does not), and the end of the body accepts.
 //! 4. Signed URLs (when enabled): the rest of the URL, up to whitespace, a
-//!    quote, `<`, `>` or a backtick (and, for the percent form, `&`), or the
+//!    quote, `<`, `>` or a backtick (and, for the percent forms, `&`), or the
 //!    `://` (in any of the pattern spellings) that begins another URL, at most
 //!    `signature_lookahead` bytes, is searched for a signature parameter; if
 //!    one is there the URL is left alone. A URL longer than the window is
@@ -48,6 +53,10 @@ const SIGNATURE_PARAMS: [&[u8]; 4] = [
     b"sig",
 ];
 
+/// How many bytes before a match the left boundary reads: a `\uHHHH`
+/// escape.
+const LOOK_BEHIND: usize = 6;
+
 /// Streaming origin rewriter for one body.
 ///
 /// Feed chunks with [`push`](Self::push), then call [`finish`](Self::finish)
@@ -58,8 +67,9 @@ pub struct StreamRewriter {
     rules: Arc<Rules>,
     /// Undecided input: bytes that may begin a match.
     carry: Vec<u8>,
-    /// The last (up to 3) input bytes before `carry`, for the left boundary.
-    prev: [u8; 3],
+    /// The last (up to [`LOOK_BEHIND`]) input bytes before `carry`, for the
+    /// left boundary.
+    prev: [u8; LOOK_BEHIND],
     prev_len: usize,
     matches: u64,
 }
@@ -75,7 +85,7 @@ impl StreamRewriter {
         StreamRewriter {
             rules,
             carry: Vec::new(),
-            prev: [0; 3],
+            prev: [0; LOOK_BEHIND],
             prev_len: 0,
             matches: 0,
         }
@@ -192,16 +202,16 @@ impl StreamRewriter {
         keep_from
     }
 
+    /// Keeps the last [`LOOK_BEHIND`] bytes of what was consumed so far:
+    /// the older ones that still fit, then the newest of `consumed`. Runs
+    /// once per scanned buffer, so it moves the bytes at once rather than
+    /// one at a time.
     fn remember_prev(&mut self, consumed: &[u8]) {
-        for &b in consumed.iter().rev().take(3).rev() {
-            if self.prev_len == 3 {
-                self.prev.rotate_left(1);
-                self.prev[2] = b;
-            } else {
-                self.prev[self.prev_len] = b;
-                self.prev_len += 1;
-            }
-        }
+        let new = consumed.len().min(LOOK_BEHIND);
+        let old = self.prev_len.min(LOOK_BEHIND - new);
+        self.prev.copy_within(self.prev_len - old..self.prev_len, 0);
+        self.prev[old..old + new].copy_from_slice(&consumed[consumed.len() - new..]);
+        self.prev_len = old + new;
     }
 
     /// Byte `back` positions before `at` in `hay`, looking into the bytes
@@ -252,7 +262,7 @@ impl StreamRewriter {
                 return Decision::NeedMore;
             }
         }
-        if !self.left_boundary_ok(hay, start) {
+        if !self.left_boundary_ok(hay, start, rules.patterns[pattern].form) {
             return Decision::Skip;
         }
         match right_boundary(&hay[end..], eof) {
@@ -266,17 +276,57 @@ impl StreamRewriter {
         Decision::Rewrite
     }
 
-    fn left_boundary_ok(&self, hay: &[u8], start: usize) -> bool {
-        let Some(b) = self.byte_before(hay, start, 1) else {
+    /// Whether the match at `start` begins a URL rather than continuing a
+    /// word before it.
+    ///
+    /// A byte that can continue a scheme (RFC 3986 §3.1: letters, digits,
+    /// `+ - .`; and `_`) right before the match makes it part of a longer
+    /// scheme (`git+https://`, `svn+https://`, `web+https://`) or of a word:
+    /// not the configured origin, whose scheme is part of what it is
+    /// (RFC 6454 §4), so the rewrite does not touch bytes it cannot vouch
+    /// for. Such a byte begins no URL in the spellings the patterns have
+    /// except where it ends an escape, which ends the text before it:
+    /// - a backslash escape: one character after a backslash (JSON's
+    ///   `\n \r \t \b \f`, JavaScript's `\v \0`; `\/ \" \\` end in a
+    ///   delimiter anyway), `\uHHHH` (JSON, and what an ASCII-only encoder
+    ///   writes for a character right before the URL) and `\xHH`
+    ///   (JavaScript).
+    ///   The backslash itself may be escaped (`\\n`: a backslash, then a
+    ///   letter): telling that apart would take counting backslashes as far
+    ///   back as they go, which a bounded carry cannot; rewriting a URL of
+    ///   the public host there is harmless, leaving the public origin where
+    ///   a reader sees a URL is not;
+    /// - a percent escape (`next%3Dhttps%3A%2F%2F…`, a URL in a query value);
+    /// - a `+` before a percent-encoded form: a form-encoded space
+    ///   (`body=See+https%3A%2F%2F…`), since in such text a scheme's own `+`
+    ///   is written `%2B`.
+    ///
+    /// A scheme-relative match (`//host`) has more to refuse: after `:` it
+    /// is the rest of an absolute URL whose scheme is not the configured one
+    /// (`http://host` when the public origin is `https://host`, which would
+    /// have matched first), after `/` or `@` part of a path or user info, and
+    /// after a percent escape a percent-encoded URL's (`http%3A//host`).
+    fn left_boundary_ok(&self, hay: &[u8], start: usize, form: Form) -> bool {
+        let before = |back| self.byte_before(hay, start, back);
+        let Some(b) = before(1) else {
             return true;
         };
+        let scheme_relative = form == Form::SchemeRelative;
+        if scheme_relative && matches!(b, b':' | b'/' | b'@') {
+            return false;
+        }
         if !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_')) {
             return true;
         }
-        // `%XX` right before: the origin starts a percent-encoded query value.
-        let hex2 = self.byte_before(hay, start, 2);
-        let pct = self.byte_before(hay, start, 3);
-        pct == Some(b'%') && b.is_ascii_hexdigit() && hex2.is_some_and(|h| h.is_ascii_hexdigit())
+        if b == b'+' {
+            return form.is_percent_encoded();
+        }
+        let hex =
+            |back: usize| (1..=back).all(|i| before(i).is_some_and(|h| h.is_ascii_hexdigit()));
+        before(2) == Some(b'\\')
+            || (hex(2) && before(3) == Some(b'%') && !scheme_relative)
+            || (hex(2) && before(3) == Some(b'x') && before(4) == Some(b'\\'))
+            || (hex(4) && before(5) == Some(b'u') && before(6) == Some(b'\\'))
     }
 }
 
@@ -340,7 +390,7 @@ fn ends_url(b: u8, form: Form) -> bool {
     // One table lookup per byte: this runs over the rest of every matched
     // URL, on every response.
     const ENDS: [bool; 256] = byte_set(b" \t\n\x0c\r\"'<>`");
-    ENDS[usize::from(b)] || (b == b'&' && form == Form::Percent)
+    ENDS[usize::from(b)] || (b == b'&' && form.is_percent_encoded())
 }
 
 /// Looks at the rest of the URL after the origin for a signature parameter.
@@ -368,7 +418,7 @@ fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decisi
         }
         // Another URL begins (`a/r,https://b/f?sig=...`, a markdown table):
         // what follows is its query, not this URL's.
-        if b == b':' || (b == b'%' && form == Form::Percent) {
+        if b == b':' || (b == b'%' && form.is_percent_encoded()) {
             match next_url_begins(url, i, form) {
                 Some(true) => return Decision::Rewrite,
                 None if url.len() < window && !eof => return Decision::NeedMore,
@@ -389,20 +439,19 @@ fn signature_check(after: &[u8], form: Form, window: usize, eof: bool) -> Decisi
 }
 
 /// The scheme separators that begin another URL, in the spellings the
-/// patterns have (the percent-encoded one only inside a percent-encoded URL,
-/// where it cannot be a value of this URL's own query).
+/// patterns have (the percent-encoded ones only inside a percent-encoded
+/// URL, where they cannot be a value of this URL's own query).
 const NEXT_URL: [&[u8]; 3] = [b"://", b":\\/\\/", b":\\u002f\\u002f"];
-const NEXT_URL_PERCENT: &[u8] = b"%3a%2f%2f";
+const NEXT_URL_PERCENT: [&[u8]; 2] = [b"%3a%2f%2f", b"%3a//"];
 
 /// Whether the scheme separator of another URL begins at `i`; `None` when
 /// `url` ends inside what could still be one.
 fn next_url_begins(url: &[u8], i: usize, form: Form) -> Option<bool> {
     let here = &url[i..];
     let mut undecided = false;
-    let percent = [NEXT_URL_PERCENT];
     let candidates: &[&[u8]] = match url[i] {
         b':' => &NEXT_URL,
-        b'%' if form == Form::Percent => &percent,
+        b'%' if form.is_percent_encoded() => &NEXT_URL_PERCENT,
         _ => return Some(false),
     };
     for sep in candidates {
@@ -467,11 +516,13 @@ pub(crate) mod tests {
             Form::JsonEscaped,
             Form::JsonUnicode,
             Form::Percent,
+            Form::PercentColon,
+            Form::SchemeRelative,
         ] {
             for b in 0..=255u8 {
                 let expected = b.is_ascii_whitespace()
                     || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`')
-                    || (form == Form::Percent && b == b'&');
+                    || (form.is_percent_encoded() && b == b'&');
                 assert_eq!(ends_url(b, form), expected, "{b:#x} in {form:?}");
             }
         }
@@ -514,6 +565,15 @@ pub(crate) mod tests {
             rw("next=HTTPS%3a%2f%2fSMITH.langchain.com%2Fx"),
             "next=https%3A%2F%2Fsmith.internal.example%2Fx"
         );
+        // `urllib.parse.quote(url)`: only the colon is encoded.
+        assert_eq!(
+            rw("/login?next=https%3A//smith.langchain.com/public/t/r&x=1"),
+            "/login?next=https%3A//smith.internal.example/public/t/r&x=1"
+        );
+        assert_eq!(
+            rw("next=Https%3a//Smith.LangChain.com"),
+            "next=https%3A//smith.internal.example"
+        );
     }
 
     #[test]
@@ -536,6 +596,9 @@ pub(crate) mod tests {
             "https%3A%2F%2Fsmith.langchain.com%3A8443",
             "https%3A%2F%2Fsmith.langchain.com%40evil.example",
             "https%3A%2F%2Fsmith.langchain.com%2Eevil.example",
+            "https%3A//smith.langchain.com%3A8443/x",
+            "https%3A//smith.langchain.com.evil.example/x",
+            "http%3A//smith.langchain.com/x",
             "https://smith.langchain.comé",
             "http://smith.langchain.com/x",
         ] {
@@ -563,21 +626,175 @@ pub(crate) mod tests {
             "xhttps://smith.langchain.com/",
             "git+https://smith.langchain.com/",
             "1https://smith.langchain.com",
+            "a.https://smith.langchain.com",
+            // Not escapes: `\x` and `\u` need all their hex digits.
+            r"\x0https://smith.langchain.com",
+            r"\u0ahttps://smith.langchain.com",
+            r"\u00ghttps://smith.langchain.com",
+            "%3https://smith.langchain.com",
         ] {
             assert_eq!(rw(s), s);
         }
+        for (before, s) in [
+            ("(", "https://smith.langchain.com)"),
+            ("=", "https://smith.langchain.com"),
+            ("a%3D", "https%3A%2F%2Fsmith.langchain.com%2F"),
+        ] {
+            assert_eq!(
+                rw(&format!("{before}{s}")),
+                format!(
+                    "{before}{}",
+                    s.replace("smith.langchain.com", "smith.internal.example")
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_right_after_an_escape_is_rewritten() {
+        for (before, url) in [
+            (r#""Trace:\n"#, "https://smith.langchain.com/public/t/r"),
+            (r#""Trace:\r\n"#, "https://smith.langchain.com/public/t/r"),
+            (r#""url\t"#, "https://smith.langchain.com/public/t/r"),
+            (r#""\b\f"#, "https://smith.langchain.com"),
+            (
+                r#""\u94fe\u63a5\uff1a"#,
+                "https://smith.langchain.com/public/t/r",
+            ),
+            (r#""\u00E9"#, "https://smith.langchain.com"),
+            (r#""Trace:\n"#, r"https:\/\/smith.langchain.com\/public"),
+            (r#""Trace:\n"#, r"https:\u002F\u002Fsmith.langchain.com"),
+            (r#"'\x0a"#, "https://smith.langchain.com"),
+            // An escaped backslash, then a letter: rewritten all the same.
+            (r#""C:\\n"#, "https://smith.langchain.com"),
+            (
+                "mailto:?body=See+",
+                "https%3A%2F%2Fsmith.langchain.com%2Fpublic",
+            ),
+            ("body=See%20", "https%3A%2F%2Fsmith.langchain.com%2Fpublic"),
+        ] {
+            let input = format!("{before}{url}");
+            assert_eq!(
+                rw(&input),
+                input.replace("smith.langchain.com", "smith.internal.example"),
+                "{input}"
+            );
+        }
+        // A `+` before a plain URL is part of its scheme.
         assert_eq!(
-            rw("(https://smith.langchain.com)"),
-            "(https://smith.internal.example)"
+            rw("See+https://smith.langchain.com"),
+            "See+https://smith.langchain.com"
+        );
+    }
+
+    #[test]
+    fn an_escape_before_the_url_is_seen_across_chunks() {
+        let r = rules();
+        let input = r#""a\u00e9https://smith.langchain.com/x" "b\nhttps://smith.langchain.com""#;
+        let want = input.replace("smith.langchain.com", "smith.internal.example");
+        for split in 0..=input.len() {
+            let mut s = StreamRewriter::new(Arc::clone(&r));
+            let mut out = Vec::new();
+            s.push_slice(&input.as_bytes()[..split], &mut out);
+            s.push_slice(&input.as_bytes()[split..], &mut out);
+            s.finish(&mut out);
+            assert_eq!(
+                String::from_utf8(out.concat()).unwrap(),
+                want,
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn scheme_relative_urls() {
+        for (input, want) in [
+            (
+                r#"<link rel=preconnect href="//smith.langchain.com">"#,
+                r#"<link rel=preconnect href="//smith.internal.example">"#,
+            ),
+            (
+                "<a href='//Smith.LangChain.com/public/t/r'>",
+                "<a href='//smith.internal.example/public/t/r'>",
+            ),
+            (
+                "url(//smith.langchain.com/a.png)",
+                "url(//smith.internal.example/a.png)",
+            ),
+            (
+                "href=//smith.langchain.com:443/x",
+                "href=//smith.internal.example/x",
+            ),
+            (
+                "?next=//smith.langchain.com/x",
+                "?next=//smith.internal.example/x",
+            ),
+            ("//smith.langchain.com", "//smith.internal.example"),
+            ("\\n//smith.langchain.com", "\\n//smith.internal.example"),
+        ] {
+            assert_eq!(rw(input), want, "{input}");
+        }
+        for s in [
+            // Another scheme is another origin.
+            "http://smith.langchain.com/x",
+            "ftp://smith.langchain.com/x",
+            "http%3A//smith.langchain.com/x",
+            // A path, user info, a longer word.
+            "/a///smith.langchain.com/x",
+            "u@//smith.langchain.com",
+            "a//smith.langchain.com",
+            "+//smith.langchain.com",
+            // Host boundaries as for the other forms.
+            "//smith.langchain.com.evil.example/x",
+            "//smith.langchain.com:8443/x",
+            "//smith.langchain.com@evil.example/",
+            "//smith.langchain.com/blob?sig=1",
+        ] {
+            assert_eq!(rw(s), s, "{s}");
+        }
+        // The absolute spelling is still the match, not the `//host` in it.
+        assert_eq!(
+            rw("https://smith.langchain.com:443/x //smith.langchain.com"),
+            "https://smith.internal.example/x //smith.internal.example"
+        );
+        // `http` and `https` origins of one host share `//host`; each has
+        // its own default port.
+        let r = Arc::new(
+            Rules::new(
+                vec![
+                    Origin::parse("https://smith.langchain.com").unwrap(),
+                    Origin::parse("http://smith.langchain.com").unwrap(),
+                ],
+                Origin::parse("http://10.0.0.5:8080").unwrap(),
+                RewriteOptions::default(),
+            )
+            .unwrap(),
+        );
+        let out = rewrite_all(
+            &r,
+            b"//smith.langchain.com //smith.langchain.com:80/a //smith.langchain.com:443/b",
         );
         assert_eq!(
-            rw("=https://smith.langchain.com"),
-            "=https://smith.internal.example"
+            String::from_utf8(out).unwrap(),
+            "//10.0.0.5:8080 //10.0.0.5:8080/a //10.0.0.5:8080/b"
         );
-        assert_eq!(
-            rw("a%3Dhttps%3A%2F%2Fsmith.langchain.com%2F"),
-            "a%3Dhttps%3A%2F%2Fsmith.internal.example%2F"
+        // The same authority under another scheme maps to itself: not a
+        // pattern at all.
+        let r = Arc::new(
+            Rules::new(
+                vec![Origin::parse("http://smith.langchain.com").unwrap()],
+                Origin::parse("https://smith.langchain.com").unwrap(),
+                RewriteOptions::default(),
+            )
+            .unwrap(),
         );
+        let mut s = StreamRewriter::new(Arc::clone(&r));
+        let mut out = Vec::new();
+        s.push_last(
+            Bytes::from_static(b"<a href=//smith.langchain.com/x>"),
+            &mut out,
+        );
+        assert_eq!(s.matches(), 0);
     }
 
     #[test]
@@ -621,6 +838,7 @@ pub(crate) mod tests {
             "https://smith.langchain.com/b?Expires=1&Signature=abc&Key-Pair-Id=K",
             r#""https:\/\/smith.langchain.com\/b?a=1\u0026sig=x""#,
             "https%3A%2F%2Fsmith.langchain.com%2Fb%3Fa%3D1%26X-Amz-Signature%3Dabc&next=1",
+            "https%3A//smith.langchain.com/b%3Fa%3D1%26sig%3Dabc&next=1",
         ] {
             assert_eq!(rw(s), s, "{s}");
         }
@@ -630,6 +848,11 @@ pub(crate) mod tests {
                 r#"{"a":"https://smith.langchain.com/x","b":"https://s3.example/o?X-Amz-Signature=1"}"#
             ),
             r#"{"a":"https://smith.internal.example/x","b":"https://s3.example/o?X-Amz-Signature=1"}"#
+        );
+        // The same in the form that keeps `/`: the signed URL is the next one.
+        assert_eq!(
+            rw("u=https%3A//smith.langchain.com/x%2Chttps%3A//s3.example/o%3Fsig%3D1"),
+            "u=https%3A//smith.internal.example/x%2Chttps%3A//s3.example/o%3Fsig%3D1"
         );
         // A parameter merely containing "sig" is not a signature.
         assert_eq!(

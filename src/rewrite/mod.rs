@@ -173,7 +173,11 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone)]
 pub struct RewriteOptions {
     /// MIME essences (`type/subtype`, no parameters) whose bodies are rewritten.
-    /// Compared case-insensitively against the response `Content-Type`.
+    /// Compared case-insensitively against the response `Content-Type`; an
+    /// essence also stands for the other spellings browsers take for the
+    /// same content (`application/json`: `text/json`, NDJSON; JavaScript's
+    /// legacy types), and `application/<suffix>` for every type with that
+    /// structured syntax suffix (`application/json`: `application/problem+json`).
     pub content_types: Vec<String>,
     /// Leave a matching URL alone when its query carries a signature parameter
     /// (`X-Amz-Signature`, `X-Goog-Signature`, `Signature`, `sig`): changing
@@ -206,6 +210,47 @@ impl Default for RewriteOptions {
     }
 }
 
+/// Types a configured essence stands for besides itself: the other
+/// spellings browsers take for the same kind of content (WHATWG MIME
+/// Sniffing §4.6, "JavaScript MIME type" and "JSON MIME type"; XHTML, which
+/// they render as a page) and JSON written one document a line (JSON text
+/// sequences, RFC 7464; NDJSON / JSON Lines).
+pub(crate) const TYPE_FAMILIES: [(&str, &[&str]); 4] = [
+    (
+        "application/json",
+        &[
+            "text/json",
+            "application/json-seq",
+            "application/x-ndjson",
+            "application/jsonl",
+            "application/x-jsonlines",
+            "application/jsonlines",
+        ],
+    ),
+    ("text/javascript", &JAVASCRIPT_TYPES),
+    ("application/javascript", &JAVASCRIPT_TYPES),
+    ("text/html", &["application/xhtml+xml"]),
+];
+
+const JAVASCRIPT_TYPES: [&str; 16] = [
+    "application/ecmascript",
+    "application/javascript",
+    "application/x-ecmascript",
+    "application/x-javascript",
+    "text/ecmascript",
+    "text/javascript",
+    "text/javascript1.0",
+    "text/javascript1.1",
+    "text/javascript1.2",
+    "text/javascript1.3",
+    "text/javascript1.4",
+    "text/javascript1.5",
+    "text/jscript",
+    "text/livescript",
+    "text/x-ecmascript",
+    "text/x-javascript",
+];
+
 /// Why a rule set was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -222,7 +267,9 @@ pub enum RulesError {
 }
 
 /// How a URL form spells the origin; each `from` origin yields one pattern of
-/// each form, and the replacement uses the same form of the `to` origin.
+/// each form (the scheme-relative one per authority: origins that differ
+/// only in scheme share it), and the replacement uses the same form of the
+/// `to` origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Form {
     /// `https://host`
@@ -234,18 +281,56 @@ pub(crate) enum Form {
     JsonUnicode,
     /// `https%3A%2F%2Fhost`, as the URL sits inside another URL's query.
     Percent,
+    /// `https%3A//host`: the same with `/` left as it is, as Python's
+    /// `urllib.parse.quote(url)` (whose `safe` default is `/`) writes it.
+    PercentColon,
+    /// `//host`, a scheme-relative URL (RFC 3986 §4.2: an HTML `href`, a
+    /// preconnect hint). It takes the scheme of the page it is in, so it
+    /// becomes `//` and the private authority.
+    SchemeRelative,
 }
 
 impl Form {
+    /// Whether the form is written inside percent-encoded text (a query
+    /// value), where `&` ends the value and a literal `+` is a space.
+    pub(crate) fn is_percent_encoded(self) -> bool {
+        matches!(self, Form::Percent | Form::PercentColon)
+    }
+
+    /// The form whose anchor finds this one: the two percent-encoded forms
+    /// share theirs, `%3A` (a longer anchor for each made the anchor search
+    /// slower on every byte: more spellings with the same first bytes).
+    fn found_by(self) -> Form {
+        match self {
+            Form::PercentColon => Form::Percent,
+            f => f,
+        }
+    }
+
+    /// Where the separator every anchor begins with starts in a spelling of
+    /// `origin`: after its scheme, or at the start for the form without one.
+    fn anchor_at(self, origin: &Origin) -> usize {
+        match self {
+            Form::SchemeRelative => 0,
+            _ => origin.scheme.len(),
+        }
+    }
+
     fn spell(self, origin: &Origin) -> String {
         let auth = origin.authority();
         match self {
+            Form::SchemeRelative => format!("//{auth}"),
             Form::Plain => format!("{}://{}", origin.scheme, auth),
             Form::JsonEscaped => format!("{}:\\/\\/{}", origin.scheme, auth),
             Form::JsonUnicode => format!("{}:\\u002F\\u002F{}", origin.scheme, auth),
-            Form::Percent => format!(
-                "{}%3A%2F%2F{}",
+            Form::Percent | Form::PercentColon => format!(
+                "{}%3A{}{}",
                 origin.scheme,
+                if self == Form::Percent {
+                    "%2F%2F"
+                } else {
+                    "//"
+                },
                 auth.replace('[', "%5B")
                     .replace(']', "%5D")
                     .replace(':', "%3A")
@@ -283,20 +368,28 @@ pub struct Rules {
     pub(crate) from: Vec<Origin>,
     pub(crate) to: Origin,
     pub(crate) opts: RewriteOptions,
-    /// Lowercased content-type essences.
+    /// Lowercased content-type essences: the configured ones and the
+    /// members of their [`TYPE_FAMILIES`].
     pub(crate) content_types: Vec<String>,
     pub(crate) matcher: AhoCorasick,
     /// SIMD search for the case-invariant separator that follows every
-    /// scheme (`://`, `:\/\/`, `%3A%2F`): much faster than the automaton on
-    /// text full of `h`s, since a candidate is only an actual URL. `None`
-    /// where the packed searcher cannot be built; `matcher` is used then.
+    /// scheme (`://`, `:\/\/`, `%3A`), or for `//` and the first byte of
+    /// a public host: much faster than the automaton on text full of `h`s,
+    /// since a candidate is only an actual URL. `None` where the packed
+    /// searcher cannot be built; `matcher` is used then.
     pub(crate) anchors: Option<aho_corasick::packed::Searcher>,
+    /// Per anchor id: the form whose patterns are compared there
+    /// ([`ANCHORS`], then the scheme-relative anchors).
+    pub(crate) anchor_forms: Vec<Form>,
     /// Per pattern id: its form, lowercased bytes and replacement.
     pub(crate) patterns: Vec<Pattern>,
-    /// Per form (in [`Form`] order), the ids the anchored search compares
-    /// at an anchor of that form: not the default-port spellings, which it
-    /// reaches by extending a match.
-    pub(crate) by_form: [Vec<usize>; 4],
+    /// Per form an anchor names (in [`Form`] order; see [`Form::found_by`]),
+    /// the ids the anchored search compares there: not the default-port
+    /// spellings, which it reaches by extending a match (except in the
+    /// scheme-relative form, where `http` and `https` origins of one host
+    /// share `//host` but not its default port, so every spelling is
+    /// compared).
+    pub(crate) by_form: [Vec<usize>; FORMS.len()],
     /// Bounds what a body rewrite keeps between chunks.
     pub(crate) max_pattern_len: usize,
     /// Bytes that start some pattern, either case: a quick first test for
@@ -340,19 +433,29 @@ pub(crate) struct Pattern {
 }
 
 /// The separator after the scheme in each form, every case spelling of it,
-/// with the form it begins. Spellings never overlap at one position, so an
-/// anchor found tells the one form a match there can have.
-const ANCHORS: [(&str, Form); 10] = [
+/// with the form it begins (the scheme-relative anchors, which name a host,
+/// are added per rule set; `%3A` begins both percent-encoded forms).
+/// Spellings never begin at one position, so an anchor found tells the
+/// patterns a match there can have.
+const ANCHORS: [(&str, Form); 8] = [
     ("://", Form::Plain),
     (":\\/\\/", Form::JsonEscaped),
     (":\\u002F\\u002F", Form::JsonUnicode),
     (":\\u002f\\u002f", Form::JsonUnicode),
     (":\\u002F\\u002f", Form::JsonUnicode),
     (":\\u002f\\u002F", Form::JsonUnicode),
-    ("%3A%2F", Form::Percent),
-    ("%3a%2f", Form::Percent),
-    ("%3A%2f", Form::Percent),
-    ("%3a%2F", Form::Percent),
+    ("%3A", Form::Percent),
+    ("%3a", Form::Percent),
+];
+
+/// Every form, in declaration order (the index of `by_form`).
+const FORMS: [Form; 6] = [
+    Form::Plain,
+    Form::JsonEscaped,
+    Form::JsonUnicode,
+    Form::Percent,
+    Form::PercentColon,
+    Form::SchemeRelative,
 ];
 
 impl Rules {
@@ -381,14 +484,17 @@ impl Rules {
             }
             content_types.push(essence);
         }
+        for (head, members) in TYPE_FAMILIES {
+            if content_types.iter().any(|c| c == head) {
+                for m in members {
+                    if !content_types.iter().any(|c| c == m) {
+                        content_types.push((*m).to_owned());
+                    }
+                }
+            }
+        }
         let mut patterns: Vec<Pattern> = Vec::new();
-        let mut by_form: [Vec<usize>; 4] = Default::default();
-        let forms = [
-            Form::Plain,
-            Form::JsonEscaped,
-            Form::JsonUnicode,
-            Form::Percent,
-        ];
+        let mut by_form: [Vec<usize>; FORMS.len()] = Default::default();
         for f in &from {
             // An origin without a port is also written with its scheme's
             // default port spelled out (`https://host:443`): the same origin
@@ -399,18 +505,33 @@ impl Rules {
                     port: Some(p),
                     ..f.clone()
                 });
-            for form in forms {
+            for form in FORMS {
                 let pattern = |spelled: &Origin| Pattern {
                     form,
-                    anchor_at: f.scheme.len(),
+                    anchor_at: form.anchor_at(f),
                     lower: form.spell(spelled).to_ascii_lowercase().into_bytes(),
                     replacement: Bytes::from(form.spell(&to)),
                     with_port: None,
                 };
+                if form == Form::SchemeRelative {
+                    // Same authority, other scheme: `//host` stays itself.
+                    if f.authority() == to.authority() {
+                        continue;
+                    }
+                    for spelled in std::iter::once(f).chain(&explicit) {
+                        let p = pattern(spelled);
+                        let ids = &mut by_form[form as usize];
+                        if !ids.iter().any(|&id| patterns[id].lower == p.lower) {
+                            ids.push(patterns.len());
+                            patterns.push(p);
+                        }
+                    }
+                    continue;
+                }
                 // The anchored search compares the origin as written and
                 // reaches its default-port spelling by extending a match.
                 let base = patterns.len();
-                by_form[form as usize].push(base);
+                by_form[form.found_by() as usize].push(base);
                 patterns.push(pattern(f));
                 if let Some(e) = &explicit {
                     patterns[base].with_port = Some(base + 1);
@@ -424,10 +545,26 @@ impl Rules {
             .kind(Some(AhoCorasickKind::DFA))
             .build(patterns.iter().map(|p| &p.lower))
             .map_err(RulesError::Patterns)?;
+        // A scheme-relative URL has no separator of its own to find: `//` is
+        // in every URL, so it is anchored on `//` and the first byte of a
+        // public host, each case (three bytes, as short as `://`).
+        let mut anchor_texts: Vec<Vec<u8>> =
+            ANCHORS.iter().map(|(t, _)| t.as_bytes().to_vec()).collect();
+        let mut anchor_forms: Vec<Form> = ANCHORS.iter().map(|(_, f)| *f).collect();
+        for &id in &by_form[Form::SchemeRelative as usize] {
+            let first = patterns[id].lower.get(2).copied().unwrap_or_default();
+            for b in [first.to_ascii_lowercase(), first.to_ascii_uppercase()] {
+                let text = vec![b'/', b'/', b];
+                if !anchor_texts.contains(&text) {
+                    anchor_texts.push(text);
+                    anchor_forms.push(Form::SchemeRelative);
+                }
+            }
+        }
         let anchors = aho_corasick::packed::Config::new()
             .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
             .builder()
-            .extend(ANCHORS.iter().map(|(text, _)| text))
+            .extend(&anchor_texts)
             .build();
         let max_pattern_len = patterns.iter().map(|p| p.lower.len()).max().unwrap_or(0);
         let mut first_bytes = [false; 256];
@@ -471,6 +608,7 @@ impl Rules {
             content_types,
             matcher,
             anchors,
+            anchor_forms,
             patterns,
             by_form,
             max_pattern_len,
@@ -547,7 +685,7 @@ impl Rules {
                 },
             )?;
             let c = anchor.start();
-            let form = ANCHORS.get(anchor.pattern().as_usize()).map(|(_, f)| *f);
+            let form = self.anchor_forms.get(anchor.pattern().as_usize()).copied();
             let Some(form) = form else {
                 at = c + 1;
                 continue;
@@ -582,10 +720,50 @@ impl Rules {
         None
     }
 
+    /// Whether a body of type `essence` (`type/subtype`, any case) is
+    /// rewritten: it is listed (or in a listed type's family), or its
+    /// structured syntax suffix is (RFC 6839 §3.1: `+json` is JSON, so a
+    /// listed `application/json` covers `application/problem+json` and
+    /// `application/vnd.api+json`).
     pub(crate) fn rewrites_content_type(&self, essence: &str) -> bool {
-        self.content_types
+        let essence = essence.trim();
+        if self
+            .content_types
             .iter()
             .any(|c| c.eq_ignore_ascii_case(essence))
+        {
+            return true;
+        }
+        let suffix = essence
+            .split_once('/')
+            .and_then(|(_, subtype)| subtype.rsplit_once('+'))
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(_, suffix)| suffix);
+        let Some(suffix) = suffix else {
+            return false;
+        };
+        self.content_types.iter().any(|c| {
+            c.strip_prefix("application/")
+                .is_some_and(|s| s.eq_ignore_ascii_case(suffix))
+        })
+    }
+
+    /// Whether a response with these `Content-Type` field values is
+    /// rewritten: when any type it names is. A browser reads the last valid
+    /// type of all the fields and their comma-separated elements (Fetch,
+    /// "extract a MIME type"), other clients the first; rewriting when any
+    /// of them is rewritable leaves no reader the public origin. No
+    /// `Content-Type` at all is not rewritten: the body may be binary.
+    pub(crate) fn rewrites_content_types<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a http::HeaderValue>,
+    ) -> bool {
+        values.into_iter().any(|v| {
+            v.as_bytes().split(|b| *b == b',').any(|element| {
+                let essence = element.split(|b| *b == b';').next().unwrap_or_default();
+                std::str::from_utf8(essence).is_ok_and(|e| self.rewrites_content_type(e))
+            })
+        })
     }
 }
 
@@ -654,6 +832,87 @@ mod tests {
         ));
     }
 
+    fn rules_for(types: &[&str]) -> Rules {
+        Rules::new(
+            vec![Origin::parse("https://a.example").unwrap()],
+            Origin::parse("https://b.example").unwrap(),
+            RewriteOptions {
+                content_types: types.iter().map(|t| (*t).to_owned()).collect(),
+                ..RewriteOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn content_types_cover_their_suffixes_and_families() {
+        let r = rules_for(
+            &RewriteOptions::default()
+                .content_types
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        for t in [
+            "application/json",
+            "Application/JSON",
+            " application/json ",
+            "application/problem+json",
+            "application/vnd.api+json",
+            "application/merge-patch+JSON",
+            "application/x-ndjson",
+            "application/jsonl",
+            "application/json-seq",
+            "text/json",
+            "text/html",
+            "application/xhtml+xml",
+            "application/x-javascript",
+            "text/ecmascript",
+            "text/plain",
+            "text/event-stream",
+        ] {
+            assert!(r.rewrites_content_type(t), "{t}");
+        }
+        for t in [
+            "image/png",
+            "application/octet-stream",
+            "application/xml",
+            "image/svg+xml",
+            "application/json+",
+            "application/jsonx",
+            "+json",
+            "",
+        ] {
+            assert!(!r.rewrites_content_type(t), "{t}");
+        }
+        // Only what is configured: a list without JSON covers no JSON.
+        let html = rules_for(&["text/html"]);
+        assert!(!html.rewrites_content_type("application/problem+json"));
+        assert!(!html.rewrites_content_type("application/x-ndjson"));
+        assert!(html.rewrites_content_type("application/xhtml+xml"));
+        // Any configured `application/<suffix>` covers its suffix.
+        let xml = rules_for(&["application/xml"]);
+        assert!(xml.rewrites_content_type("image/svg+xml"));
+        assert!(!xml.rewrites_content_type("application/json"));
+    }
+
+    #[test]
+    fn any_rewritable_content_type_field_counts() {
+        let r = rules_for(&["application/json", "text/html"]);
+        let v = |s: &'static str| http::HeaderValue::from_static(s);
+        let judge = |vals: &[http::HeaderValue]| r.rewrites_content_types(vals);
+        assert!(judge(&[v("application/octet-stream"), v("text/html")]));
+        assert!(judge(&[v("text/html; charset=utf-8"), v("image/png")]));
+        assert!(judge(&[v(
+            "application/octet-stream, text/html;charset=\"a,b\""
+        )]));
+        assert!(!judge(&[v("application/octet-stream"), v("image/png")]));
+        assert!(!judge(&[]));
+        let latin1 = http::HeaderValue::from_bytes(b"text/plain; charset=\xe9").unwrap();
+        assert!(!judge(std::slice::from_ref(&latin1)));
+        assert!(judge(&[latin1, v("application/json")]));
+    }
+
     #[test]
     fn percent_form_encodes_port() {
         let o = Origin::parse("https://a.example:8443").unwrap();
@@ -663,5 +922,9 @@ mod tests {
             Form::JsonUnicode.spell(&o),
             "https:\\u002F\\u002Fa.example:8443"
         );
+        assert_eq!(Form::PercentColon.spell(&o), "https%3A//a.example%3A8443");
+        let v6 = Origin::parse("http://[::1]:9").unwrap();
+        assert_eq!(Form::PercentColon.spell(&v6), "http%3A//%5B%3A%3A1%5D%3A9");
+        assert_eq!(Form::SchemeRelative.spell(&o), "//a.example:8443");
     }
 }

@@ -34,23 +34,40 @@ fn rules(window: usize, packed: bool) -> Arc<Rules> {
     Arc::new(r)
 }
 
+/// How the reference judges a pattern's surroundings.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// With a scheme, not percent-encoded.
+    Scheme,
+    /// Percent-encoded: `&` ends it, a `+` before it is a space.
+    Percent,
+    /// `//host`: no scheme; `:`, `/`, `@` and a percent escape before it
+    /// refuse it.
+    Relative,
+}
+
 /// The naive reference: try every pattern at every position, longest first.
 fn reference(input: &[u8], window: usize) -> Vec<u8> {
-    let forms = |o: &str| -> Vec<(String, bool)> {
+    let forms = |o: &str| -> Vec<(String, Kind)> {
         let o = Origin::parse(o).unwrap();
         let auth = o.authority();
         vec![
-            (format!("{}://{}", o.scheme, auth), false),
-            (format!("{}:\\/\\/{}", o.scheme, auth), false),
-            (format!("{}:\\u002F\\u002F{}", o.scheme, auth), false),
+            (format!("{}://{}", o.scheme, auth), Kind::Scheme),
+            (format!("{}:\\/\\/{}", o.scheme, auth), Kind::Scheme),
+            (format!("{}:\\u002F\\u002F{}", o.scheme, auth), Kind::Scheme),
             (
                 format!("{}%3A%2F%2F{}", o.scheme, auth.replace(':', "%3A")),
-                true,
+                Kind::Percent,
             ),
+            (
+                format!("{}%3A//{}", o.scheme, auth.replace(':', "%3A")),
+                Kind::Percent,
+            ),
+            (format!("//{auth}"), Kind::Relative),
         ]
     };
     let to = forms(TO);
-    let mut pats: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
+    let mut pats: Vec<(Vec<u8>, Vec<u8>, Kind)> = Vec::new();
     // Written out by hand: `https://smith.langchain.com` is the same origin
     // with its default port spelled out.
     let explicit = "https://smith.langchain.com:443";
@@ -58,16 +75,24 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
         let spelled = if *f == explicit {
             let auth = "smith.langchain.com:443";
             vec![
-                (format!("https://{auth}"), false),
-                (format!("https:\\/\\/{auth}"), false),
-                (format!("https:\\u002F\\u002F{auth}"), false),
-                (format!("https%3A%2F%2F{}", auth.replace(':', "%3A")), true),
+                (format!("https://{auth}"), Kind::Scheme),
+                (format!("https:\\/\\/{auth}"), Kind::Scheme),
+                (format!("https:\\u002F\\u002F{auth}"), Kind::Scheme),
+                (
+                    format!("https%3A%2F%2F{}", auth.replace(':', "%3A")),
+                    Kind::Percent,
+                ),
+                (
+                    format!("https%3A//{}", auth.replace(':', "%3A")),
+                    Kind::Percent,
+                ),
+                (format!("//{auth}"), Kind::Relative),
             ]
         } else {
             forms(f)
         };
-        for ((p, pct), (r, _)) in spelled.into_iter().zip(to.iter()) {
-            pats.push((p.into_bytes(), r.clone().into_bytes(), pct));
+        for ((p, kind), (r, _)) in spelled.into_iter().zip(to.iter()) {
+            pats.push((p.into_bytes(), r.clone().into_bytes(), kind));
         }
     }
     pats.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
@@ -80,15 +105,29 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
         let hit = pats.iter().find(|(p, _, _)| {
             input.len() - i >= p.len() && input[i..i + p.len()].eq_ignore_ascii_case(p)
         });
-        let Some((p, r, pct)) = hit else {
+        let Some(&(ref p, ref r, kind)) = hit else {
             out.push(input[i]);
             i += 1;
             continue;
         };
         let e = i + p.len();
-        let left_ok = i == 0
-            || !word(input[i - 1])
-            || (i >= 3 && input[i - 3] == b'%' && hex(input[i - 2]) && hex(input[i - 1]));
+        // The text before, read backwards: an escape there ends a word.
+        let back = |n: usize| i.checked_sub(n).map(|at| input[at]);
+        let hex_run = |n: usize| (1..=n).all(|k| back(k).is_some_and(hex));
+        let pct = kind == Kind::Percent;
+        let rel = kind == Kind::Relative;
+        let left_ok = match back(1) {
+            None => true,
+            Some(c) if rel && b":/@".contains(&c) => false,
+            Some(c) if !word(c) => true,
+            Some(b'+') => pct,
+            Some(_) => {
+                back(2) == Some(b'\\')
+                    || (!rel && hex_run(2) && back(3) == Some(b'%'))
+                    || (hex_run(2) && back(3) == Some(b'x') && back(4) == Some(b'\\'))
+                    || (hex_run(4) && back(5) == Some(b'u') && back(6) == Some(b'\\'))
+            }
+        };
         let right_ok = match input.get(e) {
             None => true,
             Some(&c) if host(c) || c == b':' || c == b'@' => false,
@@ -104,13 +143,13 @@ fn reference(input: &[u8], window: usize) -> Vec<u8> {
         let rest = &input[e..input.len().min(e + window)];
         let mut stop = rest
             .iter()
-            .position(|&c| c.is_ascii_whitespace() || b"\"'<>`".contains(&c) || (*pct && c == b'&'))
+            .position(|&c| c.is_ascii_whitespace() || b"\"'<>`".contains(&c) || (pct && c == b'&'))
             .unwrap_or(rest.len());
         // Another URL's scheme separator ends this one.
         let lower = rest.to_ascii_lowercase();
         let mut next_urls = vec!["://", ":\\/\\/", ":\\u002f\\u002f"];
-        if *pct {
-            next_urls.push("%3a%2f%2f");
+        if pct {
+            next_urls.extend(["%3a%2f%2f", "%3a//"]);
         }
         for sep in next_urls {
             if let Some(at) = lower.windows(sep.len()).position(|w| w == sep.as_bytes()) {
@@ -164,6 +203,16 @@ fn fragment() -> impl Strategy<Value = &'static str> {
         "\\u002F",
         "https%3A%2F%2Fsmith.langchain.com",
         "https%3a%2f%2fSMITH.langchain.com",
+        "https%3A//smith.langchain.com",
+        "HTTPS%3a//smith.langchain.com%3A8443",
+        "https%3A//smith.langchain.com%3A443",
+        "%3A//",
+        "//smith.langchain.com",
+        "//SMITH.langchain.com:443",
+        "//smith.langchain.com:8443",
+        "//",
+        ":",
+        "u@",
         "https://smith.langchain.com:8443",
         "https%3A%2F%2Fsmith.langchain.com%3A8443",
         "https://smith.langchain.com:443",
@@ -175,6 +224,16 @@ fn fragment() -> impl Strategy<Value = &'static str> {
         ",https://b.example/f",
         ":\\/\\/",
         "%3A%2F%2F",
+        "\\n",
+        "\\\\",
+        "\\u00e9",
+        "\\uFF1",
+        "\\x0a",
+        "\\x",
+        "\\u",
+        "+",
+        "git",
+        "a1",
         "https://smith.langchain.com.evil.example",
         "https://smith.langchain.community",
         ":8443",

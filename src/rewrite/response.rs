@@ -16,7 +16,10 @@
 //!   rewritten body is not byte-range addressable, `Accept-Ranges` is dropped
 //!   from rewritten responses so clients do not ask for ranges of it.
 //! - 1xx, `204`, `304`: no body.
-//! - A `Content-Type` whose essence is not in the configured list.
+//! - A `Content-Type` none of whose types is rewritten (see
+//!   [`Rules::rewrites_content_types`]: two fields, or a comma list, are
+//!   rewritten when any type they name is), and no `Content-Type` at all
+//!   (the body may be binary).
 //! - An unknown or stacked `Content-Encoding`: counted in
 //!   [`RewriteStats::bodies_unknown_encoding`] and logged.
 //!
@@ -161,15 +164,7 @@ fn plan(
     {
         return None;
     }
-    let essence = parts
-        .headers
-        .get(CONTENT_TYPE)?
-        .to_str()
-        .ok()?
-        .split(';')
-        .next()?
-        .trim();
-    if !rules.rewrites_content_type(essence) {
+    if !rules.rewrites_content_types(parts.headers.get_all(CONTENT_TYPE)) {
         return None;
     }
     let input_coding = match body_coding(parts.headers.get_all(CONTENT_ENCODING).iter()) {
@@ -612,6 +607,36 @@ mod tests {
         }
         assert_eq!(r.stats().bodies_unknown_encoding.load(Ordering::Relaxed), 2);
         assert_eq!(r.stats().bodies_rewritten.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn json_of_every_spelling_and_any_of_two_types_is_rewritten() {
+        let r = rules();
+        let input = format!("{{\"u\":\"{PUBLIC}/x\"}}");
+        let cases: [(&[&str], bool); 6] = [
+            (&["application/problem+json"], true),
+            (&["application/vnd.api+json; charset=utf-8"], true),
+            (&["application/x-ndjson"], true),
+            (&["application/octet-stream", "text/html"], true),
+            (&["image/png", "application/octet-stream"], false),
+            (&[], false),
+        ];
+        for (types, rewritten) in cases {
+            let mut p = parts("text/plain", None);
+            p.headers.remove(CONTENT_TYPE);
+            for t in types {
+                p.headers.append(CONTENT_TYPE, HeaderValue::from_static(t));
+            }
+            let body = rewrite_response(&r, &mut p, None, frames(input.as_bytes(), 7));
+            assert_eq!(body.is_rewriting(), rewritten, "{types:?}");
+            let (out, _) = collect(body).await.unwrap();
+            let want = if rewritten {
+                input.replace(PUBLIC, PRIVATE)
+            } else {
+                input.clone()
+            };
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{types:?}");
+        }
     }
 
     #[tokio::test]
