@@ -24,7 +24,7 @@
 //! This file does not rewrite anything; `rewrite::response` passes every
 //! `206` through, so what reaches it has been decided here.
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 
@@ -63,34 +63,29 @@ pub(super) fn unrewritable_partial<B>(rules: &Rules, resp: &Response<B>) -> bool
     if resp.status() != StatusCode::PARTIAL_CONTENT {
         return false;
     }
-    let Some(essence) = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(HeaderValue::as_bytes)
-        .map(|v| {
-            v.split(|b| *b == b';')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii()
+    // Every field and comma-separated element counts, as for a whole body
+    // (a browser reads the last type named).
+    let types = resp.headers().get_all(header::CONTENT_TYPE);
+    rules.rewrites_content_types(types.iter())
+        || types.iter().any(|v| {
+            v.as_bytes().split(|b| *b == b',').any(|element| {
+                let essence = element
+                    .split(|b| *b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                // Not a type anyone could list, nor one to vouch for.
+                essence.eq_ignore_ascii_case(b"multipart/byteranges")
+                    || std::str::from_utf8(essence).is_err()
+            })
         })
-    else {
-        return false;
-    };
-    match std::str::from_utf8(essence) {
-        Ok(essence) => {
-            essence.eq_ignore_ascii_case("multipart/byteranges")
-                || rules.rewrites_content_type(essence)
-        }
-        // Not a type anyone could name in the list, but not one the
-        // gateway can vouch for either.
-        Err(_) => true,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rewrite::{Origin, RewriteOptions};
+    use http::HeaderValue;
 
     fn rules() -> Rules {
         Rules::new(
@@ -207,6 +202,15 @@ mod tests {
             assert!(!unrewritable_partial(&rules, &resp(206, Some(ctype))));
         }
         assert!(!unrewritable_partial(&rules, &resp(206, None)));
+        // Two fields, or a list: any rewritten type counts.
+        let mut two = resp(206, Some(b"application/octet-stream"));
+        two.headers_mut()
+            .append(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        assert!(unrewritable_partial(&rules, &two));
+        assert!(unrewritable_partial(
+            &rules,
+            &resp(206, Some(b"image/png, application/problem+json"))
+        ));
         assert!(!unrewritable_partial(
             &rules,
             &resp(200, Some(b"application/json"))
