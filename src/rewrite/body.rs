@@ -511,14 +511,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_url_ends_at_whitespace_quotes_and_angle_brackets() {
-        for form in [
-            Form::Plain,
-            Form::JsonEscaped,
-            Form::JsonUnicode,
-            Form::Percent,
-            Form::PercentColon,
-            Form::SchemeRelative,
-        ] {
+        for form in crate::rewrite::FORMS {
             for b in 0..=255u8 {
                 let expected = b.is_ascii_whitespace()
                     || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`')

@@ -449,7 +449,7 @@ const ANCHORS: [(&str, Form); 8] = [
 ];
 
 /// Every form, in declaration order (the index of `by_form`).
-const FORMS: [Form; 6] = [
+pub(crate) const FORMS: [Form; 6] = [
     Form::Plain,
     Form::JsonEscaped,
     Form::JsonUnicode,
