@@ -571,8 +571,16 @@ async fn pipeline(
     let idle = cfg.limits.body_timeout;
     let (req, progress) = if route.class.is_public() {
         let (parts, body) = limit_body(req, cfg.limits.max_public_body_bytes, idle).await?;
-        let content_type = parts.headers.get(header::CONTENT_TYPE);
-        if crate::route::body_has_method_param(content_type.map(HeaderValue::as_bytes), &body) {
+        // Most share requests are bodiless reads: no header lookup for them.
+        let overrides = !body.is_empty()
+            && crate::route::body_has_method_param(
+                parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .map(HeaderValue::as_bytes),
+                &body,
+            );
+        if overrides {
             let denial = policy::Denial::method_override_in_body();
             facts.rule.clone_from(&denial.rule);
             return Err(RequestError::Denied {
