@@ -224,7 +224,7 @@ fn text_value(buf: &mut Vec<u8>, value: &str) {
         match c {
             '"' => buf.extend_from_slice(b"\\\""),
             '\\' => buf.extend_from_slice(b"\\\\"),
-            c if c.is_control() => {
+            c if escaped_in_logs(c) => {
                 let _ = write!(buf, "\\u{{{:x}}}", u32::from(c));
             }
             c => {
@@ -236,20 +236,42 @@ fn text_value(buf: &mut Vec<u8>, value: &str) {
     buf.push(b'"');
 }
 
-/// Whether `value` may hold a control character: a C0 byte, DEL, or the
-/// lead byte of a C1 control's UTF-8 form (0xC2). A byte test the compiler
+/// Characters a log line never holds raw: the controls (C0, DEL, C1, which
+/// terminals obey), the line and paragraph separators (which some log
+/// viewers and JavaScript-based ones break lines at, so a value could
+/// forge a line of its own) and the bidirectional formatting characters
+/// (which make a viewer show a line's text in another order than it holds,
+/// as in "Trojan Source").
+fn escaped_in_logs(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Whether `value` may hold a character [`escaped_in_logs`]: a C0 byte,
+/// DEL, or the lead byte of the UTF-8 form of a C1 control (0xC2), of
+/// U+061C (0xD8) or of the others (0xE2). A byte test the compiler
 /// vectorizes; the exact test runs only when this says yes.
 fn may_hold_controls(value: &str) -> bool {
     // A fold, not `any`: without the early exit the loop vectorizes.
-    value
-        .bytes()
-        .fold(false, |hit, b| hit | (b < 0x20) | (b == 0x7f) | (b == 0xc2))
+    value.bytes().fold(false, |hit, b| {
+        hit | (b < 0x20) | (b == 0x7f) | (b == 0xc2) | (b == 0xd8) | (b == 0xe2)
+    })
 }
 
 /// Whether a JSON string needs more than quotes around it.
 fn json_plain(value: &str) -> bool {
     !value.bytes().fold(false, |hit, b| {
-        hit | (b < 0x20) | (b == 0x7f) | (b == 0xc2) | (b == b'"') | (b == b'\\')
+        let special = (b < 0x20) | (b == 0x7f) | (b == 0xc2) | (b == 0xd8) | (b == 0xe2);
+        hit | special | (b == b'"') | (b == b'\\')
     })
 }
 
@@ -285,7 +307,7 @@ fn text_escaped(buf: &mut Vec<u8>, value: &str) {
         return;
     }
     for c in value.chars() {
-        if c.is_control() {
+        if escaped_in_logs(c) {
             let _ = write!(buf, "\\u{{{:x}}}", u32::from(c));
         } else {
             let mut utf8 = [0u8; 4];
@@ -311,7 +333,7 @@ pub(crate) fn json_str(buf: &mut Vec<u8>, value: &str) {
             '\n' => Some(b"\\n"),
             '\r' => Some(b"\\r"),
             '\t' => Some(b"\\t"),
-            c if c.is_control() => None,
+            c if escaped_in_logs(c) => None,
             _ => continue,
         };
         buf.extend_from_slice(&value.as_bytes()[start..i]);
@@ -386,9 +408,14 @@ mod tests {
             "del\u{7f}",
             "csi\u{9b}2J",
             "nl\nx",
+            "forged\u{2028}INFO line",
+            "para\u{2029}graph",
+            "admin\u{202e}nimda",
+            "isolate\u{2066}x\u{2069}",
+            "marks\u{200e}\u{200f}\u{61c}",
         ] {
             for out in [text(evil), json(evil)] {
-                assert!(!out.chars().any(char::is_control), "{evil:?} gave {out:?}");
+                assert!(!out.chars().any(escaped_in_logs), "{evil:?} gave {out:?}");
             }
             let back: String = serde_json::from_str(&json(evil)).unwrap();
             assert_eq!(back, evil);
@@ -396,6 +423,15 @@ mod tests {
         let mut b = Vec::new();
         text_escaped(&mut b, "a\u{1b}b");
         assert_eq!(b, b"a\\u{1b}b");
+        b.clear();
+        text_escaped(&mut b, "a\u{2028}b\u{202e}c");
+        assert_eq!(b, b"a\\u{2028}b\\u{202e}c");
+        // Other characters with the same lead bytes pass as they are.
+        for fine in ["it\u{2019}s", "\u{2026}", "\u{20ac}5", "\u{0627}\u{0644}"] {
+            assert_eq!(json(fine), format!("\"{fine}\""));
+            assert_eq!(text(fine), format!("\"{fine}\""));
+        }
+        assert_eq!(json("\u{2028}"), "\"\\u2028\"");
     }
 
     #[test]
