@@ -89,6 +89,32 @@ fn write_config(setup: &Setup) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, config)
 }
 
+/// Reads the log until what it has read so far satisfies `done` (or the
+/// stream ends); gives back what it read and the rest of the stream.
+fn read_until(
+    mut stderr: BufReader<ChildStderr>,
+    done: impl Fn(&str) -> bool + Send + 'static,
+) -> (String, BufReader<ChildStderr>) {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut seen = String::new();
+        loop {
+            line.clear();
+            match stderr.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => seen.push_str(&line),
+            }
+            if done(&seen) {
+                break;
+            }
+        }
+        let _ = tx.send((seen, stderr));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the awaited log lines")
+}
+
 /// SIGTERM, then everything the process wrote until it exited.
 fn stop(mut gw: Gateway, mut stderr: BufReader<ChildStderr>) -> String {
     signal(&gw, "TERM");
@@ -233,31 +259,15 @@ async fn a_reload_says_log_settings_wait_for_a_restart() {
     let upstream = FakeUpstream::start().await;
     let mut setup = setup(&upstream);
     let (_dir, config) = write_config(&setup);
-    let (gw, _addr, mut stderr) = start(&config, "text");
+    let (gw, _addr, stderr) = start(&config, "text");
     setup.extra.push_str(
         "[log]\nlevel = \"warn\"\nflush_interval = \"0s\"\n[limits]\nmax_connections = 77\n",
     );
     std::fs::write(&config, setup.toml()).expect("rewrite the config");
     signal(&gw, "HUP");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let mut seen = String::new();
-        loop {
-            line.clear();
-            match stderr.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => seen.push_str(&line),
-            }
-            if seen.contains("config reloaded") && seen.contains("next start") {
-                break;
-            }
-        }
-        let _ = tx.send((seen, stderr));
+    let (seen, stderr) = read_until(stderr, |seen| {
+        seen.contains("config reloaded") && seen.contains("next start")
     });
-    let (seen, stderr) = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the reload was logged");
     assert!(
         seen.contains("WARN") && seen.contains("[log], limits.max_connections changed"),
         "{seen}"
@@ -318,4 +328,56 @@ async fn every_spelling_of_a_share_token_is_masked_under_one_hash() {
         }
     }
     assert_eq!((access, audit), (paths.len(), paths.len()), "{log}");
+}
+
+/// The lines of an audit file once it holds `count` (written by the
+/// gateway's audit thread, so waited for).
+fn audit_lines(path: &std::path::Path, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= count || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// `audit.file` is created for the gateway's user alone, and a reload
+/// opens it anew: moved away (as `logrotate` does) and signalled, the
+/// gateway writes the next events to a new file of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_opens_the_audit_file_anew_so_it_can_be_rotated() {
+    use std::os::unix::fs::PermissionsExt;
+    let upstream = FakeUpstream::start().await;
+    let mut setup = setup(&upstream);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let audit = dir.path().join("audit.jsonl");
+    setup.extra.push_str(&format!(
+        "[audit]\nfile = {:?}\n",
+        audit.display().to_string()
+    ));
+    let (_config_dir, config) = write_config(&setup);
+    let (gw, addr, stderr) = start(&config, "text");
+    let inside = "127.0.0.2".parse().unwrap();
+    let read = format!("/api/v1/public/{TOKEN}/runs/abc");
+    let r = common::request(inside, addr, "GET", &read, &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let first = audit_lines(&audit, 1);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let mode = std::fs::metadata(&audit).expect("audit file").permissions();
+    assert_eq!(mode.mode() & 0o777, 0o600);
+
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&audit, &rotated).expect("rotate");
+    signal(&gw, "HUP");
+    let (_, stderr) = read_until(stderr, |seen| seen.contains("config reloaded"));
+    let r = common::request(inside, addr, "GET", &read, &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let second = audit_lines(&audit, 1);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(second[0].contains("\"decision\":\"allowed\""), "{second:?}");
+    stop(gw, stderr);
+    assert_eq!(audit_lines(&rotated, 1), first);
 }

@@ -171,15 +171,16 @@ impl Gateway {
             }
             None => (None, None),
         };
-        let audit =
-            AuditSink::open(config.audit_file.as_deref()).map_err(|source| BuildError::Audit {
+        let audit = AuditSink::open(config.audit_file.as_deref(), &metrics.audit_lost).map_err(
+            |source| BuildError::Audit {
                 path: config
                     .audit_file
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 source,
-            })?;
+            },
+        )?;
         let client = upstream_client(&config)?;
         let up = &config.upstream;
         let authority = up.url.authority().cloned().ok_or(BuildError::NoHost)?;

@@ -10,10 +10,15 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::line::{json_str, write_ip, Line};
 use crate::identity::Identity;
+use crate::telemetry::metrics::ReasonLabels;
 
 /// One audit event. Its JSON is written by hand ([`AuditEvent::to_json`]):
 /// `serde_json` spent more on it than the rest of the line, and leaves DEL
@@ -132,43 +137,73 @@ impl<'a> AuditIdentity<'a> {
     }
 }
 
+/// Events an `audit.file` holds in memory while its disk falls behind;
+/// beyond that new events are counted and dropped, so a stalled disk costs
+/// at most this many lines of memory (about 400 bytes each), never all of
+/// it.
+pub const QUEUE_EVENTS: usize = 16_384;
+
 /// Where audit events go.
 #[derive(Debug, Clone)]
 pub enum AuditSink {
     Log,
-    File(mpsc::Sender<String>),
+    File(Arc<FileSink>),
+}
+
+/// An `audit.file`: events go through a bounded queue to a thread of their
+/// own that writes them.
+#[derive(Debug)]
+pub struct FileSink {
+    queue: mpsc::SyncSender<String>,
+    /// Events dropped because the queue was full, not yet reported in the
+    /// log by the writer.
+    dropped: Arc<AtomicU64>,
+    lost: Family<ReasonLabels, Counter>,
 }
 
 impl AuditSink {
-    /// Opens (appends to) `path`, or the log stream when `None`.
-    pub fn open(path: Option<&Path>) -> std::io::Result<AuditSink> {
+    /// Opens (appends to) `path`, or the log stream when `None`. A file
+    /// the gateway creates is readable by its own user only; one that
+    /// exists keeps its mode. `lost` counts events that could not be
+    /// written, by reason.
+    pub fn open(
+        path: Option<&Path>,
+        lost: &Family<ReasonLabels, Counter>,
+    ) -> std::io::Result<AuditSink> {
+        AuditSink::open_with(path, lost, QUEUE_EVENTS)
+    }
+
+    fn open_with(
+        path: Option<&Path>,
+        lost: &Family<ReasonLabels, Counter>,
+        capacity: usize,
+    ) -> std::io::Result<AuditSink> {
         let Some(path) = path else {
             return Ok(AuditSink::Log);
         };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let (tx, rx) = mpsc::channel::<String>();
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path)?;
+        let (queue, rx) = mpsc::sync_channel::<String>(capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            file,
+            path: path.display().to_string(),
+            dropped: dropped.clone(),
+            failed: lost.get_or_create(&WRITE_FAILED).clone(),
+            failing: 0,
+            torn: false,
+        };
         std::thread::Builder::new()
             .name("sharegate-audit".to_owned())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::new(file);
-                let write = |out: &mut std::io::BufWriter<std::fs::File>, line: String| {
-                    let _ = out.write_all(line.as_bytes());
-                    let _ = out.write_all(b"\n");
-                };
-                while let Ok(line) = rx.recv() {
-                    write(&mut out, line);
-                    // Flush once the queue is drained: events reach the disk
-                    // promptly without a syscall per event under load.
-                    while let Ok(more) = rx.try_recv() {
-                        write(&mut out, more);
-                    }
-                    let _ = out.flush();
-                }
-            })?;
-        Ok(AuditSink::File(tx))
+            .spawn(move || writer.run(rx))?;
+        Ok(AuditSink::File(Arc::new(FileSink {
+            queue,
+            dropped,
+            lost: lost.clone(),
+        })))
     }
 
     pub fn write(&self, event: &AuditEvent<'_>) {
@@ -182,8 +217,103 @@ impl AuditSink {
         match self {
             // Formatted by hand like the access line, for the same reason.
             AuditSink::Log => Line::info("sharegate::audit", &json).write(),
-            AuditSink::File(tx) => {
-                let _ = tx.send(json);
+            AuditSink::File(file) => {
+                if let Err(mpsc::TrySendError::Full(_)) = file.queue.try_send(json) {
+                    file.dropped.fetch_add(1, Ordering::Relaxed);
+                    file.lost.get_or_create(&QUEUE_FULL).inc();
+                }
+            }
+        }
+    }
+}
+
+const QUEUE_FULL: ReasonLabels = ReasonLabels {
+    reason: "queue_full",
+};
+const WRITE_FAILED: ReasonLabels = ReasonLabels {
+    reason: "write_failed",
+};
+
+/// A batch of events is written once it holds this many bytes, or when
+/// the queue is empty.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The audit file's own thread.
+struct Writer {
+    file: std::fs::File,
+    path: String,
+    dropped: Arc<AtomicU64>,
+    failed: Counter,
+    /// Events lost to failed writes since the last write that went through.
+    failing: u64,
+    /// A failed write may have left an incomplete line.
+    torn: bool,
+}
+
+impl Writer {
+    /// Writes events until every sender is gone (the gateway that opened
+    /// the file was replaced by a reload and its last request finished).
+    fn run(mut self, rx: mpsc::Receiver<String>) {
+        let mut batch = Vec::with_capacity(BATCH_BYTES);
+        while let Ok(line) = rx.recv() {
+            let mut events = 0;
+            let mut next = Some(line);
+            // One write per batch: events reach the disk promptly without a
+            // syscall per event under load.
+            while let Some(line) = next {
+                batch.extend_from_slice(line.as_bytes());
+                batch.push(b'\n');
+                events += 1;
+                next = if batch.len() < BATCH_BYTES {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if self.torn {
+                batch.insert(0, b'\n');
+            }
+            let written = self.file.write_all(&batch);
+            batch.clear();
+            self.settle(written, events);
+            let dropped = self.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::error!(
+                    path = %self.path,
+                    dropped,
+                    "audit events dropped: audit.file is not keeping up"
+                );
+            }
+        }
+    }
+
+    /// Counts a batch that could not be written as lost, and says so in the
+    /// log when failures start and when they end. A batch cut short by the
+    /// error may leave one incomplete line; the next batch starts on a line
+    /// of its own.
+    fn settle(&mut self, written: std::io::Result<()>, events: u64) {
+        match written {
+            Ok(()) if self.torn => {
+                self.torn = false;
+                tracing::warn!(
+                    path = %self.path,
+                    lost = self.failing,
+                    "audit.file is written again"
+                );
+                self.failing = 0;
+            }
+            Ok(()) => {}
+            Err(error) => {
+                if self.failing == 0 {
+                    tracing::error!(
+                        path = %self.path,
+                        %error,
+                        "audit events lost: audit.file cannot be written"
+                    );
+                }
+                self.failing += events;
+                self.failed.inc_by(events);
+                self.torn = true;
             }
         }
     }
@@ -253,5 +383,113 @@ mod tests {
         assert_eq!(got["client_ip"], serde_json::Value::Null);
         assert_eq!(got["identity"], serde_json::Value::Null);
         assert_eq!(got["token_hashes"], serde_json::json!([]));
+    }
+
+    fn event(path: &str) -> AuditEvent<'_> {
+        AuditEvent {
+            v: 1,
+            time: "2026-11-27T05:41:48.947Z".to_owned(),
+            event: "share_access",
+            class: "public_api",
+            token_hashes: &[],
+            client_ip: None,
+            method: "GET",
+            path,
+            identity: None,
+            decision: "allowed",
+            rule: "share.allow_from",
+            reason: "",
+            status: 200,
+        }
+    }
+
+    fn lost(family: &Family<ReasonLabels, Counter>, reason: &ReasonLabels) -> u64 {
+        family.get_or_create(reason).get()
+    }
+
+    #[test]
+    fn a_new_audit_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let family = Family::default();
+        let sink = AuditSink::open(Some(&path), &family).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        sink.write(&event("/public/{tok:1}/r"));
+        drop(sink);
+        // A file that exists keeps the mode its owner gave it.
+        let shared = dir.path().join("shared.jsonl");
+        std::fs::write(&shared, "").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+        drop(AuditSink::open(Some(&shared), &family).unwrap());
+        let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+    }
+
+    /// A disk that stops taking writes (here a pipe nobody reads) holds up
+    /// only the queue: further events are dropped and counted, never kept,
+    /// and every event is either written or counted.
+    #[test]
+    fn a_stalled_audit_file_drops_and_counts_events_instead_of_holding_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opening a pipe for reading waits for its writer, and the reader
+        // reads nothing until every event has been handed to the sink.
+        let (go, wait) = mpsc::channel::<()>();
+        let reader = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut file = std::fs::File::open(path).unwrap();
+                wait.recv().unwrap();
+                let mut all = String::new();
+                std::io::Read::read_to_string(&mut file, &mut all).unwrap();
+                all
+            })
+        };
+        let family = Family::default();
+        let sink = AuditSink::open_with(Some(&path), &family, 8).unwrap();
+        let long = format!("/public/{}/r", "x".repeat(200));
+        let sent = 20_000;
+        for _ in 0..sent {
+            sink.write(&event(&long));
+        }
+        let dropped = lost(&family, &QUEUE_FULL);
+        // A pipe holds 64 KiB and a batch 64 KiB more: far less than the
+        // 5 MB sent.
+        assert!(dropped > sent / 2, "{dropped}");
+        drop(sink);
+        go.send(()).unwrap();
+        let all = reader.join().unwrap();
+        let written = all.lines().count() as u64;
+        assert!(all.lines().all(|l| l.contains(&long)));
+        assert_eq!(written + dropped, sent);
+        assert_eq!(lost(&family, &WRITE_FAILED), 0);
+    }
+
+    #[test]
+    fn events_a_full_disk_refuses_are_counted_as_lost() {
+        let family = Family::default();
+        let sink = AuditSink::open(Some(Path::new("/dev/full")), &family).unwrap();
+        let AuditSink::File(file) = &sink else {
+            panic!("not a file sink");
+        };
+        let counted = file.lost.get_or_create(&WRITE_FAILED).clone();
+        for _ in 0..10 {
+            sink.write(&event("/public/{tok:1}/r"));
+        }
+        drop(sink);
+        // The writer thread counts as it goes; wait (generously) for all ten.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while counted.get() < 10 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(counted.get(), 10);
+        assert_eq!(lost(&family, &QUEUE_FULL), 0);
     }
 }

@@ -40,6 +40,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HashLabels {
     pub hash: String,
 }
@@ -98,6 +103,8 @@ pub struct Metrics {
     /// Shared with every rewrite rule set the gateway builds.
     pub rewrite_stats: Arc<RewriteStats>,
     pub rate_limited: Family<ClassLabels, Counter>,
+    /// Audit events `audit.file` did not get, by reason.
+    pub audit_lost: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -179,6 +186,12 @@ impl Metrics {
             "Requests refused by the per-client rate limit",
             rate_limited.clone(),
         );
+        let audit_lost = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "audit_events_lost",
+            "Audit events not written to audit.file (queue_full: the disk fell behind; write_failed)",
+            audit_lost.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -193,6 +206,7 @@ impl Metrics {
             tls_expiry,
             rewrite_stats,
             rate_limited,
+            audit_lost,
         }
     }
 
