@@ -128,7 +128,7 @@ impl State {
 pub async fn watch(state: Arc<State>) {
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut seen = fingerprint(&state.gateway().config.files);
+    let mut watcher = Watcher::new(&state);
     loop {
         let gw = state.gateway();
         let interval = gw.config.reload.interval;
@@ -154,42 +154,81 @@ pub async fn watch(state: Arc<State>) {
                 std::future::pending::<()>().await;
             }
         };
-        // Each fingerprint is taken before the reload reads the files, so an
-        // edit that lands while a reload runs is seen at the next tick, not
-        // taken for the one just loaded.
         tokio::select! {
             _ = signal => {
                 tracing::info!("SIGHUP: reloading the config");
-                let files = state.gateway().config.files.clone();
-                let before = fingerprint(&files);
-                let _ = state.reload().await;
-                seen = seen_after_reload(&state, &files, before);
+                watcher.reload_now(&state, || state.reload()).await;
             }
             _ = tick => {
-                seen = poll(&state, seen, || state.reload()).await;
+                watcher.look(&state, || state.reload()).await;
             }
         }
     }
 }
 
-/// One look at the files: when they differ from `seen`, `reload`; returns
-/// what the next look compares against. The fingerprint is taken before
-/// `reload` reads the files, so an edit that lands while it runs is seen at
-/// the next look instead of taken for the one just loaded. A refused reload
-/// is retried only when the files change again.
-async fn poll<F, Fut>(state: &State, seen: Fingerprint, reload: F) -> Fingerprint
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future,
-{
-    let files = state.gateway().config.files.clone();
-    let now = fingerprint(&files);
-    if now == seen {
-        return seen;
+/// What the watcher knows of the config's files between looks.
+///
+/// A change is loaded once the files have stayed as they are for a whole
+/// interval (two looks in a row find the same fingerprint): a file caught
+/// while an editor or a deploy script is still writing it may hold only the
+/// start of the new config, and a start that parses (TOML cut at the end of
+/// a line mostly does) would be put in force, without the sections after
+/// the cut, until the next look. Waiting costs one interval per change.
+///
+/// Each fingerprint is taken before the reload reads the files, so an edit
+/// that lands while a reload runs is seen at the next look, not taken for
+/// the one just loaded. A refused reload is retried only when the files
+/// change again.
+struct Watcher {
+    /// The files as they were when the config in force was read.
+    seen: Fingerprint,
+    /// A change seen at the last look, waiting to be found again.
+    settling: Option<Fingerprint>,
+}
+
+impl Watcher {
+    fn new(state: &State) -> Watcher {
+        Watcher {
+            seen: fingerprint(&state.gateway().config.files),
+            settling: None,
+        }
     }
-    tracing::info!("a config file changed: reloading");
-    reload().await;
-    seen_after_reload(state, &files, now)
+
+    /// One look at the files: `reload` once they differ from the config in
+    /// force and are the same as at the last look.
+    async fn look<F, Fut>(&mut self, state: &State, reload: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future,
+    {
+        let files = state.gateway().config.files.clone();
+        let now = fingerprint(&files);
+        if now == self.seen {
+            self.settling = None;
+            return;
+        }
+        if self.settling.as_ref() != Some(&now) {
+            self.settling = Some(now);
+            return;
+        }
+        tracing::info!("a config file changed: reloading");
+        reload().await;
+        self.seen = seen_after_reload(state, &files, now);
+        self.settling = None;
+    }
+
+    /// A reload asked for (SIGHUP): at once, whatever the files look like.
+    async fn reload_now<F, Fut>(&mut self, state: &State, reload: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future,
+    {
+        let files = state.gateway().config.files.clone();
+        let before = fingerprint(&files);
+        reload().await;
+        self.seen = seen_after_reload(state, &files, before);
+        self.settling = None;
+    }
 }
 
 type Fingerprint = Vec<Option<(SystemTime, u64)>>;
@@ -231,44 +270,97 @@ mod tests {
         state.gateway().config.policy.revoked_tokens.len()
     }
 
+    async fn state_for(path: &Path) -> State {
+        let cfg = Config::load(path).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let gw = Gateway::build(cfg, metrics.clone()).await.unwrap();
+        State::new(gw, metrics, Some(path.to_owned()))
+    }
+
     /// An edit that lands while a reload runs (after the reload has read the
-    /// files) is loaded at the next look, not taken for the one just
+    /// files) is loaded once it has settled, not taken for the one just
     /// loaded. Each version has its own length, so the fingerprints differ
     /// whatever the file system's clock granularity.
     #[tokio::test]
-    async fn an_edit_during_a_reload_is_loaded_at_the_next_look() {
+    async fn an_edit_during_a_reload_is_loaded_once_it_has_settled() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sharegate.toml");
         std::fs::write(&path, policy("")).unwrap();
-        let cfg = Config::load(&path).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let gw = Gateway::build(cfg, metrics.clone()).await.unwrap();
-        let state = State::new(gw, metrics, Some(path.clone()));
-        let seen = fingerprint(&state.gateway().config.files);
+        let state = state_for(&path).await;
+        let mut watcher = Watcher::new(&state);
 
         // Nothing changed: no reload.
-        let seen = poll(&state, seen, || async {
-            panic!("reloaded unchanged files")
-        })
-        .await;
+        watcher
+            .look(&state, || async { panic!("reloaded unchanged files") })
+            .await;
 
         std::fs::write(&path, policy("\"a\"")).unwrap();
-        let seen = poll(&state, seen, || async {
-            state.reload().await.unwrap();
-            // The edit lands once the reload has read the file.
-            std::fs::write(&path, policy("\"a\", \"b\"")).unwrap();
-        })
-        .await;
+        watcher
+            .look(&state, || async { panic!("reloaded a change seen once") })
+            .await;
+        watcher
+            .look(&state, || async {
+                state.reload().await.unwrap();
+                // The edit lands once the reload has read the file.
+                std::fs::write(&path, policy("\"a\", \"b\"")).unwrap();
+            })
+            .await;
         assert_eq!(revoked(&state), 1, "the version the reload read");
 
-        let seen = poll(&state, seen, || async {
-            state.reload().await.unwrap();
-        })
-        .await;
+        watcher
+            .look(&state, || async { panic!("reloaded a change seen once") })
+            .await;
+        watcher
+            .look(&state, || async {
+                state.reload().await.unwrap();
+            })
+            .await;
         assert_eq!(revoked(&state), 2, "the edit made during the reload");
-        poll(&state, seen, || async {
-            panic!("reloaded the same files again")
-        })
-        .await;
+        watcher
+            .look(&state, || async { panic!("reloaded the same files again") })
+            .await;
+    }
+
+    /// A config file caught half-written is not loaded, even when the part
+    /// written so far is a config of its own: only what stays put for a
+    /// whole interval is.
+    #[tokio::test]
+    async fn a_config_caught_half_written_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sharegate.toml");
+        let whole = policy("\"a\", \"b\", \"c\"");
+        std::fs::write(&path, policy("")).unwrap();
+        let state = state_for(&path).await;
+        let mut watcher = Watcher::new(&state);
+
+        // The writer has got as far as the end of a line that leaves the
+        // revocations out; the next look finds the file whole.
+        let cut = whole.find("[share]").unwrap();
+        std::fs::write(&path, format!("{}\n", &whole[..cut])).unwrap();
+        watcher
+            .look(&state, || async { panic!("loaded a half-written file") })
+            .await;
+        std::fs::write(&path, &whole).unwrap();
+        watcher
+            .look(&state, || async { panic!("loaded a file still changing") })
+            .await;
+        watcher
+            .look(&state, || async {
+                state.reload().await.unwrap();
+            })
+            .await;
+        assert_eq!(revoked(&state), 3);
+
+        // SIGHUP does not wait.
+        std::fs::write(&path, policy("")).unwrap();
+        watcher
+            .reload_now(&state, || async {
+                state.reload().await.unwrap();
+            })
+            .await;
+        assert_eq!(revoked(&state), 0);
+        watcher
+            .look(&state, || async { panic!("reloaded what SIGHUP loaded") })
+            .await;
     }
 }

@@ -100,14 +100,19 @@ async fn reload_under_load_switches_once_and_never_back() {
     let watcher = tokio::spawn(sharegate::state::watch(ops.state.clone()));
 
     // Handshake with the watcher: touch the file until it has reloaded
-    // once, so that the switch below cannot race the watcher's start.
+    // once, so that the switch below cannot race the watcher's start. A
+    // change is loaded once it has stayed put for a whole interval, so the
+    // file is touched every tenth check (200 ms, four intervals), not at
+    // every one.
     let mut n = 0;
     eventually("the file watcher to reload a touched config", || {
         n += 1;
-        replace_file(
-            &ops.path,
-            format!("{allowing}\n# touched {n:0>width$}\n", width = n),
-        );
+        if n % 10 == 1 {
+            replace_file(
+                &ops.path,
+                format!("{allowing}\n# touched {n:0>width$}\n", width = n),
+            );
+        }
         let done = reloads(&ops.state, "success") >= 1;
         async move { done.then_some(()) }
     })
