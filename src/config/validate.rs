@@ -435,6 +435,18 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             }
         }
     }
+    // Key files too: a key withdrawn from them (compromised, or rotated by
+    // the issuer into a mounted Secret) must stop its tokens without a
+    // signal, as a withdrawn client CA does.
+    if let Some(jwt) = &raw.identity.jwt {
+        let keys = jwt.pem_files.iter();
+        for f in keys.chain(&jwt.jwks_file).chain(&jwt.hmac_secret_file) {
+            let f = base_dir.join(f);
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+    }
 
     // [rewrite]
     let rewrite = rewrite_settings(&raw, &mut r);
