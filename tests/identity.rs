@@ -262,6 +262,19 @@ async fn refused_tokens_get_401_invalid_token() {
             "wrong audience",
             sign(&k.ec, &claims(json!({"aud": "another-app"}))),
         ),
+        (
+            // RFC 7519 §4.1.1: one issuer, a string. A list that names
+            // ours among others does not say who issued the token.
+            "issuer as a list naming ours and another",
+            sign(
+                &k.ec,
+                &claims(json!({"iss": [ISS, "https://evil.example"]})),
+            ),
+        ),
+        (
+            "issuer as a list naming only ours",
+            sign(&k.ec, &claims(json!({"iss": [ISS]}))),
+        ),
         ("alg none", unsigned(&claims(json!({})))),
         (
             "HS256 with the RSA public key as the secret",
