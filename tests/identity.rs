@@ -262,6 +262,19 @@ async fn refused_tokens_get_401_invalid_token() {
             "wrong audience",
             sign(&k.ec, &claims(json!({"aud": "another-app"}))),
         ),
+        (
+            // RFC 7519 §4.1.1: one issuer, a string. A list that names
+            // ours among others does not say who issued the token.
+            "issuer as a list naming ours and another",
+            sign(
+                &k.ec,
+                &claims(json!({"iss": [ISS, "https://evil.example"]})),
+            ),
+        ),
+        (
+            "issuer as a list naming only ours",
+            sign(&k.ec, &claims(json!({"iss": [ISS]}))),
+        ),
         ("alg none", unsigned(&claims(json!({})))),
         (
             "HS256 with the RSA public key as the secret",
@@ -826,4 +839,89 @@ async fn a_reload_while_the_jwks_is_unreachable_keeps_its_keys_and_takes_effect(
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     up.only("a token checked with the key set kept in force");
+}
+
+/// The key files of `[identity.jwt]` are watched like the config and the
+/// TLS files: a key withdrawn from `jwks_file` (a compromised key, an
+/// issuer's rotation mounted as a Kubernetes Secret) stops its tokens
+/// without a signal, those the gateway has verified and remembered
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_withdrawn_from_the_jwks_file_stops_its_tokens_without_a_signal() {
+    use std::future::Future;
+    let (k1, k2) = (ec_key(), ec_key());
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("a config folder");
+    let set = dir.path().join("keys.jwks");
+    std::fs::write(&set, jwks(&[("k1", &k1), ("k2", &k2)])).expect("write the key set");
+    let mut setup = Setup::new(&up);
+    setup.share_extra = "require = \"identity\"\n".to_owned();
+    setup.extra = format!(
+        "[reload]\ninterval = \"50ms\"\n\n[identity.jwt]\nsources = [\"bearer\"]\nalgorithms = [\"ES256\"]\nissuers = [{ISS:?}]\naudiences = [{AUD:?}]\njwks_file = \"keys.jwks\"\n"
+    );
+    let (gw, _) = TestGateway::from_file(dir.path(), &setup.toml()).await;
+    // The watcher takes its first look at the files when first polled:
+    // polled once here, it has seen them before anything changes.
+    let mut watching = Box::pin(sharegate::state::watch(gw.state.clone()));
+    std::future::poll_fn(|cx| {
+        let _ = watching.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let watcher = tokio::spawn(watching);
+
+    let share = share_page();
+    let bearer = |key: &Key, kid: &str| {
+        format!(
+            "Bearer {}",
+            sign_with(key.alg, &key.signing, Some(kid), &claims(json!({})))
+        )
+    };
+    let (old, new) = (bearer(&k1, "k1"), bearer(&k2, "k2"));
+    let r = request(
+        OUTSIDE,
+        gw.addr,
+        "GET",
+        &share,
+        &[("authorization", &old)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("a token of k1 while k1 is in the key set");
+
+    replace_file(&set, jwks(&[("k2", &k2)]));
+    eventually("the withdrawn key to stop its tokens", || {
+        let (addr, share, old) = (gw.addr, share.clone(), old.clone());
+        async move {
+            let r = request(OUTSIDE, addr, "GET", &share, &[("authorization", &old)], "").await;
+            (r.status == StatusCode::UNAUTHORIZED).then_some(())
+        }
+    })
+    .await;
+    up.take();
+    let r = request(
+        OUTSIDE,
+        gw.addr,
+        "GET",
+        &share,
+        &[("authorization", &old)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    assert_eq!(r.header("www-authenticate").as_deref(), Some(INVALID));
+    up.assert_silent("a token of the withdrawn key");
+    let r = request(
+        OUTSIDE,
+        gw.addr,
+        "GET",
+        &share,
+        &[("authorization", &new)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("a token of the key kept");
+    watcher.abort();
 }

@@ -47,7 +47,7 @@ pub struct Config {
     pub audit_file: Option<PathBuf>,
     pub reload: ReloadSettings,
     /// Every file this config was built from (the config itself, TLS
-    /// material), for change detection and the config hash.
+    /// material, JWT key files), for change detection and the config hash.
     pub files: Vec<PathBuf>,
     /// The config file's folder: relative paths are taken from here.
     pub base_dir: PathBuf,

@@ -435,6 +435,18 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             }
         }
     }
+    // Key files too: a key withdrawn from them (compromised, or rotated by
+    // the issuer into a mounted Secret) must stop its tokens without a
+    // signal, as a withdrawn client CA does.
+    if let Some(jwt) = &raw.identity.jwt {
+        let keys = jwt.pem_files.iter();
+        for f in keys.chain(&jwt.jwks_file).chain(&jwt.hmac_secret_file) {
+            let f = base_dir.join(f);
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+    }
 
     // [rewrite]
     let rewrite = rewrite_settings(&raw, &mut r);
@@ -725,9 +737,26 @@ fn identity_settings(raw: &File, r: &mut Report<'_>) -> IdentitySettings {
             None
         }
     });
+    let login_return_param = id
+        .login_return_param
+        .clone()
+        .unwrap_or_else(|| "rd".to_owned());
+    // RFC 3986 §2.3's unreserved characters: the name is written into the
+    // redirect as it stands, so it must not end the query or add to it.
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    if login_return_param.is_empty() || !login_return_param.bytes().all(unreserved) {
+        r.add(
+            "identity.login_return_param",
+            format!("{login_return_param:?} is not a plain query parameter name; use letters, digits, '-', '.', '_' or '~', e.g. \"rd\" or \"next\""),
+        );
+    }
     let mut forward_claims = Vec::new();
     for (claim, header) in &id.forward_claims {
         match http::HeaderName::from_bytes(header.as_bytes()) {
+            Ok(h) if is_gateway_header(&h) => r.add(
+                format!("identity.forward_claims.{claim}"),
+                format!("{header:?} is a header the gateway sets, removes or frames the request with; choose a name of your own, e.g. \"X-Sharegate-Email\""),
+            ),
             Ok(h) if !header.contains('_') => forward_claims.push((claim.clone(), h)),
             _ => r.add(
                 format!("identity.forward_claims.{claim}"),
@@ -748,12 +777,46 @@ fn identity_settings(raw: &File, r: &mut Report<'_>) -> IdentitySettings {
         jwt: id.jwt.clone(),
         claims: crate::identity::ClaimRules::new(&id.claims),
         login_url,
-        login_return_param: id
-            .login_return_param
-            .clone()
-            .unwrap_or_else(|| "rd".to_owned()),
+        login_return_param,
         forward_claims,
     }
+}
+
+/// Headers a claim must not be forwarded in: those that frame the request
+/// or name its host (a claim value there would change what the upstream
+/// reads as the request), those the gateway sets itself or removes from
+/// every request (hop-by-hop, forwarding, method and path overrides), and
+/// the client's own credentials.
+fn is_gateway_header(name: &http::HeaderName) -> bool {
+    use http::header;
+    const OWNED: &[&str] = &[
+        "keep-alive",
+        "proxy-connection",
+        "forwarded",
+        "x-real-ip",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+    ];
+    [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::UPGRADE,
+        header::TE,
+        header::TRAILER,
+        header::EXPECT,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::AUTHORIZATION,
+        header::COOKIE,
+    ]
+    .contains(name)
+        || OWNED.contains(&name.as_str())
+        || name.as_str().starts_with("x-forwarded-")
 }
 
 /// Upper bounds of `[limits]` counts: beyond them a value is a typo, and
@@ -1040,6 +1103,66 @@ mod tests {
         match Config::from_toml(text, std::path::Path::new(".")) {
             Ok(_) => Vec::new(),
             Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const IDENTITY_BASE: &str = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstream]\nurl = \"http://127.0.0.1:2\"\n[identity]\n";
+
+    #[test]
+    fn login_return_param_is_a_plain_parameter_name() {
+        let with = |name: &str| {
+            problems(&format!(
+                "{IDENTITY_BASE}login_url = \"https://sso.example.com/login\"\nlogin_return_param = {name:?}\n"
+            ))
+        };
+        for ok in ["rd", "next", "return_to", "r.d~-"] {
+            assert_eq!(with(ok), Vec::<String>::new(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "rd&admin=1",
+            "rd#",
+            "r d",
+            "rd=x",
+            "r%64",
+            "rd\r\nSet-Cookie: x",
+        ] {
+            assert_eq!(
+                with(bad),
+                [format!("identity.login_return_param: {bad:?} is not a plain query parameter name; use letters, digits, '-', '.', '_' or '~', e.g. \"rd\" or \"next\"")],
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn forward_claims_cannot_name_a_header_the_gateway_owns() {
+        let with = |header: &str| {
+            problems(&format!(
+                "{IDENTITY_BASE}[identity.forward_claims]\nemail = {header:?}\n"
+            ))
+        };
+        assert_eq!(with("X-Sharegate-Email"), Vec::<String>::new());
+        for bad in [
+            "Host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+            "Cookie",
+            "Authorization",
+            "X-Forwarded-For",
+            "x-forwarded-user",
+            "Forwarded",
+            "X-Real-IP",
+            "X-HTTP-Method-Override",
+            "X-Original-URL",
+            "Expect",
+        ] {
+            assert_eq!(
+                with(bad),
+                [format!("identity.forward_claims.email: {bad:?} is a header the gateway sets, removes or frames the request with; choose a name of your own, e.g. \"X-Sharegate-Email\"")],
+                "{bad:?}"
+            );
         }
     }
 

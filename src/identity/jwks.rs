@@ -131,7 +131,8 @@ pub(crate) fn names(algs: &[Algorithm]) -> String {
 }
 
 /// Parses a JWKS document, keeping the signature keys usable with the allowed
-/// algorithms. Keys that are for encryption, symmetric (`kty: oct`: a secret
+/// algorithms. Keys that are for encryption (`use`, or `key_ops` without
+/// `verify`), symmetric (`kty: oct`: a secret
 /// has no business in a published set), malformed, or for other algorithms are
 /// skipped so one odd entry does not take the whole set down.
 pub(crate) fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<Vec<VerifyKey>, String> {
@@ -156,6 +157,13 @@ fn parse_jwk(entry: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, &'static
     let field = |name: &str| entry.get(name).and_then(Value::as_str);
     if field("use").is_some_and(|u| u != "sig") {
         return Err("not a signature key");
+    }
+    // RFC 7517 §4.3: a key that lists its operations may be used for
+    // those only; one published to encrypt or wrap keys verifies nothing.
+    match entry.get("key_ops") {
+        None => {}
+        Some(Value::Array(ops)) if ops.iter().any(|op| op == "verify") => {}
+        Some(_) => return Err("key_ops does not include verify"),
     }
     let by_type: Vec<Algorithm> = match (field("kty"), field("crv")) {
         (Some("RSA"), _) => RSA_ALGS.to_vec(),
@@ -447,6 +455,26 @@ mod tests {
         assert_eq!(kids, vec![Some("good".to_owned())]);
         assert_eq!(keys[0].algorithms, vec![Algorithm::ES256]);
         assert!(!keys[0].any_kid);
+    }
+
+    #[test]
+    fn keys_whose_operations_exclude_verify_are_skipped() {
+        let with_ops = |kid: &str, ops: Value| {
+            let mut key = ec_p256_jwk(kid);
+            key["key_ops"] = ops;
+            key
+        };
+        let doc = json!({"keys": [
+            with_ops("verify", json!(["verify"])),
+            with_ops("both", json!(["sign", "verify"])),
+            with_ops("encrypt", json!(["encrypt", "wrapKey"])),
+            with_ops("empty", json!([])),
+            with_ops("odd", json!("verify")),
+            with_ops("odd-entry", json!(["verify", 1])),
+        ]});
+        let keys = parse_jwks(doc.to_string().as_bytes(), ALL).unwrap_or_default();
+        let kids: Vec<_> = keys.iter().filter_map(|k| k.kid.as_deref()).collect();
+        assert_eq!(kids, ["verify", "both"]);
     }
 
     #[test]

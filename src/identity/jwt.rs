@@ -1092,6 +1092,15 @@ impl JwtVerifier {
             .filter(|k| k.algorithms.contains(&alg))
         {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
+                // RFC 7519 §4.1.1: `iss` is one string. jsonwebtoken also
+                // takes a list and accepts it when any entry is accepted,
+                // which would let a token name another issuer beside ours.
+                Ok(data)
+                    if validation.iss.is_some()
+                        && !matches!(data.claims.get("iss"), Some(Value::String(_))) =>
+                {
+                    return Err(JwtError::WrongIssuer)
+                }
                 Ok(data) => return Ok((data.claims, generation)),
                 Err(e) => match map_error(e.kind()) {
                     // Another candidate may hold the right key.
@@ -1532,6 +1541,13 @@ mod tests {
             check(&v, &with("iss", json!("https://evil.example"))).await,
             Err(JwtError::WrongIssuer)
         );
+        for list in [json!([ISS, "https://evil.example"]), json!([ISS])] {
+            assert_eq!(
+                check(&v, &with("iss", list.clone())).await,
+                Err(JwtError::WrongIssuer),
+                "iss = {list}"
+            );
+        }
         assert_eq!(
             check(&v, &with("aud", json!("other-app"))).await,
             Err(JwtError::WrongAudience)

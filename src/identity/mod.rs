@@ -30,8 +30,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 /// A verified identity. `claims` holds the JWT's claims, or for a client
-/// certificate `sub` (its common name), `subject` (the full DN) and `san`
-/// (its DNS, email and URI names).
+/// certificate `sub` (its common name, when it has exactly one), `subject`
+/// and `iss` (the full DNs, RFC 4514-escaped) and `san` (its DNS, email
+/// and URI names).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub subject: Option<String>,
