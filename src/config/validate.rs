@@ -435,6 +435,13 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             }
         }
     }
+    // The upstream's CA bundle: a reissued upstream certificate under a new
+    // CA is trusted at the next look, as a new listener certificate is.
+    if let Some(f) = upstream.as_ref().and_then(|u| u.ca_file.as_ref()) {
+        if !files.contains(f) {
+            files.push(f.clone());
+        }
+    }
     // Key files too: a key withdrawn from them (compromised, or rotated by
     // the issuer into a mounted Secret) must stop its tokens without a
     // signal, as a withdrawn client CA does.
@@ -1104,6 +1111,27 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.problems.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    /// Every file a config is built from is watched and hashed: the
+    /// upstream's CA bundle and the JWT key files as well as TLS material.
+    #[test]
+    fn the_files_a_config_is_built_from_include_the_upstream_ca_and_jwt_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["up-ca.pem", "keys.jwks"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let cfg = Config::from_toml(
+            "[upstream]\nurl = \"https://127.0.0.1:2\"\nca_file = \"up-ca.pem\"\n\
+             [identity.jwt]\nsources = [\"bearer\"]\nalgorithms = [\"ES256\"]\n\
+             waive_issuer = true\nwaive_audience = true\njwks_file = \"keys.jwks\"\n",
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.files,
+            [dir.path().join("up-ca.pem"), dir.path().join("keys.jwks")]
+        );
     }
 
     const IDENTITY_BASE: &str = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstream]\nurl = \"http://127.0.0.1:2\"\n[identity]\n";
