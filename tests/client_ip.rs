@@ -310,3 +310,82 @@ async fn a_proxy_that_sets_only_forwarded_is_read_there_only() {
     );
     assert_eq!(r.header_all("x-real-ip"), vec!["127.0.0.3".to_owned()]);
 }
+
+/// A proxy that tells the client in `Forwarded` may copy what the client
+/// sent into the element it adds (HAProxy's `option forwarded host`,
+/// nginx's `host=$host`), quoted as RFC 7239 asks. A `;` or `,` inside that
+/// quoted-string separates nothing: an outsider whose `Host` carries
+/// `;for=` or `, for=` with an inside address is still the outsider the
+/// proxy named. And an element the proxy added without one `for=` (none,
+/// or two) tells no client, so the walk stops there with a `400` instead of
+/// going on to what the client wrote further left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_elements_are_read_as_rfc_7239_writes_them() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.client_ip_extra = "header = \"forwarded\"".to_owned();
+    let gw = setup.start().await;
+    let target = fill("/api/v1/public/{t}/run");
+    for (value, want) in [
+        (
+            r#"for=127.0.0.3;host="x.example;for=127.0.0.2""#,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            r#"for=127.0.0.3;host="x.example, for=127.0.0.2""#,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            r#"for=127.0.0.2, for=127.0.0.3;host="x.example;for=127.0.0.2""#,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "for=127.0.0.2, proto=https;host=x.example",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("for=127.0.0.2, ", StatusCode::BAD_REQUEST),
+        ("for=127.0.0.3;for=127.0.0.2", StatusCode::BAD_REQUEST),
+    ] {
+        let reply = request(PROXY, gw.addr, "GET", &target, &[("Forwarded", value)], "").await;
+        assert_eq!(
+            reply.status,
+            want,
+            "Forwarded: {value}: {}",
+            reply.summary()
+        );
+        up.assert_silent(value);
+    }
+    // Two fields, the proxy's last: the same reading.
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[
+            ("Forwarded", "for=127.0.0.2"),
+            ("Forwarded", r#"for=127.0.0.3;host="a;for=127.0.0.2""#),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+    up.assert_silent("two Forwarded fields");
+    // A quoted address with a port, as RFC 7239 §6 writes it, is read.
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[(
+            "Forwarded",
+            r#"for="127.0.0.2:4711";proto=https;host="a;b""#,
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    assert_eq!(
+        up.only("a quoted address").header("x-real-ip").as_deref(),
+        Some("127.0.0.2")
+    );
+}
