@@ -389,3 +389,55 @@ async fn forwarded_elements_are_read_as_rfc_7239_writes_them() {
         Some("127.0.0.2")
     );
 }
+
+/// The upstream learns the client from the gateway alone. Besides
+/// `X-Forwarded-For`, `X-Real-IP` and `Forwarded`, frameworks and
+/// "client IP" helpers read a family of other fields (Rack and Rails
+/// `Client-IP`, PHP snippets `X-Client-IP`, `X-Cluster-Client-IP`,
+/// `X-Forwarded`, `Forwarded-For`, the npm `request-ip` list with the CDN
+/// fields): an outsider's own copies would tell such an upstream it is
+/// inside. None of them reaches the upstream, in any spelling, from an
+/// untrusted peer or a trusted proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_client_address_fields_never_reach_the_upstream() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let claimed = [
+        ("Client-IP", "127.0.0.2"),
+        ("X-Client-IP", "127.0.0.2"),
+        ("True-Client-IP", "127.0.0.2"),
+        ("X-Cluster-Client-IP", "127.0.0.2"),
+        ("CF-Connecting-IP", "127.0.0.2"),
+        ("CF-Connecting-IPv6", "::1"),
+        ("Cf-Pseudo-IPv4", "127.0.0.2"),
+        ("Fastly-Client-IP", "127.0.0.2"),
+        ("DO-Connecting-IP", "127.0.0.2"),
+        ("X-AppEngine-User-IP", "127.0.0.2"),
+        ("X-Forwarded", "for=127.0.0.2"),
+        ("Forwarded-For", "127.0.0.2"),
+        ("X-Originating-IP", "127.0.0.2"),
+        ("X-Remote-IP", "127.0.0.2"),
+        ("X-Remote-Addr", "127.0.0.2"),
+        ("x-client-ip", "127.0.0.2"),
+        ("TRUE-CLIENT-IP", "127.0.0.2"),
+    ];
+    for from in [OUTSIDE, PROXY] {
+        let reply = request(from, gw.addr, "GET", "/api/v1/info", &claimed, "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+        let r = up.only("an ordinary route");
+        for (name, _) in claimed {
+            assert_eq!(
+                r.header_all(name),
+                Vec::<String>::new(),
+                "{name} from {from}"
+            );
+        }
+        let me = from.to_string();
+        assert_eq!(r.header_all("x-real-ip"), vec![me.clone()]);
+        assert_eq!(r.header_all("x-forwarded-for"), vec![me]);
+        // The share route still judges the peer.
+        let reply = request(from, gw.addr, "GET", &fill("/public/{t}/r"), &claimed, "").await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+        up.assert_silent("an outsider claiming an inside address in other fields");
+    }
+}

@@ -825,6 +825,29 @@ const FORWARDING_HEADERS: [HeaderName; 5] = [
     X_REAL_IP,
     header::FORWARDED,
 ];
+/// Other fields that name the client's address, which frameworks and
+/// "client IP" helpers read before or instead of `X-Forwarded-For`: Rack
+/// and Rails `Client-IP`, common PHP code `X-Client-IP`,
+/// `X-Cluster-Client-IP`, `X-Forwarded` and `Forwarded-For`, the npm
+/// `request-ip` list with the CDN fields. The gateway is the one that says
+/// who the client is; a client's copy of any of them would say otherwise.
+const CLIENT_ADDRESS_HEADERS: [HeaderName; 15] = [
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("cf-connecting-ipv6"),
+    HeaderName::from_static("cf-pseudo-ipv4"),
+    HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("do-connecting-ip"),
+    HeaderName::from_static("x-appengine-user-ip"),
+    HeaderName::from_static("x-forwarded"),
+    HeaderName::from_static("forwarded-for"),
+    HeaderName::from_static("x-originating-ip"),
+    HeaderName::from_static("x-remote-ip"),
+    HeaderName::from_static("x-remote-addr"),
+];
 const PATH_OVERRIDE_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
@@ -997,6 +1020,7 @@ pub(crate) fn upstream_headers(
             // from which frameworks build links and redirects.
             || FORWARDING_HEADERS.contains(k)
             || k.as_str().starts_with("x-forwarded-")
+            || CLIENT_ADDRESS_HEADERS.contains(k)
             // Headers some frameworks route by instead of the path
             // (Symfony, Zend, IIS): the path checked must be the path used.
             || PATH_OVERRIDE_HEADERS.contains(k)
