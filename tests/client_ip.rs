@@ -172,11 +172,36 @@ async fn a_forwarded_chain_is_walked_right_to_left() {
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     let r = up.only("insider behind two trusted hops");
+    // The chain from the client the walk found, extended by the peer: what
+    // the client wrote left of it never reaches an upstream that reads the
+    // first entry (Express with `trust proxy`, many hand-written helpers).
     assert_eq!(
         r.header_all("x-forwarded-for"),
-        vec!["127.0.0.3, 127.0.0.2, 127.0.0.5, 127.0.0.4".to_owned()]
+        vec!["127.0.0.2, 127.0.0.5, 127.0.0.4".to_owned()]
     );
     assert_eq!(r.header("x-real-ip").as_deref(), Some("127.0.0.2"));
+
+    // An outsider behind the proxy, claiming an inside address, on an open
+    // route: the upstream's first entry is the outsider.
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        "/api/v1/info",
+        &[
+            ("X-Forwarded-For", "127.0.0.2"),
+            ("X-Forwarded-For", "10.9.9.9 , 127.0.0.3:5555, 127.0.0.5"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("outsider behind two trusted hops");
+    assert_eq!(
+        r.header_all("x-forwarded-for"),
+        vec!["127.0.0.3, 127.0.0.5, 127.0.0.4".to_owned()]
+    );
+    assert_eq!(r.header("x-real-ip").as_deref(), Some("127.0.0.3"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,9 +106,27 @@ pub fn client_ip(
     trusted: &NetSet,
     read: ForwardedHeader,
 ) -> Result<IpAddr, ForwardedError> {
+    let chain = forwarded_chain(peer, headers, trusted, read)?;
+    Ok(chain
+        .first()
+        .copied()
+        .unwrap_or_else(|| peer.to_canonical()))
+}
+
+/// The hops [`client_ip`] walked, left to right: the client it found,
+/// then the trusted proxies after it, up to the peer (not included).
+/// Empty when the peer is not a trusted proxy or sent no forwarding
+/// header. What lies left of the client is what the client wrote, and is
+/// not part of it: this is the chain to pass on.
+pub fn forwarded_chain(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &NetSet,
+    read: ForwardedHeader,
+) -> Result<Vec<IpAddr>, ForwardedError> {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !trusted.contains(peer) {
-        return Ok(peer);
+        return Ok(Vec::new());
     }
     let header = read.name();
     let values = headers.get_all(header);
@@ -127,17 +145,18 @@ pub fn client_ip(
             .map(forwarded_for)
             .collect(),
     };
-    let mut client = peer;
+    let mut chain = Vec::new();
     for entry in entries.iter().rev() {
         let ip = entry
             .and_then(parse_forwarded_addr)
             .ok_or(ForwardedError { header })?;
-        client = ip;
+        chain.push(ip);
         if !trusted.contains(ip) {
             break;
         }
     }
-    Ok(client)
+    chain.reverse();
+    Ok(chain)
 }
 
 /// Which header the trusted proxies tell the client address in

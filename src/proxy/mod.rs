@@ -986,25 +986,36 @@ pub(crate) fn upstream_headers(
     // Checked by `is_websocket_upgrade`; sent in its one spelling.
     let upgrade_value = upgrade.then(|| HeaderValue::from_static("websocket"));
     let peer = conn.peer.ip().to_canonical();
-    // A trusted proxy's X-Forwarded-For chain is extended, when that is the
-    // header the proxies tell the client in; otherwise a client wrote it.
-    let trusted_peer = gw.config.policy.trusted_proxies.contains(peer)
-        && gw.config.policy.forwarded_header == network::ForwardedHeader::XForwardedFor;
+    let policy = &gw.config.policy;
     let mut client_text = Vec::with_capacity(40);
     crate::telemetry::line::write_ip(&mut client_text, client);
-    let xff = if trusted_peer {
-        let prior: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            client_text.clone()
-        } else {
-            format!("{}, {peer}", prior.join(", ")).into_bytes()
-        }
+    // A trusted proxy's X-Forwarded-For chain is passed on from the client
+    // the walk found, extended by the peer, when that is the header the
+    // proxies tell the client in. Whatever lies left of that client was
+    // written by the client, and an upstream reading the first entry would
+    // take it for the client; anything else a client wrote is replaced.
+    let chain = if policy.forwarded_header == network::ForwardedHeader::XForwardedFor {
+        network::forwarded_chain(
+            peer,
+            &headers,
+            &policy.trusted_proxies,
+            policy.forwarded_header,
+        )
+        .unwrap_or_default()
     } else {
+        Vec::new()
+    };
+    let xff = if chain.is_empty() {
         client_text.clone()
+    } else {
+        let mut xff = Vec::with_capacity(40 * (chain.len() + 1));
+        for hop in chain.iter().chain([&peer]) {
+            if !xff.is_empty() {
+                xff.extend_from_slice(b", ");
+            }
+            crate::telemetry::line::write_ip(&mut xff, *hop);
+        }
+        xff
     };
     let forward_claims = &gw.config.identity.forward_claims;
     drop_headers(&mut headers, |k| {
