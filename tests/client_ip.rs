@@ -172,11 +172,36 @@ async fn a_forwarded_chain_is_walked_right_to_left() {
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     let r = up.only("insider behind two trusted hops");
+    // The chain from the client the walk found, extended by the peer: what
+    // the client wrote left of it never reaches an upstream that reads the
+    // first entry (Express with `trust proxy`, many hand-written helpers).
     assert_eq!(
         r.header_all("x-forwarded-for"),
-        vec!["127.0.0.3, 127.0.0.2, 127.0.0.5, 127.0.0.4".to_owned()]
+        vec!["127.0.0.2, 127.0.0.5, 127.0.0.4".to_owned()]
     );
     assert_eq!(r.header("x-real-ip").as_deref(), Some("127.0.0.2"));
+
+    // An outsider behind the proxy, claiming an inside address, on an open
+    // route: the upstream's first entry is the outsider.
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        "/api/v1/info",
+        &[
+            ("X-Forwarded-For", "127.0.0.2"),
+            ("X-Forwarded-For", "10.9.9.9 , 127.0.0.3:5555, 127.0.0.5"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    let r = up.only("outsider behind two trusted hops");
+    assert_eq!(
+        r.header_all("x-forwarded-for"),
+        vec!["127.0.0.3, 127.0.0.5, 127.0.0.4".to_owned()]
+    );
+    assert_eq!(r.header("x-real-ip").as_deref(), Some("127.0.0.3"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,4 +334,135 @@ async fn a_proxy_that_sets_only_forwarded_is_read_there_only() {
         vec!["127.0.0.3".to_owned()]
     );
     assert_eq!(r.header_all("x-real-ip"), vec!["127.0.0.3".to_owned()]);
+}
+
+/// A proxy that tells the client in `Forwarded` may copy what the client
+/// sent into the element it adds (HAProxy's `option forwarded host`,
+/// nginx's `host=$host`), quoted as RFC 7239 asks. A `;` or `,` inside that
+/// quoted-string separates nothing: an outsider whose `Host` carries
+/// `;for=` or `, for=` with an inside address is still the outsider the
+/// proxy named. And an element the proxy added without one `for=` (none,
+/// or two) tells no client, so the walk stops there with a `400` instead of
+/// going on to what the client wrote further left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_elements_are_read_as_rfc_7239_writes_them() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.client_ip_extra = "header = \"forwarded\"".to_owned();
+    let gw = setup.start().await;
+    let target = fill("/api/v1/public/{t}/run");
+    for (value, want) in [
+        (
+            r#"for=127.0.0.3;host="x.example;for=127.0.0.2""#,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            r#"for=127.0.0.3;host="x.example, for=127.0.0.2""#,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            r#"for=127.0.0.2, for=127.0.0.3;host="x.example;for=127.0.0.2""#,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "for=127.0.0.2, proto=https;host=x.example",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("for=127.0.0.2, ", StatusCode::BAD_REQUEST),
+        ("for=127.0.0.3;for=127.0.0.2", StatusCode::BAD_REQUEST),
+    ] {
+        let reply = request(PROXY, gw.addr, "GET", &target, &[("Forwarded", value)], "").await;
+        assert_eq!(
+            reply.status,
+            want,
+            "Forwarded: {value}: {}",
+            reply.summary()
+        );
+        up.assert_silent(value);
+    }
+    // Two fields, the proxy's last: the same reading.
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[
+            ("Forwarded", "for=127.0.0.2"),
+            ("Forwarded", r#"for=127.0.0.3;host="a;for=127.0.0.2""#),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+    up.assert_silent("two Forwarded fields");
+    // A quoted address with a port, as RFC 7239 §6 writes it, is read.
+    let reply = request(
+        PROXY,
+        gw.addr,
+        "GET",
+        &target,
+        &[(
+            "Forwarded",
+            r#"for="127.0.0.2:4711";proto=https;host="a;b""#,
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    assert_eq!(
+        up.only("a quoted address").header("x-real-ip").as_deref(),
+        Some("127.0.0.2")
+    );
+}
+
+/// The upstream learns the client from the gateway alone. Besides
+/// `X-Forwarded-For`, `X-Real-IP` and `Forwarded`, frameworks and
+/// "client IP" helpers read a family of other fields (Rack and Rails
+/// `Client-IP`, PHP snippets `X-Client-IP`, `X-Cluster-Client-IP`,
+/// `X-Forwarded`, `Forwarded-For`, the npm `request-ip` list with the CDN
+/// fields): an outsider's own copies would tell such an upstream it is
+/// inside. None of them reaches the upstream, in any spelling, from an
+/// untrusted peer or a trusted proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_client_address_fields_never_reach_the_upstream() {
+    let up = FakeUpstream::start().await;
+    let gw = Setup::new(&up).start().await;
+    let claimed = [
+        ("Client-IP", "127.0.0.2"),
+        ("X-Client-IP", "127.0.0.2"),
+        ("True-Client-IP", "127.0.0.2"),
+        ("X-Cluster-Client-IP", "127.0.0.2"),
+        ("CF-Connecting-IP", "127.0.0.2"),
+        ("CF-Connecting-IPv6", "::1"),
+        ("Cf-Pseudo-IPv4", "127.0.0.2"),
+        ("Fastly-Client-IP", "127.0.0.2"),
+        ("DO-Connecting-IP", "127.0.0.2"),
+        ("X-AppEngine-User-IP", "127.0.0.2"),
+        ("X-Forwarded", "for=127.0.0.2"),
+        ("Forwarded-For", "127.0.0.2"),
+        ("X-Originating-IP", "127.0.0.2"),
+        ("X-Remote-IP", "127.0.0.2"),
+        ("X-Remote-Addr", "127.0.0.2"),
+        ("x-client-ip", "127.0.0.2"),
+        ("TRUE-CLIENT-IP", "127.0.0.2"),
+    ];
+    for from in [OUTSIDE, PROXY] {
+        let reply = request(from, gw.addr, "GET", "/api/v1/info", &claimed, "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+        let r = up.only("an ordinary route");
+        for (name, _) in claimed {
+            assert_eq!(
+                r.header_all(name),
+                Vec::<String>::new(),
+                "{name} from {from}"
+            );
+        }
+        let me = from.to_string();
+        assert_eq!(r.header_all("x-real-ip"), vec![me.clone()]);
+        assert_eq!(r.header_all("x-forwarded-for"), vec![me]);
+        // The share route still judges the peer.
+        let reply = request(from, gw.addr, "GET", &fill("/public/{t}/r"), &claimed, "").await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.summary());
+        up.assert_silent("an outsider claiming an inside address in other fields");
+    }
 }

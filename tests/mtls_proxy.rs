@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use http::StatusCode;
 use sharegate::certs::{generate, CertsArgs};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------
 // mTLS
@@ -366,6 +367,64 @@ async fn proxy_protocol_optional_lets_the_trusted_peer_skip_the_header() {
     let answer = through(OUTSIDE, gw.addr, &v1("10.4.4.4"), &share).await;
     assert!(answer.is_empty(), "{answer:?}");
     up.assert_silent("a header from an untrusted peer");
+}
+
+/// A PROXY header is believed only where the listener expects one, only
+/// first on the connection, and only in the clear: a header on a listener
+/// without `proxy_protocol_from`, a second header after the balancer's,
+/// or one sent inside TLS is read as HTTP (a request line that is none:
+/// `400`) and names nobody. The upstream sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_where_none_is_expected_are_never_believed() {
+    let share = fill("/public/{t}/r");
+    // A listener that takes no PROXY headers, reached by an outsider.
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.inside = vec!["127.0.0.2/32", "10.0.0.0/8"];
+    let plain = setup.start().await;
+    for (what, header) in [("v1", v1("10.1.2.3")), ("v2", v2("10.1.2.3"))] {
+        let answer = through(OUTSIDE, plain.addr, &header, &share).await;
+        assert!(!answer.contains(" 200 "), "{what}: {answer}");
+        up.assert_silent(what);
+    }
+    // Behind the balancer, a second header of the client's after its own.
+    let (gw, up) = pp_gateway(false).await;
+    for (what, second) in [("v1", v1("10.1.2.3")), ("v2", v2("10.1.2.3"))] {
+        let header = [v1("203.0.113.9"), second].concat();
+        let answer = through(LB, gw.addr, &header, &share).await;
+        assert!(!answer.contains(" 200 "), "second {what}: {answer}");
+        up.assert_silent(what);
+    }
+    // Inside TLS, after the balancer's own header in the clear.
+    let up = FakeUpstream::start().await;
+    let tls = TlsGateway::start_with(&up, "proxy_protocol_from = [\"127.0.0.4/32\"]", "").await;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(tls.roots.clone())
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut tcp = connect(LB, tls.gw.addr).await;
+    within("the balancer's header", tcp.write_all(&v1("203.0.113.9")))
+        .await
+        .expect("write the PROXY header");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    let mut stream = within(
+        "the TLS handshake",
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp),
+    )
+    .await
+    .expect("TLS handshake");
+    let inner = [v1("127.0.0.2"), get_bytes(&share)].concat();
+    within("the request", stream.write_all(&inner))
+        .await
+        .expect("write inside TLS");
+    let mut answer = Vec::new();
+    let _ = within("the answer", stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains(" 200 "), "inside TLS: {answer}");
+    up.assert_silent("a PROXY header inside TLS");
 }
 
 // ---------------------------------------------------------------------------

@@ -929,6 +929,12 @@ async fn hosts_outside_server_hosts_are_misdirected() {
         ("a listed name as a suffix", head(&get, "Host: evilsharegate.test\r\n")),
         ("the wildcard's own domain", head(&get, "Host: corp.example\r\n")),
         ("a lookalike of the wildcard", head(&get, "Host: evilcorp.example\r\n")),
+        // A reg-name may hold sub-delims no DNS name does: before the
+        // wildcard's suffix they would hand X-Forwarded-Host a list whose
+        // first name is the attacker's.
+        ("a list ending in a wildcard's subdomain", head(&get, "Host: attacker.example,a.corp.example\r\n")),
+        ("sub-delims before a wildcard's suffix", head(&get, "Host: attacker.example;x=%2f.corp.example\r\n")),
+        ("an empty label before a wildcard's suffix", head(&get, "Host: a..corp.example\r\n")),
         ("user info before the attacker's name", head(&get, "Host: sharegate.test@attacker.example\r\n")),
         ("a port that is no port", head(&get, "Host: sharegate.test:99999\r\n")),
         ("two Host lines", head(&get, "Host: sharegate.test\r\nHost: attacker.example\r\n")),

@@ -685,12 +685,16 @@ fn net_list(
     let mut names = Vec::new();
     let mut nets = Vec::new();
     for entry in &list.0 {
-        if let Some(found) = networks.get(entry) {
+        let found = match networks.get(entry) {
+            Some(found) => Some(found.clone()),
+            None => parse_cidr(entry).ok().map(|n| vec![n]),
+        };
+        if let Some(found) = found {
+            if !allow_any {
+                every_address(key, entry, &found, r);
+            }
             names.push(entry.clone());
-            nets.extend(found.iter().copied());
-        } else if let Ok(n) = parse_cidr(entry) {
-            names.push(entry.clone());
-            nets.push(n);
+            nets.extend(found);
         } else {
             let known: Vec<&str> = networks.keys().map(String::as_str).collect();
             r.add(
@@ -703,6 +707,21 @@ fn net_list(
         }
     }
     Access::Networks(NetSet::new(names, nets))
+}
+
+/// Reports `entry` when it spans every IPv4 or every IPv6 address (also
+/// written IPv4-mapped, `::ffff:0.0.0.0/96`): where `"any"` is refused, a
+/// list of peers believed about the client, a range of everyone is the
+/// same refusal.
+fn every_address(key: &str, entry: &str, nets: &[IpNet], r: &mut Report<'_>) {
+    let set = NetSet::new(Vec::new(), nets.to_vec());
+    if let Some(all) = set.nets().iter().find(|n| n.prefix_len() == 0) {
+        let family = if all.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+        r.add(
+            key,
+            format!("{entry:?} is every {family} address: every client could name any address as its own; list the proxies' addresses or network names"),
+        );
+    }
 }
 
 fn require(key: &str, value: &str, identity_sources: bool, r: &mut Report<'_>) -> Require {
@@ -1233,6 +1252,36 @@ mod tests {
         assert!(p.len() == 1 && p[0].starts_with("log.level: "), "{p:?}");
         let fine = format!("{base}[log]\nlevel = \"info,[request{{path=/public}}]=debug\"\n");
         assert!(problems(&fine).is_empty(), "{:?}", problems(&fine));
+    }
+
+    /// A range of every address is `"any"` written another way: believed
+    /// from every peer, forwarding headers and PROXY headers would let
+    /// anyone name any client.
+    #[test]
+    fn peers_believed_about_the_client_are_never_every_address() {
+        let base = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstream]\nurl = \"http://127.0.0.1:2\"\n[networks]\nall4 = [\"10.0.0.0/8\", \"::ffff:0.0.0.0/96\"]\n";
+        let got = problems(&format!(
+            "{base}[client_ip]\ntrusted_proxies = [\"0.0.0.0/0\", \"10.1.2.3\"]\n"
+        ));
+        assert_eq!(
+            got,
+            ["client_ip.trusted_proxies: \"0.0.0.0/0\" is every IPv4 address: every client could name any address as its own; list the proxies' addresses or network names"]
+        );
+        let got = problems(&format!(
+            "[[listeners]]\naddress = \"127.0.0.1:3\"\nproxy_protocol_from = [\"::/0\"]\n{base}[client_ip]\ntrusted_proxies = [\"all4\"]\n"
+        ));
+        assert_eq!(
+            got,
+            [
+                "client_ip.trusted_proxies: \"all4\" is every IPv4 address: every client could name any address as its own; list the proxies' addresses or network names",
+                "listeners[0].proxy_protocol_from: \"::/0\" is every IPv6 address: every client could name any address as its own; list the proxies' addresses or network names",
+            ]
+        );
+        // Elsewhere a network may be every address.
+        assert!(problems(&format!(
+            "{base}[share]\nallow_from = [\"0.0.0.0/0\", \"::/0\"]\n"
+        ))
+        .is_empty());
     }
 
     #[test]

@@ -163,6 +163,14 @@ impl Hosts {
         let host = a.host();
         // `name.` is the same name, fully qualified (RFC 1034 §3.1).
         let host = host.strip_suffix('.').unwrap_or(host);
+        // A URI's reg-name may hold `,` `;` `%` and other sub-delims that no
+        // DNS name does; before a wildcard's suffix they would let the name
+        // passed on in `X-Forwarded-Host` carry another host
+        // (`attacker.example,a.corp.example`, the attacker's to a framework
+        // that reads the first of a list).
+        if !host.starts_with('[') && !is_name(host) {
+            return Err(HostRefusal::Unreadable(a.as_str().to_owned()));
+        }
         if self.patterns.iter().any(|p| p.matches(host, port)) {
             Ok(())
         } else {
@@ -202,11 +210,7 @@ impl Pattern {
         let host = a.host();
         let host = host.strip_suffix('.').unwrap_or(host);
         let ip_literal = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
-        let valid = !host.is_empty()
-            && (ip_literal
-                || host
-                    .split('.')
-                    .all(|l| !l.is_empty() && l.bytes().all(is_label_byte)));
+        let valid = ip_literal || is_name(host);
         if !valid {
             return Err("is not a host name (letters, digits, '-' and dots, or an IP address)");
         }
@@ -246,6 +250,15 @@ fn port_of(a: &Authority) -> Result<Option<u16>, ()> {
         None if a.as_str().len() == a.host().len() => Ok(None),
         None => Err(()),
     }
+}
+
+/// Dot-separated labels of letters, digits, `-` and `_` (an IPv4 address
+/// is one too).
+fn is_name(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(is_label_byte))
 }
 
 fn is_label_byte(b: u8) -> bool {
@@ -332,6 +345,43 @@ mod tests {
             "corp.example.evil",
         ] {
             assert!(!ok(&h, bad), "{bad}");
+        }
+    }
+
+    /// A wildcard admits host names only: what the client wrote before the
+    /// suffix must be labels, or the name passed on in `X-Forwarded-Host`
+    /// could carry another host (`attacker.example,a.corp.example` is the
+    /// attacker's to a framework that reads the first of a list).
+    #[test]
+    fn wildcards_admit_only_labels_before_the_suffix() {
+        let h = hosts(&["*.corp.example", "exact.example"]);
+        for bad in [
+            "attacker.example,a.corp.example",
+            "attacker.example;a.corp.example",
+            "attacker.example%2f.corp.example",
+            "attacker.example%2C.corp.example",
+            "attacker.example!.corp.example",
+            "attacker.example$.corp.example",
+            "attacker.example&.corp.example",
+            "attacker.example'.corp.example",
+            "attacker.example(x).corp.example",
+            "attacker.example*.corp.example",
+            "attacker.example+.corp.example",
+            "attacker.example=.corp.example",
+            "attacker.example~.corp.example",
+            "*.corp.example",
+            "..corp.example",
+            "a..corp.example",
+            "a.corp.example..",
+        ] {
+            assert!(!ok(&h, bad), "{bad}");
+        }
+        for good in [
+            "a.corp.example",
+            "a-b.c_d.corp.example.",
+            "9.corp.example:1",
+        ] {
+            assert!(ok(&h, good), "{good}");
         }
     }
 

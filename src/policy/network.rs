@@ -97,16 +97,36 @@ pub struct ForwardedError {
 /// trusted. Walking
 /// from the right matters: every hop appends, so only the entries added by
 /// proxies we trust are facts; anything further left is whatever the client
-/// chose to write.
+/// chose to write. An entry reached on the walk that names no address (or
+/// a `Forwarded` element without exactly one `for=`) is an error, never
+/// skipped: past it lies what the client wrote.
 pub fn client_ip(
     peer: IpAddr,
     headers: &HeaderMap,
     trusted: &NetSet,
     read: ForwardedHeader,
 ) -> Result<IpAddr, ForwardedError> {
+    let chain = forwarded_chain(peer, headers, trusted, read)?;
+    Ok(chain
+        .first()
+        .copied()
+        .unwrap_or_else(|| peer.to_canonical()))
+}
+
+/// The hops [`client_ip`] walked, left to right: the client it found,
+/// then the trusted proxies after it, up to the peer (not included).
+/// Empty when the peer is not a trusted proxy or sent no forwarding
+/// header. What lies left of the client is what the client wrote, and is
+/// not part of it: this is the chain to pass on.
+pub fn forwarded_chain(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &NetSet,
+    read: ForwardedHeader,
+) -> Result<Vec<IpAddr>, ForwardedError> {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !trusted.contains(peer) {
-        return Ok(peer);
+        return Ok(Vec::new());
     }
     let header = read.name();
     let values = headers.get_all(header);
@@ -114,22 +134,29 @@ pub fn client_ip(
         return Err(ForwardedError { header });
     }
     let lines = values.iter().filter_map(|v| v.to_str().ok());
-    let entries: Vec<&str> = match read {
-        ForwardedHeader::XForwardedFor => lines.flat_map(|v| v.split(',')).map(str::trim).collect(),
-        ForwardedHeader::Forwarded => lines
+    // `None`: an entry that names no address we can read.
+    let entries: Vec<Option<&str>> = match read {
+        ForwardedHeader::XForwardedFor => lines
             .flat_map(|v| v.split(','))
-            .filter_map(forwarded_for)
+            .map(|e| Some(e.trim()))
+            .collect(),
+        ForwardedHeader::Forwarded => lines
+            .flat_map(|v| split_unquoted(v, b','))
+            .map(forwarded_for)
             .collect(),
     };
-    let mut client = peer;
+    let mut chain = Vec::new();
     for entry in entries.iter().rev() {
-        let ip = parse_forwarded_addr(entry).ok_or(ForwardedError { header })?;
-        client = ip;
+        let ip = entry
+            .and_then(parse_forwarded_addr)
+            .ok_or(ForwardedError { header })?;
+        chain.push(ip);
         if !trusted.contains(ip) {
             break;
         }
     }
-    Ok(client)
+    chain.reverse();
+    Ok(chain)
 }
 
 /// Which header the trusted proxies tell the client address in
@@ -161,18 +188,75 @@ impl ForwardedHeader {
     }
 }
 
-/// The `for=` value of one `Forwarded` element (RFC 7239 §4), or the empty
-/// string when the element has none (which then fails to parse, on purpose).
+/// The `for=` value of one `Forwarded` element (RFC 7239 §4), unquoted;
+/// `None` when the element has none, names it twice, or cannot be read.
+/// Such an element is one a hop added without telling who it spoke for,
+/// so the walk must not go on past it to what the client wrote.
+///
+/// Values may be quoted-strings (RFC 9110 §5.6.4), and a `;` or `,` inside
+/// one separates nothing: a proxy that puts the client's own `Host` into
+/// `host="..."` must not let it add a `for=` of the client's choosing.
 fn forwarded_for(element: &str) -> Option<&str> {
     let mut found = None;
-    for pair in element.split(';') {
-        let mut kv = pair.splitn(2, '=');
-        let k = kv.next().unwrap_or("").trim();
-        if k.eq_ignore_ascii_case("for") {
-            found = Some(kv.next().unwrap_or("").trim().trim_matches('"'));
+    for pair in split_unquoted(element, b';') {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
         }
+        let (key, value) = pair.split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("for") {
+            continue;
+        }
+        if found.is_some() {
+            // "Each parameter MUST NOT occur more than once per
+            // forwarded-element" (RFC 7239 §4): which one was meant?
+            return None;
+        }
+        let value = value.trim();
+        let value = match value.strip_prefix('"') {
+            // No escapes: no address needs one, and an escaped quote
+            // would make the end of the string a matter of reading.
+            Some(quoted) => quoted
+                .strip_suffix('"')
+                .filter(|v| !v.contains(['"', '\\']))?,
+            None if value.contains('"') => return None,
+            None => value,
+        };
+        found = Some(value);
     }
     found
+}
+
+/// `s` split at each `sep` that is not inside a quoted-string (RFC 9110
+/// §5.6.4, with its `\` escapes). An unterminated quote runs to the end,
+/// so the last piece then holds it (and fails to parse as an address).
+fn split_unquoted(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut at = 0;
+    let mut quoted = false;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        while at < bytes.len() {
+            let b = bytes[at];
+            at += 1;
+            match b {
+                b'\\' if quoted => at += 1,
+                b'"' => quoted = !quoted,
+                b if b == sep && !quoted => {
+                    let piece = s.get(start..at - 1);
+                    start = at;
+                    return piece;
+                }
+                _ => {}
+            }
+        }
+        done = true;
+        s.get(start.min(s.len())..)
+    })
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`, `[::1]:80`.
@@ -329,6 +413,88 @@ mod tests {
         let h = hdrs(&[("x-forwarded-for", "garbage, 198.51.100.1")]);
         let ip = client_ip("127.0.0.1".parse().unwrap(), &h, &trusted, XFF).unwrap();
         assert_eq!(ip, "198.51.100.1".parse::<IpAddr>().unwrap());
+    }
+
+    /// A `;` or `,` inside a quoted-string separates nothing: a proxy that
+    /// copies the client's `Host` into `host="..."` must not let the client
+    /// add a `for=` of its own choosing after the proxy's.
+    #[test]
+    fn forwarded_quoted_strings_hide_no_for() {
+        let trusted = set(&["127.0.0.1/32"]);
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let outsider: IpAddr = "203.0.113.7".parse().unwrap();
+        for value in [
+            r#"for=203.0.113.7;host="a;for=10.1.1.1""#,
+            r#"for=203.0.113.7;host="a, for=10.1.1.1""#,
+            r#"for=203.0.113.7;host="a,for=10.1.1.1;x=""#,
+            r#"for=10.1.1.1, for=203.0.113.7;host="a;b,c""#,
+            r#"for="10.1.1.1", for="203.0.113.7";proto=https"#,
+            r#"for=10.1.1.1, for=203.0.113.7;by="\";for=10.1.1.1""#,
+        ] {
+            let h = hdrs(&[("forwarded", value)]);
+            assert_eq!(client_ip(proxy, &h, &trusted, FWD), Ok(outsider), "{value}");
+        }
+    }
+
+    /// An element the walk reaches that does not name one client (no
+    /// `for=`, two of them, an unterminated or escaped quote, nothing at
+    /// all) is unreadable: the walk never goes on past it to what the
+    /// client wrote further left.
+    #[test]
+    fn forwarded_elements_without_one_for_are_unreadable() {
+        let trusted = set(&["127.0.0.1/32"]);
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        for value in [
+            "for=10.1.1.1, proto=https",
+            "for=10.1.1.1, by=203.0.113.7;proto=https",
+            "for=10.1.1.1, for=203.0.113.7;for=10.1.1.1",
+            "for=10.1.1.1, FOR=203.0.113.7;For=10.1.1.1",
+            r#"for=10.1.1.1, for="203.0.113.7"#,
+            r#"for=10.1.1.1, for="203.0.113.7\"""#,
+            r#"for=10.1.1.1, for=203.0.113.7""#,
+            "for=10.1.1.1, ",
+            "for=10.1.1.1,",
+            "for=10.1.1.1, for",
+            "for=10.1.1.1, for=",
+            "for=10.1.1.1, for=_hidden",
+            "for=10.1.1.1, for=unknown",
+        ] {
+            let h = hdrs(&[("forwarded", value)]);
+            assert_eq!(
+                client_ip(proxy, &h, &trusted, FWD),
+                Err(ForwardedError {
+                    header: "Forwarded"
+                }),
+                "{value}"
+            );
+        }
+        // Left of the client, an unreadable element is never reached.
+        let h = hdrs(&[("forwarded", "proto=https, for=203.0.113.7")]);
+        assert_eq!(
+            client_ip(proxy, &h, &trusted, FWD),
+            Ok("203.0.113.7".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn forwarded_spellings_of_one_address() {
+        let trusted = set(&["127.0.0.1/32"]);
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        for (value, want) in [
+            ("For=203.0.113.7", "203.0.113.7"),
+            (" for = 203.0.113.7 ; proto=https", "203.0.113.7"),
+            (r#"for="203.0.113.7:8080""#, "203.0.113.7"),
+            (r#"for="[2001:db8::1]""#, "2001:db8::1"),
+            (r#"for="[::ffff:203.0.113.7]:1""#, "203.0.113.7"),
+            (r#";;for="203.0.113.7";;"#, "203.0.113.7"),
+        ] {
+            let h = hdrs(&[("forwarded", value)]);
+            assert_eq!(
+                client_ip(proxy, &h, &trusted, FWD),
+                Ok(want.parse().unwrap()),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -826,6 +826,29 @@ const FORWARDING_HEADERS: [HeaderName; 5] = [
     X_REAL_IP,
     header::FORWARDED,
 ];
+/// Other fields that name the client's address, which frameworks and
+/// "client IP" helpers read before or instead of `X-Forwarded-For`: Rack
+/// and Rails `Client-IP`, common PHP code `X-Client-IP`,
+/// `X-Cluster-Client-IP`, `X-Forwarded` and `Forwarded-For`, the npm
+/// `request-ip` list with the CDN fields. The gateway is the one that says
+/// who the client is; a client's copy of any of them would say otherwise.
+const CLIENT_ADDRESS_HEADERS: [HeaderName; 15] = [
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("cf-connecting-ipv6"),
+    HeaderName::from_static("cf-pseudo-ipv4"),
+    HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("do-connecting-ip"),
+    HeaderName::from_static("x-appengine-user-ip"),
+    HeaderName::from_static("x-forwarded"),
+    HeaderName::from_static("forwarded-for"),
+    HeaderName::from_static("x-originating-ip"),
+    HeaderName::from_static("x-remote-ip"),
+    HeaderName::from_static("x-remote-addr"),
+];
 const PATH_OVERRIDE_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
@@ -964,25 +987,36 @@ pub(crate) fn upstream_headers(
     // Checked by `is_websocket_upgrade`; sent in its one spelling.
     let upgrade_value = upgrade.then(|| HeaderValue::from_static("websocket"));
     let peer = conn.peer.ip().to_canonical();
-    // A trusted proxy's X-Forwarded-For chain is extended, when that is the
-    // header the proxies tell the client in; otherwise a client wrote it.
-    let trusted_peer = gw.config.policy.trusted_proxies.contains(peer)
-        && gw.config.policy.forwarded_header == network::ForwardedHeader::XForwardedFor;
+    let policy = &gw.config.policy;
     let mut client_text = Vec::with_capacity(40);
     crate::telemetry::line::write_ip(&mut client_text, client);
-    let xff = if trusted_peer {
-        let prior: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            client_text.clone()
-        } else {
-            format!("{}, {peer}", prior.join(", ")).into_bytes()
-        }
+    // A trusted proxy's X-Forwarded-For chain is passed on from the client
+    // the walk found, extended by the peer, when that is the header the
+    // proxies tell the client in. Whatever lies left of that client was
+    // written by the client, and an upstream reading the first entry would
+    // take it for the client; anything else a client wrote is replaced.
+    let chain = if policy.forwarded_header == network::ForwardedHeader::XForwardedFor {
+        network::forwarded_chain(
+            peer,
+            &headers,
+            &policy.trusted_proxies,
+            policy.forwarded_header,
+        )
+        .unwrap_or_default()
     } else {
+        Vec::new()
+    };
+    let xff = if chain.is_empty() {
         client_text.clone()
+    } else {
+        let mut xff = Vec::with_capacity(40 * (chain.len() + 1));
+        for hop in chain.iter().chain([&peer]) {
+            if !xff.is_empty() {
+                xff.extend_from_slice(b", ");
+            }
+            crate::telemetry::line::write_ip(&mut xff, *hop);
+        }
+        xff
     };
     let forward_claims = &gw.config.identity.forward_claims;
     drop_headers(&mut headers, |k| {
@@ -998,6 +1032,7 @@ pub(crate) fn upstream_headers(
             // from which frameworks build links and redirects.
             || FORWARDING_HEADERS.contains(k)
             || k.as_str().starts_with("x-forwarded-")
+            || CLIENT_ADDRESS_HEADERS.contains(k)
             // Headers some frameworks route by instead of the path
             // (Symfony, Zend, IIS): the path checked must be the path used.
             || PATH_OVERRIDE_HEADERS.contains(k)

@@ -305,6 +305,75 @@ mod tests {
         assert_eq!(out, b"again");
     }
 
+    /// A header cut anywhere across reads (as TCP may deliver it) is read
+    /// whole, and the bytes after it stay in the stream, in order.
+    #[tokio::test]
+    async fn a_header_split_across_reads_is_read_whole() {
+        use tokio::io::AsyncWriteExt;
+        let v2 = ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            (
+                "198.51.100.9:40000".parse::<SocketAddr>().unwrap(),
+                "10.0.0.1:443".parse::<SocketAddr>().unwrap(),
+            ),
+        )
+        .build()
+        .unwrap();
+        let v1 = b"PROXY TCP4 198.51.100.9 10.0.0.1 40000 443\r\n".to_vec();
+        for header in [v1, v2] {
+            let input = [&header[..], b"GET / HTTP/1.1\r\n"].concat();
+            for cut in 1..input.len() {
+                let (mut peer, ours) = tokio::io::duplex(1 << 12);
+                let (first, second) = (input[..cut].to_vec(), input[cut..].to_vec());
+                let writer = tokio::spawn(async move {
+                    peer.write_all(&first).await.unwrap();
+                    tokio::task::yield_now().await;
+                    peer.write_all(&second).await.unwrap();
+                });
+                let (h, mut rest) = read_header(ours).await.unwrap();
+                writer.await.unwrap();
+                assert_eq!(
+                    h,
+                    ProxyHeader::Proxied("198.51.100.9:40000".parse().unwrap()),
+                    "cut at {cut}"
+                );
+                let mut out = Vec::new();
+                rest.read_to_end(&mut out).await.unwrap();
+                assert_eq!(out, b"GET / HTTP/1.1\r\n", "cut at {cut}");
+            }
+        }
+    }
+
+    /// Addresses that do not fit the family the header names are malformed,
+    /// never read as another address.
+    #[tokio::test]
+    async fn addresses_of_the_wrong_family_are_malformed() {
+        for bad in [
+            &b"PROXY TCP4 2001:db8::1 10.0.0.1 1 2\r\n"[..],
+            b"PROXY TCP6 10.1.2.3 2001:db8::2 1 2\r\n",
+            b"PROXY TCP4 10.1.2.3 2001:db8::2 1 2\r\n",
+            b"PROXY TCP4 010.1.2.3 10.0.0.1 1 2\r\n",
+            b"PROXY TCP4 10.1.2.3 10.0.0.1 1\r\n",
+            b"PROXY TCP4 10.1.2.3 10.0.0.1 99999 2\r\n",
+            b"PROXY TCP5 10.1.2.3 10.0.0.1 1 2\r\n",
+            b"PROXY  TCP4 10.1.2.3 10.0.0.1 1 2\r\n",
+        ] {
+            let got = parse(bad).await;
+            assert!(
+                matches!(got, Err(ProxyHeaderError::Malformed)),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // v2: family INET6 (0x21) with the 12-byte INET address block.
+        let mut v2 = V2_SIGNATURE.to_vec();
+        v2.extend_from_slice(&[0x21, 0x21, 0x00, 0x0c]);
+        v2.extend_from_slice(&[10, 1, 2, 3, 10, 0, 0, 1, 0x9c, 0x40, 0x01, 0xbb]);
+        let got = parse(&v2).await;
+        assert!(matches!(got, Err(ProxyHeaderError::Malformed)), "{got:?}");
+    }
+
     #[tokio::test]
     async fn malformed_and_truncated() {
         assert!(matches!(
