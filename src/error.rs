@@ -61,6 +61,10 @@ pub enum RequestError {
     /// `proxy::ranges`): never passed on.
     #[error("upstream sent a partial body of a rewritten type where a whole one was needed")]
     UpstreamPartial,
+    /// A body of a rewritten type the rewriter cannot read (an unknown
+    /// content coding): passed on, it could carry the public origin.
+    #[error("upstream body cannot be rewritten")]
+    UpstreamUnreadable(#[source] crate::rewrite::Unreadable),
 }
 
 impl RequestError {
@@ -87,7 +91,8 @@ impl RequestError {
             RequestError::UpstreamConnect(_)
             | RequestError::Upstream(_)
             | RequestError::UpstreamSwitched
-            | RequestError::UpstreamPartial => StatusCode::BAD_GATEWAY,
+            | RequestError::UpstreamPartial
+            | RequestError::UpstreamUnreadable(_) => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -123,6 +128,7 @@ impl RequestError {
             RequestError::Upstream(_) => "upstream_error",
             RequestError::UpstreamSwitched => "upstream_switched_protocols",
             RequestError::UpstreamPartial => "upstream_partial_content",
+            RequestError::UpstreamUnreadable(_) => "upstream_unreadable_body",
         }
     }
 
@@ -171,7 +177,8 @@ impl RequestError {
             RequestError::UpstreamConnect(_)
             | RequestError::Upstream(_)
             | RequestError::UpstreamSwitched
-            | RequestError::UpstreamPartial => "Bad gateway.",
+            | RequestError::UpstreamPartial
+            | RequestError::UpstreamUnreadable(_) => "Bad gateway.",
             RequestError::UpstreamTimeout(_) => "Gateway timeout.",
         }
     }

@@ -1189,7 +1189,8 @@ fn respond(
                 &mut parts,
                 rw.accept_encoding.as_ref(),
                 body,
-            );
+            )
+            .map_err(RequestError::UpstreamUnreadable)?;
             let body = crate::rewrite::rewrite_trailers(rw.rules, body);
             Ok(Response::from_parts(parts, body.boxed_unsync()))
         }

@@ -37,7 +37,7 @@ use bytes::Bytes;
 pub use body::{rewrite_all, StreamRewriter};
 pub use codec::ContentCoding;
 pub use headers::{rewrite_response_headers, rewrite_trailers, UpstreamOrigin};
-pub use response::{rewrite_response, RewriteBody, RewriteError};
+pub use response::{rewrite_response, RewriteBody, RewriteError, Unreadable};
 
 /// An origin as RFC 6454 §4 defines it: scheme, host and port, nothing else.
 ///

@@ -20,8 +20,13 @@
 //!   [`Rules::rewrites_content_types`]: two fields, or a comma list, are
 //!   rewritten when any type they name is), and no `Content-Type` at all
 //!   (the body may be binary).
-//! - An unknown or stacked `Content-Encoding`: counted in
-//!   [`RewriteStats::bodies_unknown_encoding`] and logged.
+//!
+//! A rewritten type in a `Content-Encoding` the rewriter cannot read (an
+//! unknown token, more than `codec::MAX_STACKED` codings) is not passed on
+//! at all: [`rewrite_response`] returns [`Unreadable`] (counted in
+//! [`RewriteStats::bodies_unknown_encoding`]) and the caller answers `502`,
+//! since clients show such a body raw. Stacked known codings are decoded in
+//! turn and the outermost one is served again.
 //!
 //! Header fix-ups on a rewritten body: `Content-Length` is dropped (the
 //! length changes; the body goes out chunked); `ETag` is made weak
@@ -55,7 +60,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::body::StreamRewriter;
-use super::codec::{accepts, body_coding, BodyCoding, ContentCoding, Decoder, Encoder};
+use super::codec::{accepts, body_coding, BodyCoding, ContentCoding, DecoderStack, Encoder};
 use super::{RewriteStats, Rules};
 
 /// Compressed input decoded per step; bounds one step's decoded output.
@@ -104,7 +109,9 @@ impl<B> RewriteBody<B> {
 #[derive(Debug)]
 pub struct Pipeline {
     rewriter: StreamRewriter,
-    decoder: Option<Decoder>,
+    decoder: Option<DecoderStack>,
+    /// The coding applied last (the outermost): the one served again when
+    /// the client accepts it.
     input_coding: Option<ContentCoding>,
     encoder: Option<Encoder>,
     output_coding: Option<ContentCoding>,
@@ -118,7 +125,8 @@ pub struct Pipeline {
 
 /// Decides whether the body is rewritten; when it is, fixes the entity
 /// headers in `parts` and returns the streaming rewriting body. Otherwise
-/// the body comes back untouched (as `Passthrough`) and `parts` is unchanged.
+/// the body comes back untouched (as `Passthrough`) and `parts` is unchanged;
+/// a body of a rewritten type that cannot be read is an error ([`Unreadable`]).
 ///
 /// `client_accept_encoding` is the request's `Accept-Encoding`; `None` means
 /// the request had none (any coding acceptable, RFC 9110 §12.5.3).
@@ -126,19 +134,19 @@ pub struct Pipeline {
 /// Counting: every rewritten body adds one to
 /// [`RewriteStats::bodies_rewritten`], every replaced origin one to
 /// [`RewriteStats::body_matches`] (as the body streams), every body skipped
-/// for its encoding one to [`RewriteStats::bodies_unknown_encoding`]; read
+/// as unreadable one to [`RewriteStats::bodies_unknown_encoding`]; read
 /// them through [`Rules::stats`].
 pub fn rewrite_response<B>(
     rules: &Arc<Rules>,
     parts: &mut http::response::Parts,
     client_accept_encoding: Option<&HeaderValue>,
     body: B,
-) -> RewriteBody<B>
+) -> Result<RewriteBody<B>, Unreadable>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    match plan(rules, parts, client_accept_encoding) {
+    Ok(match plan(rules, parts, client_accept_encoding)? {
         Some(pipeline) => {
             fix_entity_headers(&mut parts.headers, &pipeline);
             RewriteStats::add(&rules.stats.bodies_rewritten, 1);
@@ -148,50 +156,58 @@ where
             }
         }
         None => RewriteBody::Passthrough { inner: body },
-    }
+    })
+}
+
+/// A body of a rewritten type that the rewriter cannot read. Readers can
+/// (browsers and curl undo every coding they know and show an unknown one
+/// as it is), so passed on it could carry the public origin past the
+/// rewrite: the caller answers `502` instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("the upstream body of a rewritten type has a content coding the rewriter cannot read: {0:?}")]
+    Coding(String),
+    #[error("codec setup failed")]
+    Codec(#[source] io::Error),
 }
 
 fn plan(
     rules: &Arc<Rules>,
     parts: &http::response::Parts,
     accept: Option<&HeaderValue>,
-) -> Option<Pipeline> {
+) -> Result<Option<Pipeline>, Unreadable> {
     let status = parts.status;
     if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || status == StatusCode::PARTIAL_CONTENT
     {
-        return None;
+        return Ok(None);
     }
     if !rules.rewrites_content_types(parts.headers.get_all(CONTENT_TYPE)) {
-        return None;
+        return Ok(None);
     }
-    let input_coding = match body_coding(parts.headers.get_all(CONTENT_ENCODING).iter()) {
-        BodyCoding::Identity => None,
-        BodyCoding::Known(c) => Some(c),
+    let input_codings = match body_coding(parts.headers.get_all(CONTENT_ENCODING).iter()) {
+        BodyCoding::Identity => Vec::new(),
+        BodyCoding::Known(c) => c,
         BodyCoding::Unsupported(enc) => {
             RewriteStats::add(&rules.stats.bodies_unknown_encoding, 1);
-            tracing::info!(content_encoding = %enc, "response body not rewritten: unsupported content-encoding");
-            return None;
+            return Err(Unreadable::Coding(enc));
         }
     };
+    let input_coding = input_codings.last().copied();
     let output_coding = input_coding.filter(|c| accepts(accept, *c));
-    let codecs = (|| -> io::Result<_> {
-        Ok((
-            input_coding.map(Decoder::new).transpose()?,
-            output_coding.map(Encoder::new).transpose()?,
-        ))
-    })();
-    let (decoder, encoder) = match codecs {
-        Ok(c) => c,
-        Err(error) => {
-            // Only allocation of a codec context can fail here.
-            tracing::warn!(%error, "response body not rewritten: codec setup failed");
-            return None;
-        }
+    let decoder = if input_codings.is_empty() {
+        None
+    } else {
+        Some(DecoderStack::new(&input_codings).map_err(Unreadable::Codec)?)
     };
-    Some(Pipeline {
+    // Only allocation of a codec context can fail here.
+    let encoder = output_coding
+        .map(Encoder::new)
+        .transpose()
+        .map_err(Unreadable::Codec)?;
+    Ok(Some(Pipeline {
         rewriter: StreamRewriter::new(Arc::clone(rules)),
         decoder,
         input_coding,
@@ -202,7 +218,7 @@ fn plan(
         done: false,
         reported_matches: 0,
         stats: Arc::clone(&rules.stats),
-    })
+    }))
 }
 
 fn fix_entity_headers(headers: &mut HeaderMap, pipeline: &Pipeline) {
@@ -245,9 +261,9 @@ fn fix_entity_headers(headers: &mut HeaderMap, pipeline: &Pipeline) {
 }
 
 impl Pipeline {
-    fn decode_err(&self, source: io::Error) -> RewriteError {
+    fn decode_err((coding, source): (ContentCoding, io::Error)) -> RewriteError {
         RewriteError::Decode {
-            coding: self.input_coding.map_or("identity", ContentCoding::token),
+            coding: coding.token(),
             source,
         }
     }
@@ -289,9 +305,8 @@ impl Pipeline {
         let slice = self.pending.split_to(n);
         let mut decoded = Vec::new();
         if let Some(d) = self.decoder.as_mut() {
-            if let Err(e) = d.write(&slice, &mut decoded) {
-                return Err(self.decode_err(e));
-            }
+            d.write(&slice, &mut decoded)
+                .map_err(Pipeline::decode_err)?;
         }
         let mut segs = Vec::new();
         if !decoded.is_empty() {
@@ -304,9 +319,7 @@ impl Pipeline {
     fn on_end(&mut self) -> Result<(), RewriteError> {
         let mut decoded = Vec::new();
         if let Some(d) = self.decoder.take() {
-            if let Err(e) = d.finish(&mut decoded) {
-                return Err(self.decode_err(e));
-            }
+            d.finish(&mut decoded).map_err(Pipeline::decode_err)?;
         }
         let mut segs = Vec::new();
         if !decoded.is_empty() {
@@ -456,6 +469,7 @@ mod tests {
     use super::*;
     use crate::rewrite::body::tests::rules;
     use crate::rewrite::codec::tests::{decode, encode};
+    use crate::rewrite::codec::Decoder;
 
     const PUBLIC: &str = "https://smith.langchain.com";
     const PRIVATE: &str = "https://smith.internal.example";
@@ -520,7 +534,7 @@ mod tests {
             // Client accepts the coding: same coding back.
             let mut p = parts("application/json; charset=utf-8", Some(c.token()));
             let accept = HeaderValue::from_static("gzip, deflate, br, zstd");
-            let body = rewrite_response(&r, &mut p, Some(&accept), frames(&enc, 1000));
+            let body = rewrite_response(&r, &mut p, Some(&accept), frames(&enc, 1000)).unwrap();
             assert!(body.is_rewriting());
             assert_eq!(p.headers[CONTENT_ENCODING], c.token());
             assert_eq!(p.headers[VARY], "accept-encoding");
@@ -533,7 +547,7 @@ mod tests {
             // Client does not accept it: served identity.
             let mut p = parts("application/json", Some(c.token()));
             let accept = HeaderValue::from_static("identity");
-            let body = rewrite_response(&r, &mut p, Some(&accept), frames(&enc, 777));
+            let body = rewrite_response(&r, &mut p, Some(&accept), frames(&enc, 777)).unwrap();
             assert!(p.headers.get(CONTENT_ENCODING).is_none());
             let (out, _) = collect(body).await.unwrap();
             assert_eq!(String::from_utf8(out).unwrap(), expected, "{c:?} identity");
@@ -545,7 +559,7 @@ mod tests {
     async fn entity_headers_fixed() {
         let r = rules();
         let mut p = parts("text/html", None);
-        let _ = rewrite_response(&r, &mut p, None, frames(b"x", 1));
+        let _ = rewrite_response(&r, &mut p, None, frames(b"x", 1)).unwrap();
         let h = &p.headers;
         assert!(h.get(CONTENT_LENGTH).is_none());
         assert!(h.get("content-md5").is_none());
@@ -576,7 +590,8 @@ mod tests {
             &mut p,
             None,
             StreamBody::new(futures_util::stream::iter(v)),
-        );
+        )
+        .unwrap();
         let (out, trailers) = collect(body).await.unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -589,24 +604,56 @@ mod tests {
     async fn not_rewritten_cases_pass_through() {
         let r = rules();
         let input = format!("{PUBLIC}/x");
-        let cases: [(u16, &str, Option<&str>); 4] = [
+        let cases: [(u16, &str, Option<&str>); 3] = [
             (200, "image/png", None),
             (206, "application/json", None),
-            (200, "application/json", Some("compress")),
-            (200, "application/json", Some("gzip, br")),
+            // Not read, since the type is not rewritten.
+            (200, "image/png", Some("compress")),
         ];
         for (status, ct, enc) in cases {
             let mut p = parts(ct, enc);
             p.status = StatusCode::from_u16(status).unwrap();
             let before = p.headers.clone();
-            let body = rewrite_response(&r, &mut p, None, frames(input.as_bytes(), 3));
+            let body = rewrite_response(&r, &mut p, None, frames(input.as_bytes(), 3)).unwrap();
             assert!(!body.is_rewriting());
             assert_eq!(p.headers, before);
             let (out, _) = collect(body).await.unwrap();
             assert_eq!(out, input.as_bytes());
         }
-        assert_eq!(r.stats().bodies_unknown_encoding.load(Ordering::Relaxed), 2);
+        assert_eq!(r.stats().bodies_unknown_encoding.load(Ordering::Relaxed), 0);
         assert_eq!(r.stats().bodies_rewritten.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_type_in_an_unknown_coding_is_unreadable() {
+        let r = rules();
+        for enc in ["compress", "gzip, x-custom", "gzip, gzip, gzip, gzip, gzip"] {
+            let mut p = parts("application/json", Some(enc));
+            let before = p.headers.clone();
+            let got = rewrite_response(&r, &mut p, None, frames(b"{}", 1));
+            assert!(matches!(got, Err(Unreadable::Coding(_))), "{enc}");
+            assert_eq!(p.headers, before);
+        }
+        assert_eq!(r.stats().bodies_unknown_encoding.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn stacked_codings_are_decoded_and_the_outer_one_served_again() {
+        let r = rules();
+        let plain = json_body(200);
+        let enc = encode(
+            ContentCoding::Gzip,
+            &encode(ContentCoding::Brotli, plain.as_bytes()),
+        );
+        let mut p = parts("application/json", Some("br, gzip"));
+        let body = rewrite_response(&r, &mut p, None, frames(&enc, 100)).unwrap();
+        assert_eq!(p.headers[CONTENT_ENCODING], "gzip");
+        let (out, _) = collect(body).await.unwrap();
+        let got = decode(ContentCoding::Gzip, &out).unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            plain.replace(PUBLIC, PRIVATE)
+        );
     }
 
     #[tokio::test]
@@ -627,7 +674,7 @@ mod tests {
             for t in types {
                 p.headers.append(CONTENT_TYPE, HeaderValue::from_static(t));
             }
-            let body = rewrite_response(&r, &mut p, None, frames(input.as_bytes(), 7));
+            let body = rewrite_response(&r, &mut p, None, frames(input.as_bytes(), 7)).unwrap();
             assert_eq!(body.is_rewriting(), rewritten, "{types:?}");
             let (out, _) = collect(body).await.unwrap();
             let want = if rewritten {
@@ -648,12 +695,12 @@ mod tests {
             *b = !*b;
         }
         let mut p = parts("application/json", Some("gzip"));
-        let body = rewrite_response(&r, &mut p, None, frames(&enc, 64));
+        let body = rewrite_response(&r, &mut p, None, frames(&enc, 64)).unwrap();
         assert!(collect(body).await.is_err());
         // Truncated: an error at the end, not a silently short body.
         let enc = encode(ContentCoding::Zstd, json_body(100).as_bytes());
         let mut p = parts("application/json", Some("zstd"));
-        let body = rewrite_response(&r, &mut p, None, frames(&enc[..enc.len() - 3], 64));
+        let body = rewrite_response(&r, &mut p, None, frames(&enc[..enc.len() - 3], 64)).unwrap();
         assert!(collect(body).await.is_err());
     }
 
@@ -697,7 +744,7 @@ mod tests {
             let r = rules();
             let fed = Fed::default();
             let mut p = parts("text/event-stream", coding.map(ContentCoding::token));
-            let mut body = rewrite_response(&r, &mut p, None, fed.clone());
+            let mut body = rewrite_response(&r, &mut p, None, fed.clone()).unwrap();
             let mut upstream = coding.map(|c| Encoder::new(c).unwrap());
             let mut client = coding.map(|c| Decoder::new(c).unwrap());
             for i in 0..3 {
