@@ -62,7 +62,8 @@ pub enum RequestError {
     #[error("upstream sent a partial body of a rewritten type where a whole one was needed")]
     UpstreamPartial,
     /// A body of a rewritten type the rewriter cannot read (an unknown
-    /// content coding): passed on, it could carry the public origin.
+    /// content coding, a `charset` that is not ASCII-compatible): passed
+    /// on, it could carry the public origin.
     #[error("upstream body cannot be rewritten")]
     UpstreamUnreadable(#[source] crate::rewrite::Unreadable),
 }

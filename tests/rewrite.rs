@@ -527,8 +527,8 @@ async fn a_url_quoted_with_its_slashes_kept_is_rewritten() {
 /// JSON under its other types (problem details, JSON:API, NDJSON) is
 /// rewritten with `application/json` in the list, and so is a body with two
 /// `Content-Type` fields when either names a rewritten type (a browser
-/// reads the last); one with no type at all passes untouched (it may be
-/// binary), as does a type outside the list.
+/// reads the last); one with no type at all is rewritten, since it reads
+/// as text (see below); a type outside the list passes untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_of_every_type_and_a_body_with_two_types_are_rewritten() {
     let up = FakeUpstream::start().await;
@@ -557,7 +557,7 @@ async fn json_of_every_type_and_a_body_with_two_types_are_rewritten() {
             ],
             true,
         ),
-        (&[], false),
+        (&[], true),
         (&[("content-type", "application/octet-stream")], false),
     ];
     for (headers, rewritten) in cases {
@@ -1478,5 +1478,111 @@ async fn no_content_coding_carries_the_public_origin_past_the_rewriter() {
         );
         assert!(!r.text().contains("smith.example.com"), "{coding}");
         up.only(coding);
+    }
+}
+
+/// A body without a usable `Content-Type` is sniffed by browsers (an HTML
+/// page renders, links and all; RFC 9110 §8.3, WHATWG MIME Sniffing §7)
+/// and read as JSON by API clients that never look at the type: it is
+/// rewritten when it reads as text. One that starts as binary data (an
+/// image, an archive) passes byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_a_usable_type_is_rewritten_when_it_reads_as_text() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let page = fill(r#"<!doctype html><a href="https://smith.example.com/public/{t}/r">run</a>"#);
+    let types: [&[&str]; 5] = [
+        &[],
+        &["unknown/unknown"],
+        &["*/*"],
+        &["html"],
+        &["text/html garbage"],
+    ];
+    for (i, types) in types.iter().enumerate() {
+        let route = format!("/api/v1/untyped/{i}");
+        let headers: Vec<(&str, &str)> = types.iter().map(|t| ("content-type", *t)).collect();
+        up.on(&route, fixed(StatusCode::OK, &headers, page.clone()));
+        let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{types:?}");
+        assert_eq!(r.text(), private(&page), "{types:?}");
+        up.only(&route);
+    }
+    // Compressed and untyped: read after decoding.
+    let route = "/api/v1/untyped/gzip";
+    up.on(
+        route,
+        fixed(
+            StatusCode::OK,
+            &[("content-encoding", "gzip")],
+            compress("gzip", page.as_bytes()),
+        ),
+    );
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        route,
+        &[("accept-encoding", "identity")],
+        "",
+    )
+    .await;
+    assert_eq!(r.text(), private(&page));
+    up.only(route);
+
+    // Binary data: untouched, whatever it holds.
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    png.extend_from_slice(page.as_bytes());
+    let route = "/api/v1/untyped/png";
+    up.on(route, fixed(StatusCode::OK, &[], png.clone()));
+    let r = request(INSIDE, gw.addr, "GET", route, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, png);
+    up.only(route);
+}
+
+/// The rewriter reads ASCII-compatible text: a body a reader decodes as
+/// UTF-16 (from its `charset`, or from a byte order mark, which browsers
+/// follow before any label) spells the public origin in bytes it cannot
+/// match. Such a body never reaches the client: a `502` when the label
+/// says so, a cut connection when the body's first bytes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_utf16_never_reaches_the_client() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let page = fill(r#"<a href="https://smith.example.com/public/{t}/r">run</a>"#);
+    let utf16le: Vec<u8> = page.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let utf16be: Vec<u8> = page.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    for (charset, body) in [
+        ("utf-16le", utf16le.clone()),
+        ("UTF-16", utf16le.clone()),
+        ("\"utf-16be\"", utf16be.clone()),
+        ("unicodeFFFE", utf16be.clone()),
+    ] {
+        let route = "/api/v1/labelled";
+        let ct = format!("text/html; charset={charset}");
+        up.on(route, fixed(StatusCode::OK, &[("content-type", &ct)], body));
+        let r = request(INSIDE, gw.addr, "GET", route, &[], "").await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{charset}");
+        up.only(charset);
+    }
+    for (bom, body) in [(&b"\xff\xfe"[..], utf16le), (&b"\xfe\xff"[..], utf16be)] {
+        let route = "/api/v1/marked";
+        let mut marked = bom.to_vec();
+        marked.extend_from_slice(&body);
+        up.on(
+            route,
+            fixed(StatusCode::OK, &[("content-type", "text/html")], marked),
+        );
+        let io = connect(INSIDE, gw.addr).await;
+        let got = exchange_on(io, build(gw.addr, "GET", route, &[], "")).await;
+        if let Ok(r) = got {
+            assert_eq!(
+                r.status,
+                StatusCode::BAD_GATEWAY,
+                "BOM {bom:?}: {}",
+                r.summary()
+            );
+        }
+        up.only("a UTF-16 body with a byte order mark");
     }
 }
