@@ -66,6 +66,11 @@ pub enum RequestError {
     /// on, it could carry the public origin.
     #[error("upstream body cannot be rewritten")]
     UpstreamUnreadable(#[source] crate::rewrite::Unreadable),
+    /// The response body failed after its head had gone out (the upstream
+    /// hung up mid-body, a compressed body did not decode): the client's
+    /// connection or stream is cut, and this is only logged.
+    #[error("response body cut off")]
+    UpstreamBody(#[source] BoxError),
 }
 
 impl RequestError {
@@ -93,7 +98,8 @@ impl RequestError {
             | RequestError::Upstream(_)
             | RequestError::UpstreamSwitched
             | RequestError::UpstreamPartial
-            | RequestError::UpstreamUnreadable(_) => StatusCode::BAD_GATEWAY,
+            | RequestError::UpstreamUnreadable(_)
+            | RequestError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -130,6 +136,7 @@ impl RequestError {
             RequestError::UpstreamSwitched => "upstream_switched_protocols",
             RequestError::UpstreamPartial => "upstream_partial_content",
             RequestError::UpstreamUnreadable(_) => "upstream_unreadable_body",
+            RequestError::UpstreamBody(_) => "upstream_body",
         }
     }
 
@@ -179,7 +186,8 @@ impl RequestError {
             | RequestError::Upstream(_)
             | RequestError::UpstreamSwitched
             | RequestError::UpstreamPartial
-            | RequestError::UpstreamUnreadable(_) => "Bad gateway.",
+            | RequestError::UpstreamUnreadable(_)
+            | RequestError::UpstreamBody(_) => "Bad gateway.",
             RequestError::UpstreamTimeout(_) => "Gateway timeout.",
         }
     }

@@ -1586,3 +1586,39 @@ async fn a_body_in_utf16_never_reaches_the_client() {
         up.only("a UTF-16 body with a byte order mark");
     }
 }
+
+/// A body that fails once its head has gone out (labelled gzip but not
+/// gzip, a decompression bomb, an upstream that hangs up mid-body) cuts the
+/// client's connection, so the client never takes a part for the whole,
+/// and its cause reaches the access log and the metrics
+/// (`reason="upstream_body"`) instead of being lost with the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_fails_after_its_head_is_cut_off_and_logged_with_its_cause() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = "/api/v1/runs/mislabelled";
+    let plain = fill(r#"{"share_url":"https://smith.example.com/public/{t}/r"}"#).repeat(200);
+    up.on(
+        route,
+        fixed(StatusCode::OK, &[JSON, ("content-encoding", "gzip")], plain),
+    );
+    let io = connect(INSIDE, gw.addr).await;
+    let got = exchange_on(io, build(gw.addr, "GET", route, &[], "")).await;
+    assert!(
+        got.is_err(),
+        "a body that cannot be decoded was served whole"
+    );
+    up.only(route);
+    eventually("the failed body in the metrics", || {
+        let text = gw.state.metrics.encode();
+        async move {
+            text.lines()
+                .any(|l| {
+                    l.starts_with("sharegate_requests_total")
+                        && l.contains("reason=\"upstream_body\"")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+}
