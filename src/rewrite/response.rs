@@ -318,7 +318,10 @@ fn plan(
             return Err(Unreadable::Charset(label));
         }
         false
-    } else if sniffed_type(types.iter()) {
+    } else if sniffed_type(types.iter())
+        // An empty body (a redirect, a bare 200) keeps its framing.
+        && parts.headers.get(CONTENT_LENGTH).is_none_or(|l| l != "0")
+    {
         true
     } else {
         return Ok(None);
@@ -993,6 +996,15 @@ mod tests {
                 assert!(e.to_string().contains("UTF-16"), "{size}: {e}");
             }
         }
+        // An empty body without a type is left as it is, length and all.
+        let r = rules();
+        let mut p = parts("text/plain", None);
+        p.headers.remove(CONTENT_TYPE);
+        p.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let body = rewrite_response(&r, &mut p, None, frames(b"", 1)).unwrap();
+        assert!(!body.is_rewriting());
+        assert_eq!(p.headers[CONTENT_LENGTH], "0");
         // A body shorter than the judgement needs is judged at its end.
         for short in [&b"h"[..], b"", b"\x00"] {
             let r = rules();
