@@ -1622,3 +1622,51 @@ async fn a_body_that_fails_after_its_head_is_cut_off_and_logged_with_its_cause()
     })
     .await;
 }
+
+/// An empty body labelled with a coding (a framework that sets
+/// `Content-Encoding` on every answer) holds no compressed stream at all;
+/// clients read it as empty, and so does the gateway, whether the upstream
+/// sends `Content-Length: 0` or an empty chunked body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_body_labelled_with_a_coding_is_an_empty_body() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    for coding in ["gzip", "br", "zstd", "deflate"] {
+        let length = format!("/api/v1/empty/{coding}/length");
+        up.on(
+            &length,
+            fixed(StatusCode::OK, &[JSON, ("content-encoding", coding)], ""),
+        );
+        let chunked_route = format!("/api/v1/empty/{coding}/chunked");
+        let coding_owned = coding.to_owned();
+        up.on(
+            &chunked_route,
+            custom(move |_| {
+                let coding = coding_owned.clone();
+                async move {
+                    upstream_response(
+                        StatusCode::OK,
+                        &[JSON, ("content-encoding", &coding)],
+                        upstream_stream(futures_util::stream::empty()),
+                    )
+                }
+            }),
+        );
+        for route in [length, chunked_route] {
+            let io = connect(INSIDE, gw.addr).await;
+            let req = build(
+                gw.addr,
+                "GET",
+                &route,
+                &[("accept-encoding", "identity")],
+                "",
+            );
+            let r = exchange_on(io, req)
+                .await
+                .unwrap_or_else(|e| panic!("{route}: {e}"));
+            assert_eq!(r.status, StatusCode::OK, "{route}");
+            assert!(r.body.is_empty(), "{route}: {:?}", r.body);
+            up.only(&route);
+        }
+    }
+}

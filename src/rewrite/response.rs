@@ -154,6 +154,9 @@ pub struct Pipeline {
     output_coding: Option<ContentCoding>,
     /// Compressed input not yet decoded.
     pending: Bytes,
+    /// Whether any compressed input arrived: an empty body labelled with a
+    /// coding holds no stream to end (clients read it as empty).
+    compressed_input: bool,
     /// The body's first bytes, until they have been judged.
     prefix: Option<Prefix>,
     /// Judged binary: passed on without being rewritten.
@@ -353,6 +356,7 @@ fn plan(
         encoder,
         output_coding,
         pending: Bytes::new(),
+        compressed_input: false,
         prefix: Some(Prefix {
             held: Vec::new(),
             need: if sniff { SNIFF_BYTES } else { 2 },
@@ -422,6 +426,7 @@ impl Pipeline {
 
     fn on_data(&mut self, data: Bytes) -> Result<(), RewriteError> {
         if self.decoder.is_some() {
+            self.compressed_input |= !data.is_empty();
             self.pending = data;
             return self.step();
         }
@@ -463,7 +468,7 @@ impl Pipeline {
 
     fn on_end(&mut self) -> Result<(), RewriteError> {
         let mut decoded = Vec::new();
-        if let Some(d) = self.decoder.take() {
+        if let Some(d) = self.decoder.take().filter(|_| self.compressed_input) {
             d.finish(&mut decoded).map_err(Pipeline::decode_err)?;
         }
         let mut segs = Vec::new();
