@@ -687,7 +687,7 @@ async fn origin_and_referer_reach_the_upstream_as_the_public_origin() {
 }
 
 /// A compressed body that expands thousands of times (a decompression
-/// bomb: 64 MiB of zeros is about 2 KiB of zstd) is cut off with an error
+/// bomb: 64 MiB of zeros is about 2 KiB of zstd) is refused with an error
 /// instead of being decoded into memory, and the gateway goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompression_bomb_is_cut_off() {
@@ -701,12 +701,14 @@ async fn a_decompression_bomb_is_cut_off() {
         fixed(StatusCode::OK, &[JSON, ("content-encoding", "zstd")], bomb),
     );
     for accept in ["zstd", "identity"] {
-        // The connection is cut, before or after the head went out.
+        // A 502 when the bomb goes off in the bytes read before the head,
+        // else the connection is cut after it.
         let io = connect(INSIDE, gw.addr).await;
         let req = build(gw.addr, "GET", route, &[("accept-encoding", accept)], "");
         let got = exchange_on(io, req).await;
         assert!(
-            got.is_err(),
+            got.as_ref()
+                .map_or(true, |r| r.status == StatusCode::BAD_GATEWAY),
             "accepting {accept}: the bomb was served whole ({} bytes)",
             got.map(|r| r.body.len()).unwrap_or_default()
         );
@@ -1587,13 +1589,15 @@ async fn a_body_in_utf16_never_reaches_the_client() {
     }
 }
 
-/// A body that fails once its head has gone out (labelled gzip but not
-/// gzip, a decompression bomb, an upstream that hangs up mid-body) cuts the
-/// client's connection, so the client never takes a part for the whole,
-/// and its cause reaches the access log and the metrics
+/// A compressed body that fails to decode at its start (labelled gzip but
+/// not gzip) is a `502`: the gateway reads its first bytes before sending
+/// the head. One that fails further on (corrupt in the middle, a bomb, an
+/// upstream that hangs up) cuts the client's connection once the head has
+/// gone out, so the client never takes a part for the whole; either way
+/// the cause reaches the access log and the metrics
 /// (`reason="upstream_body"`) instead of being lost with the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_that_fails_after_its_head_is_cut_off_and_logged_with_its_cause() {
+async fn a_body_that_fails_to_decode_is_a_502_or_cut_off_and_logged_with_its_cause() {
     let up = FakeUpstream::start().await;
     let gw = rewriting_gateway(&up).await;
     let route = "/api/v1/runs/mislabelled";
@@ -1602,22 +1606,60 @@ async fn a_body_that_fails_after_its_head_is_cut_off_and_logged_with_its_cause()
         route,
         fixed(StatusCode::OK, &[JSON, ("content-encoding", "gzip")], plain),
     );
+    let r = request(INSIDE, gw.addr, "GET", route, &[], "").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.summary());
+    assert_eq!(detail(&r), "Bad gateway.");
+    up.only(route);
+
+    // Corrupt well after its start: the head has gone out, the body is cut.
+    let route = "/api/v1/runs/corrupt";
+    let mut seed = 0x2545_f491_u32;
+    let noisy: String = (0..100_000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            char::from(b'a' + (seed % 26) as u8)
+        })
+        .collect();
+    let mut gz = compress("gzip", format!("{{\"n\":\"{noisy}\"}}").as_bytes());
+    let at = gz.len() * 2 / 3;
+    for b in &mut gz[at..at + 64] {
+        *b = !*b;
+    }
+    up.on(
+        route,
+        fixed(StatusCode::OK, &[JSON, ("content-encoding", "gzip")], gz),
+    );
     let io = connect(INSIDE, gw.addr).await;
-    let got = exchange_on(io, build(gw.addr, "GET", route, &[], "")).await;
+    let req = build(
+        gw.addr,
+        "GET",
+        route,
+        &[("accept-encoding", "identity")],
+        "",
+    );
+    let got = exchange_on(io, req).await;
     assert!(
-        got.is_err(),
-        "a body that cannot be decoded was served whole"
+        got.as_ref().is_err_and(|e| e.starts_with("body")),
+        "a body that stops decoding midway must be cut after its head: {:?}",
+        got.map(|r| r.summary())
     );
     up.only(route);
-    eventually("the failed body in the metrics", || {
+    eventually("both failed bodies in the metrics", || {
         let text = gw.state.metrics.encode();
         async move {
-            text.lines()
-                .any(|l| {
-                    l.starts_with("sharegate_requests_total")
-                        && l.contains("reason=\"upstream_body\"")
+            let statuses: Vec<bool> = ["502", "200"]
+                .iter()
+                .map(|status| {
+                    text.lines().any(|l| {
+                        l.starts_with("sharegate_requests_total")
+                            && l.contains("reason=\"upstream_body\"")
+                            && l.contains(&format!("status=\"{status}\""))
+                    })
                 })
-                .then_some(())
+                .collect();
+            statuses.iter().all(|s| *s).then_some(())
         }
     })
     .await;

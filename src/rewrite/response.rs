@@ -140,6 +140,15 @@ impl<B> RewriteBody<B> {
     pub fn is_rewriting(&self) -> bool {
         matches!(self, RewriteBody::Rewriting { .. })
     }
+
+    /// Puts a frame read from a rewriting body back in front of the rest
+    /// (the caller read it before sending the head). Only a rewriting body
+    /// may be read ahead: a passed-through one has nowhere to keep it.
+    pub(crate) fn unread(&mut self, frame: Frame<Bytes>) {
+        if let RewriteBody::Rewriting { pipeline, .. } = self {
+            pipeline.ready.push_front(frame);
+        }
+    }
 }
 
 /// Decoder, rewriter and encoder for one body, plus the frames ready to go.
