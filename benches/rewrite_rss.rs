@@ -159,7 +159,8 @@ fn main() {
                 .unwrap()
                 .into_parts();
             let accept = http::HeaderValue::from_static("gzip");
-            let mut body = rewrite_response(&rules, &mut parts, Some(&accept), upstream);
+            let mut body = rewrite_response(&rules, &mut parts, Some(&accept), upstream)
+                .expect("a gzip body is readable");
             let mut cx = Context::from_waker(noop_waker_ref());
             while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
                 let data = frame

@@ -61,6 +61,16 @@ pub enum RequestError {
     /// `proxy::ranges`): never passed on.
     #[error("upstream sent a partial body of a rewritten type where a whole one was needed")]
     UpstreamPartial,
+    /// A body of a rewritten type the rewriter cannot read (an unknown
+    /// content coding, a `charset` that is not ASCII-compatible): passed
+    /// on, it could carry the public origin.
+    #[error("upstream body cannot be rewritten")]
+    UpstreamUnreadable(#[source] crate::rewrite::Unreadable),
+    /// The response body failed after its head had gone out (the upstream
+    /// hung up mid-body, a compressed body did not decode): the client's
+    /// connection or stream is cut, and this is only logged.
+    #[error("response body cut off")]
+    UpstreamBody(#[source] BoxError),
 }
 
 impl RequestError {
@@ -87,7 +97,9 @@ impl RequestError {
             RequestError::UpstreamConnect(_)
             | RequestError::Upstream(_)
             | RequestError::UpstreamSwitched
-            | RequestError::UpstreamPartial => StatusCode::BAD_GATEWAY,
+            | RequestError::UpstreamPartial
+            | RequestError::UpstreamUnreadable(_)
+            | RequestError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -123,6 +135,8 @@ impl RequestError {
             RequestError::Upstream(_) => "upstream_error",
             RequestError::UpstreamSwitched => "upstream_switched_protocols",
             RequestError::UpstreamPartial => "upstream_partial_content",
+            RequestError::UpstreamUnreadable(_) => "upstream_unreadable_body",
+            RequestError::UpstreamBody(_) => "upstream_body",
         }
     }
 
@@ -171,7 +185,9 @@ impl RequestError {
             RequestError::UpstreamConnect(_)
             | RequestError::Upstream(_)
             | RequestError::UpstreamSwitched
-            | RequestError::UpstreamPartial => "Bad gateway.",
+            | RequestError::UpstreamPartial
+            | RequestError::UpstreamUnreadable(_)
+            | RequestError::UpstreamBody(_) => "Bad gateway.",
             RequestError::UpstreamTimeout(_) => "Gateway timeout.",
         }
     }

@@ -5,8 +5,8 @@
 //! value: URLs embedded in it, the spellings a browser follows; the
 //! upstream's own redirects mapped back, a WebSocket `101`, trailers),
 //! and back in request `Origin`/`Referer`;
-//! signed URLs, other hosts, look-alikes and unknown codings stay as they
-//! are.
+//! signed URLs, other hosts, look-alikes and types not rewritten stay as
+//! they are; a body in a coding the gateway cannot read is refused.
 
 mod common;
 
@@ -527,8 +527,8 @@ async fn a_url_quoted_with_its_slashes_kept_is_rewritten() {
 /// JSON under its other types (problem details, JSON:API, NDJSON) is
 /// rewritten with `application/json` in the list, and so is a body with two
 /// `Content-Type` fields when either names a rewritten type (a browser
-/// reads the last); one with no type at all passes untouched (it may be
-/// binary), as does a type outside the list.
+/// reads the last); one with no type at all is rewritten, since it reads
+/// as text (see below); a type outside the list passes untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_of_every_type_and_a_body_with_two_types_are_rewritten() {
     let up = FakeUpstream::start().await;
@@ -557,7 +557,7 @@ async fn json_of_every_type_and_a_body_with_two_types_are_rewritten() {
             ],
             true,
         ),
-        (&[], false),
+        (&[], true),
         (&[("content-type", "application/octet-stream")], false),
     ];
     for (headers, rewritten) in cases {
@@ -613,7 +613,7 @@ async fn scheme_relative_urls_in_a_page_are_rewritten() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_urls_other_hosts_lookalikes_and_unknown_codings_pass_untouched() {
+async fn signed_urls_other_hosts_lookalikes_and_untouched_types_pass_as_they_are() {
     let up = FakeUpstream::start().await;
     let gw = rewriting_gateway(&up).await;
     let untouched = r#"{"signed":"https://smith.example.com/blob/x?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc123","gcs":"https://smith.example.com/o?X-Goog-Signature=ff","other":"https://other.example/public/x/r","look1":"https://smith.example.com.evil.example/x","look2":"https://smith.example.community/x","http":"http://smith.example.com/x","port":"https://smith.example.com:8443/x"}"#;
@@ -626,28 +626,22 @@ async fn signed_urls_other_hosts_lookalikes_and_unknown_codings_pass_untouched()
     assert_eq!(r.text(), untouched);
     up.only("untouched URLs");
 
-    // An unknown coding: the bytes cannot be read, so they pass as they are.
+    // A type that is not rewritten (an image) passes untouched, in a
+    // coding the gateway does not know too.
     let opaque = "https://smith.example.com/public/x/r";
     up.on(
-        "/api/v1/opaque",
+        "/api/v1/image",
         fixed(
             StatusCode::OK,
-            &[JSON, ("content-encoding", "x-custom")],
+            &[
+                ("content-type", "image/png"),
+                ("content-encoding", "x-custom"),
+            ],
             opaque,
         ),
     );
-    let r = request(INSIDE, gw.addr, "GET", "/api/v1/opaque", &[], "").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.header("content-encoding").as_deref(), Some("x-custom"));
-    assert_eq!(r.text(), opaque);
-    up.only("an unknown coding");
-
-    // A type that is not rewritten (an image) passes untouched.
-    up.on(
-        "/api/v1/image",
-        fixed(StatusCode::OK, &[("content-type", "image/png")], opaque),
-    );
     let r = request(INSIDE, gw.addr, "GET", "/api/v1/image", &[], "").await;
+    assert_eq!(r.header("content-encoding").as_deref(), Some("x-custom"));
     assert_eq!(r.text(), opaque);
     up.only("an image");
 }
@@ -693,7 +687,7 @@ async fn origin_and_referer_reach_the_upstream_as_the_public_origin() {
 }
 
 /// A compressed body that expands thousands of times (a decompression
-/// bomb: 64 MiB of zeros is about 2 KiB of zstd) is cut off with an error
+/// bomb: 64 MiB of zeros is about 2 KiB of zstd) is refused with an error
 /// instead of being decoded into memory, and the gateway goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompression_bomb_is_cut_off() {
@@ -707,12 +701,14 @@ async fn a_decompression_bomb_is_cut_off() {
         fixed(StatusCode::OK, &[JSON, ("content-encoding", "zstd")], bomb),
     );
     for accept in ["zstd", "identity"] {
-        // The connection is cut, before or after the head went out.
+        // A 502 when the bomb goes off in the bytes read before the head,
+        // else the connection is cut after it.
         let io = connect(INSIDE, gw.addr).await;
         let req = build(gw.addr, "GET", route, &[("accept-encoding", accept)], "");
         let got = exchange_on(io, req).await;
         assert!(
-            got.is_err(),
+            got.as_ref()
+                .map_or(true, |r| r.status == StatusCode::BAD_GATEWAY),
             "accepting {accept}: the bomb was served whole ({} bytes)",
             got.map(|r| r.body.len()).unwrap_or_default()
         );
@@ -1410,4 +1406,309 @@ async fn trailers_name_the_private_origin() {
         "https://langsmith.corp.example/public/abc/r"
     );
     assert_eq!(collected.to_bytes(), "{}");
+}
+
+/// Clients decode every coding they know, stacked ones too (`gzip, gzip`:
+/// browsers and curl undo each in turn), and pass one they do not know
+/// through as the raw body (Chromium shows it as it is). So a body whose
+/// coding the rewriter cannot read would reach a reader with the public
+/// origin in it: stacked codings are decoded one after the other, and a
+/// rewritten type in a coding the gateway does not know is a `502`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_content_coding_carries_the_public_origin_past_the_rewriter() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let plain = fill(r#"{"share_url":"https://smith.example.com/public/{t}/r"}"#);
+    let want = private(&plain);
+    let twice = compress("gzip", &compress("gzip", plain.as_bytes()));
+    let mixed = compress("gzip", &compress("br", plain.as_bytes()));
+    let cases: [(&str, &str, Vec<u8>); 4] = [
+        ("/api/v1/runs/twice", "gzip, gzip", twice.clone()),
+        ("/api/v1/runs/lines", "gzip", twice),
+        ("/api/v1/runs/mixed", " BR ,GZIP ", mixed),
+        (
+            "/api/v1/runs/upper",
+            "X-GZIP",
+            compress("gzip", plain.as_bytes()),
+        ),
+    ];
+    for (route, coding, body) in cases {
+        let mut headers = vec![JSON, ("content-encoding", coding)];
+        if route.ends_with("lines") {
+            // The same two codings as two header lines.
+            headers.push(("content-encoding", "gzip"));
+        }
+        up.on(route, fixed(StatusCode::OK, &headers, body));
+        for accept in ["identity", "gzip"] {
+            let r = request(
+                INSIDE,
+                gw.addr,
+                "GET",
+                route,
+                &[("accept-encoding", accept)],
+                "",
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::OK, "{route} {accept}");
+            let got = match r.header("content-encoding") {
+                None => r.body.to_vec(),
+                Some(c) if c == "gzip" => decompress("gzip", &r.body),
+                Some(c) => panic!("{route} accepting {accept}: served as {c:?}"),
+            };
+            assert_eq!(String::from_utf8_lossy(&got), want, "{route} {accept}");
+            up.only(route);
+        }
+    }
+
+    // A coding nobody here can read: refused, not passed on.
+    for coding in ["x-custom", "gzip, x-custom", "compress"] {
+        let route = "/api/v1/runs/opaque";
+        up.on(
+            route,
+            fixed(
+                StatusCode::OK,
+                &[JSON, ("content-encoding", coding)],
+                plain.clone(),
+            ),
+        );
+        let r = request(INSIDE, gw.addr, "GET", route, &[], "").await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_GATEWAY,
+            "{coding}: {}",
+            r.summary()
+        );
+        assert!(!r.text().contains("smith.example.com"), "{coding}");
+        up.only(coding);
+    }
+}
+
+/// A body without a usable `Content-Type` is sniffed by browsers (an HTML
+/// page renders, links and all; RFC 9110 §8.3, WHATWG MIME Sniffing §7)
+/// and read as JSON by API clients that never look at the type: it is
+/// rewritten when it reads as text. One that starts as binary data (an
+/// image, an archive) passes byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_a_usable_type_is_rewritten_when_it_reads_as_text() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let page = fill(r#"<!doctype html><a href="https://smith.example.com/public/{t}/r">run</a>"#);
+    let types: [&[&str]; 5] = [
+        &[],
+        &["unknown/unknown"],
+        &["*/*"],
+        &["html"],
+        &["text/html garbage"],
+    ];
+    for (i, types) in types.iter().enumerate() {
+        let route = format!("/api/v1/untyped/{i}");
+        let headers: Vec<(&str, &str)> = types.iter().map(|t| ("content-type", *t)).collect();
+        up.on(&route, fixed(StatusCode::OK, &headers, page.clone()));
+        let r = request(INSIDE, gw.addr, "GET", &route, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{types:?}");
+        assert_eq!(r.text(), private(&page), "{types:?}");
+        up.only(&route);
+    }
+    // Compressed and untyped: read after decoding.
+    let route = "/api/v1/untyped/gzip";
+    up.on(
+        route,
+        fixed(
+            StatusCode::OK,
+            &[("content-encoding", "gzip")],
+            compress("gzip", page.as_bytes()),
+        ),
+    );
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        route,
+        &[("accept-encoding", "identity")],
+        "",
+    )
+    .await;
+    assert_eq!(r.text(), private(&page));
+    up.only(route);
+
+    // Binary data: untouched, whatever it holds.
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    png.extend_from_slice(page.as_bytes());
+    let route = "/api/v1/untyped/png";
+    up.on(route, fixed(StatusCode::OK, &[], png.clone()));
+    let r = request(INSIDE, gw.addr, "GET", route, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, png);
+    up.only(route);
+}
+
+/// The rewriter reads ASCII-compatible text: a body a reader decodes as
+/// UTF-16 (from its `charset`, or from a byte order mark, which browsers
+/// follow before any label) spells the public origin in bytes it cannot
+/// match. Such a body never reaches the client: a `502` when the label
+/// says so, a cut connection when the body's first bytes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_utf16_never_reaches_the_client() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let page = fill(r#"<a href="https://smith.example.com/public/{t}/r">run</a>"#);
+    let utf16le: Vec<u8> = page.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let utf16be: Vec<u8> = page.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    for (charset, body) in [
+        ("utf-16le", utf16le.clone()),
+        ("UTF-16", utf16le.clone()),
+        ("\"utf-16be\"", utf16be.clone()),
+        ("unicodeFFFE", utf16be.clone()),
+    ] {
+        let route = "/api/v1/labelled";
+        let ct = format!("text/html; charset={charset}");
+        up.on(route, fixed(StatusCode::OK, &[("content-type", &ct)], body));
+        let r = request(INSIDE, gw.addr, "GET", route, &[], "").await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{charset}");
+        up.only(charset);
+    }
+    for (bom, body) in [(&b"\xff\xfe"[..], utf16le), (&b"\xfe\xff"[..], utf16be)] {
+        let route = "/api/v1/marked";
+        let mut marked = bom.to_vec();
+        marked.extend_from_slice(&body);
+        up.on(
+            route,
+            fixed(StatusCode::OK, &[("content-type", "text/html")], marked),
+        );
+        let io = connect(INSIDE, gw.addr).await;
+        let got = exchange_on(io, build(gw.addr, "GET", route, &[], "")).await;
+        if let Ok(r) = got {
+            assert_eq!(
+                r.status,
+                StatusCode::BAD_GATEWAY,
+                "BOM {bom:?}: {}",
+                r.summary()
+            );
+        }
+        up.only("a UTF-16 body with a byte order mark");
+    }
+}
+
+/// A compressed body that fails to decode at its start (labelled gzip but
+/// not gzip) is a `502`: the gateway reads its first bytes before sending
+/// the head. One that fails further on (corrupt in the middle, a bomb, an
+/// upstream that hangs up) cuts the client's connection once the head has
+/// gone out, so the client never takes a part for the whole; either way
+/// the cause reaches the access log and the metrics
+/// (`reason="upstream_body"`) instead of being lost with the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_fails_to_decode_is_a_502_or_cut_off_and_logged_with_its_cause() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    let route = "/api/v1/runs/mislabelled";
+    let plain = fill(r#"{"share_url":"https://smith.example.com/public/{t}/r"}"#).repeat(200);
+    up.on(
+        route,
+        fixed(StatusCode::OK, &[JSON, ("content-encoding", "gzip")], plain),
+    );
+    let r = request(INSIDE, gw.addr, "GET", route, &[], "").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.summary());
+    assert_eq!(detail(&r), "Bad gateway.");
+    up.only(route);
+
+    // Corrupt well after its start: the head has gone out, the body is cut.
+    let route = "/api/v1/runs/corrupt";
+    let mut seed = 0x2545_f491_u32;
+    let noisy: String = (0..100_000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            char::from(b'a' + (seed % 26) as u8)
+        })
+        .collect();
+    let mut gz = compress("gzip", format!("{{\"n\":\"{noisy}\"}}").as_bytes());
+    let at = gz.len() * 2 / 3;
+    for b in &mut gz[at..at + 64] {
+        *b = !*b;
+    }
+    up.on(
+        route,
+        fixed(StatusCode::OK, &[JSON, ("content-encoding", "gzip")], gz),
+    );
+    let io = connect(INSIDE, gw.addr).await;
+    let req = build(
+        gw.addr,
+        "GET",
+        route,
+        &[("accept-encoding", "identity")],
+        "",
+    );
+    let got = exchange_on(io, req).await;
+    assert!(
+        got.as_ref().is_err_and(|e| e.starts_with("body")),
+        "a body that stops decoding midway must be cut after its head: {:?}",
+        got.map(|r| r.summary())
+    );
+    up.only(route);
+    eventually("both failed bodies in the metrics", || {
+        let text = gw.state.metrics.encode();
+        async move {
+            let statuses: Vec<bool> = ["502", "200"]
+                .iter()
+                .map(|status| {
+                    text.lines().any(|l| {
+                        l.starts_with("sharegate_requests_total")
+                            && l.contains("reason=\"upstream_body\"")
+                            && l.contains(&format!("status=\"{status}\""))
+                    })
+                })
+                .collect();
+            statuses.iter().all(|s| *s).then_some(())
+        }
+    })
+    .await;
+}
+
+/// An empty body labelled with a coding (a framework that sets
+/// `Content-Encoding` on every answer) holds no compressed stream at all;
+/// clients read it as empty, and so does the gateway, whether the upstream
+/// sends `Content-Length: 0` or an empty chunked body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_body_labelled_with_a_coding_is_an_empty_body() {
+    let up = FakeUpstream::start().await;
+    let gw = rewriting_gateway(&up).await;
+    for coding in ["gzip", "br", "zstd", "deflate"] {
+        let length = format!("/api/v1/empty/{coding}/length");
+        up.on(
+            &length,
+            fixed(StatusCode::OK, &[JSON, ("content-encoding", coding)], ""),
+        );
+        let chunked_route = format!("/api/v1/empty/{coding}/chunked");
+        let coding_owned = coding.to_owned();
+        up.on(
+            &chunked_route,
+            custom(move |_| {
+                let coding = coding_owned.clone();
+                async move {
+                    upstream_response(
+                        StatusCode::OK,
+                        &[JSON, ("content-encoding", &coding)],
+                        upstream_stream(futures_util::stream::empty()),
+                    )
+                }
+            }),
+        );
+        for route in [length, chunked_route] {
+            let io = connect(INSIDE, gw.addr).await;
+            let req = build(
+                gw.addr,
+                "GET",
+                &route,
+                &[("accept-encoding", "identity")],
+                "",
+            );
+            let r = exchange_on(io, req)
+                .await
+                .unwrap_or_else(|e| panic!("{route}: {e}"));
+            assert_eq!(r.status, StatusCode::OK, "{route}");
+            assert!(r.body.is_empty(), "{route}: {:?}", r.body);
+            up.only(&route);
+        }
+    }
 }

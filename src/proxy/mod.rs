@@ -347,7 +347,9 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
             let decision = match &e {
                 RequestError::UpstreamConnect(_)
                 | RequestError::UpstreamTimeout(_)
-                | RequestError::Upstream(_) => Decision::Allowed,
+                | RequestError::Upstream(_)
+                | RequestError::UpstreamUnreadable(_)
+                | RequestError::UpstreamBody(_) => Decision::Allowed,
                 _ => Decision::Refused,
             };
             let resp = match &gw.config.identity.login_url {
@@ -622,7 +624,22 @@ async fn pipeline(
             class: route.class.name(),
         })
         .observe(sent.elapsed().as_secs_f64());
-    respond(gw, resp, client_upgrade, rewrite)
+    respond(gw, resp, client_upgrade, rewrite).await
+}
+
+/// Whether the response is an event stream (`text/event-stream` in any of
+/// its `Content-Type` fields).
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_TYPE).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|element| {
+            element
+                .split(|b| *b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"text/event-stream")
+        })
+    })
 }
 
 /// Reads a share route's request body up to the limit before anything is
@@ -1174,7 +1191,13 @@ struct Rewrite<'a> {
 /// rewritten when configured. A `101` to a WebSocket upgrade gets the same
 /// header treatment and hands both connections over to a byte pipe; any
 /// other `101` is refused.
-fn respond(
+///
+/// A rewritten body's first frame is read before the head goes out
+/// (event streams excepted, whose head must not wait for an event): a body
+/// that fails at once (labelled gzip but not gzip, a bomb in its first
+/// bytes, a UTF-16 byte order mark) is then a `502` the client can read,
+/// not a connection closed with no answer.
+async fn respond(
     gw: &Gateway,
     mut resp: Response<Incoming>,
     client_upgrade: OnUpgrade,
@@ -1225,7 +1248,18 @@ fn respond(
                 &mut parts,
                 rw.accept_encoding.as_ref(),
                 body,
-            );
+            )
+            .map_err(RequestError::UpstreamUnreadable)?;
+            let mut body = body;
+            if body.is_rewriting() && !is_event_stream(&parts.headers) {
+                let limit = gw.config.upstream.response_timeout;
+                match tokio::time::timeout(limit, body.frame()).await {
+                    Err(_) => return Err(RequestError::UpstreamTimeout(limit)),
+                    Ok(Some(Err(e))) => return Err(RequestError::UpstreamBody(e)),
+                    Ok(Some(Ok(frame))) => body.unread(frame),
+                    Ok(None) => {}
+                }
+            }
             let body = crate::rewrite::rewrite_trailers(rw.rules, body);
             Ok(Response::from_parts(parts, body.boxed_unsync()))
         }

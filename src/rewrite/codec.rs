@@ -54,32 +54,47 @@ impl ContentCoding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BodyCoding {
     Identity,
-    Known(ContentCoding),
-    /// Unknown token, or more than one coding stacked: left untouched.
+    /// The codings in the order they were applied (RFC 9110 §8.4: listed
+    /// in that order, over one or more fields); at most [`MAX_STACKED`].
+    Known(Vec<ContentCoding>),
+    /// An unknown token, or more than [`MAX_STACKED`] codings: the body
+    /// cannot be read here.
     Unsupported(String),
 }
 
+/// The most codings one body may carry. Clients decode a stack of them
+/// (`gzip, gzip` from an upstream that compresses twice, `br, gzip`), so
+/// the rewriter must too; a longer stack is no misconfiguration but an
+/// attempt at the decoders.
+pub(crate) const MAX_STACKED: usize = 4;
+
 /// Parses every `Content-Encoding` value; `identity` tokens are ignored.
+/// Tokens are matched in any case and with any whitespace around them
+/// (RFC 9110 §8.4.1: codings are case-insensitive).
 pub(crate) fn body_coding<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) -> BodyCoding {
-    let mut tokens = Vec::new();
+    let mut codings = Vec::new();
     for v in values {
         let Ok(s) = v.to_str() else {
             return BodyCoding::Unsupported(String::from_utf8_lossy(v.as_bytes()).into_owned());
         };
-        tokens.extend(
-            s.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("identity"))
-                .map(str::to_owned),
-        );
+        for token in s.split(',').map(str::trim) {
+            if token.is_empty() || token.eq_ignore_ascii_case("identity") {
+                continue;
+            }
+            match ContentCoding::from_token(token) {
+                Some(c) => codings.push(c),
+                None => return BodyCoding::Unsupported(token.to_owned()),
+            }
+        }
     }
-    match tokens.as_slice() {
-        [] => BodyCoding::Identity,
-        [one] => match ContentCoding::from_token(one) {
-            Some(c) => BodyCoding::Known(c),
-            None => BodyCoding::Unsupported(one.clone()),
-        },
-        many => BodyCoding::Unsupported(many.join(", ")),
+    if codings.len() > MAX_STACKED {
+        let listed: Vec<&str> = codings.iter().map(|c| c.token()).collect();
+        return BodyCoding::Unsupported(listed.join(", "));
+    }
+    if codings.is_empty() {
+        BodyCoding::Identity
+    } else {
+        BodyCoding::Known(codings)
     }
 }
 
@@ -219,6 +234,70 @@ impl Decoder {
             // zstd's `finish` reports a frame left incomplete.
             Decoder::Zstd(d) => out.extend(d.finish()?.0),
         }
+        Ok(())
+    }
+}
+
+/// The decoders of a stack of codings, the last applied first. Each
+/// stage's output of one write goes to the next stage in one write, so
+/// every stage is held to [`MAX_DECODED_PER_WRITE`]: an outer coding of
+/// compressed data barely expands (compressed bytes do not compress
+/// again), so only a bomb reaches the cap.
+#[derive(Debug)]
+pub(crate) struct DecoderStack {
+    stages: Vec<(ContentCoding, Decoder)>,
+}
+
+/// A stage of a [`DecoderStack`] failed: its coding and why.
+pub(crate) type StageError = (ContentCoding, io::Error);
+
+impl DecoderStack {
+    /// Decoders for `codings`, given in the order they were applied.
+    pub(crate) fn new(codings: &[ContentCoding]) -> io::Result<DecoderStack> {
+        let stages = codings
+            .iter()
+            .rev()
+            .map(|c| Decoder::new(*c).map(|d| (*c, d)))
+            .collect::<io::Result<_>>()?;
+        Ok(DecoderStack { stages })
+    }
+
+    /// Decodes `input` through every stage, appending the result to `out`.
+    pub(crate) fn write(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), StageError> {
+        let Some(((coding, first), rest)) = self.stages.split_first_mut() else {
+            out.extend_from_slice(input);
+            return Ok(());
+        };
+        if rest.is_empty() {
+            return first.write(input, out).map_err(|e| (*coding, e));
+        }
+        let mut carry = Vec::new();
+        first.write(input, &mut carry).map_err(|e| (*coding, e))?;
+        for (coding, stage) in rest {
+            if carry.is_empty() {
+                return Ok(());
+            }
+            let mut next = Vec::new();
+            stage.write(&carry, &mut next).map_err(|e| (*coding, e))?;
+            carry = next;
+        }
+        out.append(&mut carry);
+        Ok(())
+    }
+
+    /// Ends every stage in turn, each one's last output going through the
+    /// stages after it; an incomplete stream at any stage is an error.
+    pub(crate) fn finish(self, out: &mut Vec<u8>) -> Result<(), StageError> {
+        let mut carry = Vec::new();
+        for (coding, mut stage) in self.stages {
+            let mut next = Vec::new();
+            if !carry.is_empty() {
+                stage.write(&carry, &mut next).map_err(|e| (coding, e))?;
+            }
+            stage.finish(&mut next).map_err(|e| (coding, e))?;
+            carry = next;
+        }
+        out.append(&mut carry);
         Ok(())
     }
 }
@@ -446,29 +525,68 @@ pub(crate) mod tests {
 
     #[test]
     fn content_encoding_parsing() {
+        use ContentCoding::{Brotli, Gzip};
         let v = |s: &'static str| HeaderValue::from_static(s);
         assert_eq!(body_coding([].iter()), BodyCoding::Identity);
         assert_eq!(body_coding([v("identity")].iter()), BodyCoding::Identity);
         assert_eq!(
+            body_coding([v(" , identity,")].iter()),
+            BodyCoding::Identity
+        );
+        assert_eq!(
             body_coding([v("GZIP")].iter()),
-            BodyCoding::Known(ContentCoding::Gzip)
+            BodyCoding::Known(vec![Gzip])
         );
         assert_eq!(
             body_coding([v("x-gzip")].iter()),
-            BodyCoding::Known(ContentCoding::Gzip)
+            BodyCoding::Known(vec![Gzip])
         );
-        assert!(matches!(
-            body_coding([v("gzip, br")].iter()),
-            BodyCoding::Unsupported(_)
-        ));
-        assert!(matches!(
-            body_coding([v("gzip"), v("br")].iter()),
-            BodyCoding::Unsupported(_)
-        ));
-        assert!(matches!(
-            body_coding([v("compress")].iter()),
-            BodyCoding::Unsupported(_)
-        ));
+        // Stacked, in the order applied, over one field or several.
+        assert_eq!(
+            body_coding([v("br , gzip")].iter()),
+            BodyCoding::Known(vec![Brotli, Gzip])
+        );
+        assert_eq!(
+            body_coding([v("gzip"), v("identity, gzip")].iter()),
+            BodyCoding::Known(vec![Gzip, Gzip])
+        );
+        for unreadable in ["compress", "gzip, x-custom", "gzip,gzip,gzip,gzip,gzip"] {
+            assert!(
+                matches!(
+                    body_coding([v(unreadable)].iter()),
+                    BodyCoding::Unsupported(_)
+                ),
+                "{unreadable}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stack_decodes_each_coding_in_turn_and_refuses_a_bomb_inside() {
+        use ContentCoding::{Brotli, Gzip, Zstd};
+        let data = b"{\"url\":\"https://smith.example.com/x\"}".repeat(500);
+        let twice = encode(Gzip, &encode(Brotli, &data));
+        let mut d = DecoderStack::new(&[Brotli, Gzip]).unwrap();
+        let mut out = Vec::new();
+        for slice in twice.chunks(5) {
+            d.write(slice, &mut out).unwrap();
+        }
+        d.finish(&mut out).unwrap();
+        assert_eq!(out, data);
+        // Truncated at the inner stage: an error naming that coding.
+        let inner = encode(Brotli, &data);
+        let cut = encode(Gzip, &inner[..inner.len() / 2]);
+        let mut d = DecoderStack::new(&[Brotli, Gzip]).unwrap();
+        let mut out = Vec::new();
+        d.write(&cut, &mut out).unwrap();
+        assert_eq!(d.finish(&mut out).unwrap_err().0, Brotli);
+        // A bomb under a harmless outer coding is still refused at the cap.
+        let bomb = encode(Gzip, &encode(Zstd, &vec![0u8; 64 * 1024 * 1024]));
+        let mut d = DecoderStack::new(&[Zstd, Gzip]).unwrap();
+        let mut out = Vec::new();
+        let e = d.write(&bomb, &mut out).unwrap_err();
+        assert_eq!(e.0, Zstd);
+        assert!(e.1.to_string().contains("decompression bomb"), "{}", e.1);
     }
 
     #[test]

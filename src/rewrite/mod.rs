@@ -37,7 +37,7 @@ use bytes::Bytes;
 pub use body::{rewrite_all, StreamRewriter};
 pub use codec::ContentCoding;
 pub use headers::{rewrite_response_headers, rewrite_trailers, UpstreamOrigin};
-pub use response::{rewrite_response, RewriteBody, RewriteError};
+pub use response::{rewrite_response, RewriteBody, RewriteError, Unreadable};
 
 /// An origin as RFC 6454 §4 defines it: scheme, host and port, nothing else.
 ///
@@ -752,8 +752,9 @@ impl Rules {
     /// rewritten: when any type it names is. A browser reads the last valid
     /// type of all the fields and their comma-separated elements (Fetch,
     /// "extract a MIME type"), other clients the first; rewriting when any
-    /// of them is rewritable leaves no reader the public origin. No
-    /// `Content-Type` at all is not rewritten: the body may be binary.
+    /// of them is rewritable leaves no reader the public origin. A body
+    /// with no usable `Content-Type` is judged by its first bytes instead
+    /// (`response.rs`).
     pub(crate) fn rewrites_content_types<'a>(
         &self,
         values: impl IntoIterator<Item = &'a http::HeaderValue>,

@@ -18,10 +18,25 @@
 //! - 1xx, `204`, `304`: no body.
 //! - A `Content-Type` none of whose types is rewritten (see
 //!   [`Rules::rewrites_content_types`]: two fields, or a comma list, are
-//!   rewritten when any type they name is), and no `Content-Type` at all
-//!   (the body may be binary).
-//! - An unknown or stacked `Content-Encoding`: counted in
-//!   [`RewriteStats::bodies_unknown_encoding`] and logged.
+//!   rewritten when any type they name is).
+//!
+//! A body without a usable type (none, none that parses, `*/*`,
+//! `unknown/unknown`) is one readers sniff: browsers render what looks
+//! like HTML, API clients read JSON whatever the label. It is rewritten
+//! when its first [`SNIFF_BYTES`] decoded bytes hold no binary data byte,
+//! and passed on untouched otherwise (an image, an archive).
+//!
+//! The rewriter reads ASCII-compatible text. A rewritten type in a
+//! `Content-Encoding` it cannot read (an unknown token, more than
+//! `codec::MAX_STACKED` codings) or labelled with a `charset` that is not
+//! ASCII-compatible (UTF-16, UTF-32, EBCDIC) is not passed on at all:
+//! [`rewrite_response`] returns [`Unreadable`] (an unknown coding is
+//! counted in [`RewriteStats::bodies_unknown_encoding`]) and the caller
+//! answers `502`, since clients show an unknown coding raw and decode the
+//! charset they are told. A body that starts with a UTF-16 byte order mark
+//! (which readers follow over any label) ends in [`RewriteError::Utf16`].
+//! Stacked known codings are decoded in turn and the outermost one is
+//! served again.
 //!
 //! Header fix-ups on a rewritten body: `Content-Length` is dropped (the
 //! length changes; the body goes out chunked); `ETag` is made weak
@@ -55,7 +70,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::body::StreamRewriter;
-use super::codec::{accepts, body_coding, BodyCoding, ContentCoding, Decoder, Encoder};
+use super::codec::{accepts, body_coding, BodyCoding, ContentCoding, DecoderStack, Encoder};
 use super::{RewriteStats, Rules};
 
 /// Compressed input decoded per step; bounds one step's decoded output.
@@ -79,6 +94,33 @@ pub enum RewriteError {
         #[source]
         source: io::Error,
     },
+    #[error("the upstream body starts with a UTF-16 byte order mark: readers decode it as UTF-16, which the rewriter cannot read")]
+    Utf16,
+}
+
+/// The first bytes of a body, held until there are enough of them to
+/// judge it (or the body ends): two for a byte order mark, [`SNIFF_BYTES`]
+/// for a body whose type is to be sniffed.
+#[derive(Debug)]
+struct Prefix {
+    held: Vec<u8>,
+    need: usize,
+    /// The body has no usable type: it is rewritten only if it reads as
+    /// text.
+    sniff: bool,
+}
+
+/// How much of a body without a usable type is read to tell text from
+/// binary data: what browsers look at for the same question (WHATWG MIME
+/// Sniffing §7.1 reads up to 1,445 bytes; Chromium and Firefox decide on
+/// their first 512 for text against binary).
+const SNIFF_BYTES: usize = 512;
+
+/// A "binary data byte" (WHATWG MIME Sniffing §3): a control byte that
+/// text does not hold. Tab, line feed, form feed, carriage return and
+/// escape are text.
+fn is_binary_byte(b: u8) -> bool {
+    matches!(b, 0x00..=0x08 | 0x0b | 0x0e..=0x1a | 0x1c..=0x1f)
 }
 
 pin_project! {
@@ -98,18 +140,36 @@ impl<B> RewriteBody<B> {
     pub fn is_rewriting(&self) -> bool {
         matches!(self, RewriteBody::Rewriting { .. })
     }
+
+    /// Puts a frame read from a rewriting body back in front of the rest
+    /// (the caller read it before sending the head). Only a rewriting body
+    /// may be read ahead: a passed-through one has nowhere to keep it.
+    pub(crate) fn unread(&mut self, frame: Frame<Bytes>) {
+        if let RewriteBody::Rewriting { pipeline, .. } = self {
+            pipeline.ready.push_front(frame);
+        }
+    }
 }
 
 /// Decoder, rewriter and encoder for one body, plus the frames ready to go.
 #[derive(Debug)]
 pub struct Pipeline {
     rewriter: StreamRewriter,
-    decoder: Option<Decoder>,
+    decoder: Option<DecoderStack>,
+    /// The coding applied last (the outermost): the one served again when
+    /// the client accepts it.
     input_coding: Option<ContentCoding>,
     encoder: Option<Encoder>,
     output_coding: Option<ContentCoding>,
     /// Compressed input not yet decoded.
     pending: Bytes,
+    /// Whether any compressed input arrived: an empty body labelled with a
+    /// coding holds no stream to end (clients read it as empty).
+    compressed_input: bool,
+    /// The body's first bytes, until they have been judged.
+    prefix: Option<Prefix>,
+    /// Judged binary: passed on without being rewritten.
+    bypass: bool,
     ready: VecDeque<Frame<Bytes>>,
     done: bool,
     reported_matches: u64,
@@ -118,7 +178,8 @@ pub struct Pipeline {
 
 /// Decides whether the body is rewritten; when it is, fixes the entity
 /// headers in `parts` and returns the streaming rewriting body. Otherwise
-/// the body comes back untouched (as `Passthrough`) and `parts` is unchanged.
+/// the body comes back untouched (as `Passthrough`) and `parts` is unchanged;
+/// a body of a rewritten type that cannot be read is an error ([`Unreadable`]).
 ///
 /// `client_accept_encoding` is the request's `Accept-Encoding`; `None` means
 /// the request had none (any coding acceptable, RFC 9110 §12.5.3).
@@ -126,19 +187,19 @@ pub struct Pipeline {
 /// Counting: every rewritten body adds one to
 /// [`RewriteStats::bodies_rewritten`], every replaced origin one to
 /// [`RewriteStats::body_matches`] (as the body streams), every body skipped
-/// for its encoding one to [`RewriteStats::bodies_unknown_encoding`]; read
+/// as unreadable one to [`RewriteStats::bodies_unknown_encoding`]; read
 /// them through [`Rules::stats`].
 pub fn rewrite_response<B>(
     rules: &Arc<Rules>,
     parts: &mut http::response::Parts,
     client_accept_encoding: Option<&HeaderValue>,
     body: B,
-) -> RewriteBody<B>
+) -> Result<RewriteBody<B>, Unreadable>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    match plan(rules, parts, client_accept_encoding) {
+    Ok(match plan(rules, parts, client_accept_encoding)? {
         Some(pipeline) => {
             fix_entity_headers(&mut parts.headers, &pipeline);
             RewriteStats::add(&rules.stats.bodies_rewritten, 1);
@@ -148,61 +209,174 @@ where
             }
         }
         None => RewriteBody::Passthrough { inner: body },
+    })
+}
+
+/// A body of a rewritten type that the rewriter cannot read. Readers can
+/// (browsers and curl undo every coding they know and show an unknown one
+/// as it is; they decode the charset they are told), so passed on it could
+/// carry the public origin past the rewrite: the caller answers `502`
+/// instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("the upstream body of a rewritten type has a content coding the rewriter cannot read: {0:?}")]
+    Coding(String),
+    #[error("the upstream body of a rewritten type is in a character encoding the rewriter cannot read: charset={0:?}")]
+    Charset(String),
+    #[error("codec setup failed")]
+    Codec(#[source] io::Error),
+}
+
+/// Whether readers decide a body's type by sniffing it: it has no
+/// `Content-Type`, none that parses, or the one they take is `*/*` (which
+/// Fetch's "extract a MIME type" skips), `unknown/unknown` or
+/// `application/unknown` (WHATWG MIME Sniffing §7). Browsers then render
+/// a page that looks like HTML, and API clients read JSON whatever the
+/// type says.
+fn sniffed_type<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
+    let mut taken: Option<&[u8]> = None;
+    for v in values {
+        for element in v.as_bytes().split(|b| *b == b',') {
+            let essence = element
+                .split(|b| *b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            let valid = essence
+                .iter()
+                .position(|b| *b == b'/')
+                .is_some_and(|slash| {
+                    let (kind, sub) = (&essence[..slash], &essence[slash + 1..]);
+                    !kind.is_empty()
+                        && !sub.is_empty()
+                        && kind.iter().chain(sub).all(|b| is_token_byte(*b))
+                });
+            if valid && essence != b"*/*" {
+                taken = Some(essence);
+            }
+        }
     }
+    taken.is_none_or(|t| {
+        t.eq_ignore_ascii_case(b"unknown/unknown") || t.eq_ignore_ascii_case(b"application/unknown")
+    })
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The first `charset` named in the `Content-Type` fields that is not
+/// ASCII-compatible: the public origin is then not spelled in the bytes
+/// the rewriter matches, yet a reader that decodes the label finds it.
+/// UTF-16 is the one browsers support (WHATWG Encoding's labels for it);
+/// UTF-32, UCS, UTF-7 and the EBCDIC code pages are decoded by API clients
+/// (Python's codecs know them all).
+fn unreadable_charset<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<String> {
+    const PREFIXES: [&str; 9] = [
+        "utf-16",
+        "utf16",
+        "utf-32",
+        "utf32",
+        "ucs",
+        "unicode",
+        "iso-10646",
+        "utf-7",
+        "utf7",
+    ];
+    const EBCDIC: [&str; 7] = ["037", "273", "424", "500", "875", "1026", "1140"];
+    values
+        .flat_map(|v| v.as_bytes().split(|b| *b == b',' || *b == b';'))
+        .filter_map(|param| {
+            let param = std::str::from_utf8(param).ok()?;
+            let (name, value) = param.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("charset")
+                .then(|| value.trim().trim_matches('"').to_ascii_lowercase())
+        })
+        .find(|label| {
+            // `unicode-1-1-utf-8` and its kin are UTF-8.
+            if label.contains("utf-8") || label.contains("utf8") {
+                return false;
+            }
+            let bare = label
+                .strip_prefix("x-")
+                .or_else(|| label.strip_prefix("cs"))
+                .unwrap_or(label);
+            PREFIXES.iter().any(|p| bare.starts_with(p))
+                || bare.starts_with("ebcdic")
+                || ["cp", "ibm", "ibm-", "cp-"]
+                    .iter()
+                    .any(|p| bare.strip_prefix(p).is_some_and(|n| EBCDIC.contains(&n)))
+        })
 }
 
 fn plan(
     rules: &Arc<Rules>,
     parts: &http::response::Parts,
     accept: Option<&HeaderValue>,
-) -> Option<Pipeline> {
+) -> Result<Option<Pipeline>, Unreadable> {
     let status = parts.status;
     if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || status == StatusCode::PARTIAL_CONTENT
     {
-        return None;
+        return Ok(None);
     }
-    if !rules.rewrites_content_types(parts.headers.get_all(CONTENT_TYPE)) {
-        return None;
-    }
-    let input_coding = match body_coding(parts.headers.get_all(CONTENT_ENCODING).iter()) {
-        BodyCoding::Identity => None,
-        BodyCoding::Known(c) => Some(c),
+    let types = parts.headers.get_all(CONTENT_TYPE);
+    let sniff = if rules.rewrites_content_types(types.iter()) {
+        if let Some(label) = unreadable_charset(types.iter()) {
+            return Err(Unreadable::Charset(label));
+        }
+        false
+    } else if sniffed_type(types.iter())
+        // An empty body (a redirect, a bare 200) keeps its framing.
+        && parts.headers.get(CONTENT_LENGTH).is_none_or(|l| l != "0")
+    {
+        true
+    } else {
+        return Ok(None);
+    };
+    let input_codings = match body_coding(parts.headers.get_all(CONTENT_ENCODING).iter()) {
+        BodyCoding::Identity => Vec::new(),
+        BodyCoding::Known(c) => c,
         BodyCoding::Unsupported(enc) => {
             RewriteStats::add(&rules.stats.bodies_unknown_encoding, 1);
-            tracing::info!(content_encoding = %enc, "response body not rewritten: unsupported content-encoding");
-            return None;
+            return Err(Unreadable::Coding(enc));
         }
     };
+    let input_coding = input_codings.last().copied();
     let output_coding = input_coding.filter(|c| accepts(accept, *c));
-    let codecs = (|| -> io::Result<_> {
-        Ok((
-            input_coding.map(Decoder::new).transpose()?,
-            output_coding.map(Encoder::new).transpose()?,
-        ))
-    })();
-    let (decoder, encoder) = match codecs {
-        Ok(c) => c,
-        Err(error) => {
-            // Only allocation of a codec context can fail here.
-            tracing::warn!(%error, "response body not rewritten: codec setup failed");
-            return None;
-        }
+    let decoder = if input_codings.is_empty() {
+        None
+    } else {
+        Some(DecoderStack::new(&input_codings).map_err(Unreadable::Codec)?)
     };
-    Some(Pipeline {
+    // Only allocation of a codec context can fail here.
+    let encoder = output_coding
+        .map(Encoder::new)
+        .transpose()
+        .map_err(Unreadable::Codec)?;
+    Ok(Some(Pipeline {
         rewriter: StreamRewriter::new(Arc::clone(rules)),
         decoder,
         input_coding,
         encoder,
         output_coding,
         pending: Bytes::new(),
+        compressed_input: false,
+        prefix: Some(Prefix {
+            held: Vec::new(),
+            need: if sniff { SNIFF_BYTES } else { 2 },
+            sniff,
+        }),
+        bypass: false,
         ready: VecDeque::new(),
         done: false,
         reported_matches: 0,
         stats: Arc::clone(&rules.stats),
-    })
+    }))
 }
 
 fn fix_entity_headers(headers: &mut HeaderMap, pipeline: &Pipeline) {
@@ -245,9 +419,9 @@ fn fix_entity_headers(headers: &mut HeaderMap, pipeline: &Pipeline) {
 }
 
 impl Pipeline {
-    fn decode_err(&self, source: io::Error) -> RewriteError {
+    fn decode_err((coding, source): (ContentCoding, io::Error)) -> RewriteError {
         RewriteError::Decode {
-            coding: self.input_coding.map_or("identity", ContentCoding::token),
+            coding: coding.token(),
             source,
         }
     }
@@ -261,13 +435,14 @@ impl Pipeline {
 
     fn on_data(&mut self, data: Bytes) -> Result<(), RewriteError> {
         if self.decoder.is_some() {
+            self.compressed_input |= !data.is_empty();
             self.pending = data;
             return self.step();
         }
         // A rewritten chunk is about two segments per match plus one; room
         // for a typical small body's worth avoids regrowing the Vec.
         let mut segs = Vec::with_capacity(32);
-        self.rewriter.push(data, &mut segs);
+        self.feed(data, false, &mut segs)?;
         self.emit(segs, false)
     }
 
@@ -275,7 +450,7 @@ impl Pipeline {
     /// pass.
     fn on_last_data(&mut self, data: Bytes) -> Result<(), RewriteError> {
         let mut segs = Vec::with_capacity(32);
-        self.rewriter.push_last(data, &mut segs);
+        self.feed(data, true, &mut segs)?;
         self.emit(segs, false)?;
         self.done = true;
         Ok(())
@@ -289,13 +464,12 @@ impl Pipeline {
         let slice = self.pending.split_to(n);
         let mut decoded = Vec::new();
         if let Some(d) = self.decoder.as_mut() {
-            if let Err(e) = d.write(&slice, &mut decoded) {
-                return Err(self.decode_err(e));
-            }
+            d.write(&slice, &mut decoded)
+                .map_err(Pipeline::decode_err)?;
         }
         let mut segs = Vec::new();
         if !decoded.is_empty() {
-            self.rewriter.push(Bytes::from(decoded), &mut segs);
+            self.feed(Bytes::from(decoded), false, &mut segs)?;
         }
         let chunk_done = self.pending.is_empty();
         self.emit(segs, chunk_done)
@@ -303,15 +477,11 @@ impl Pipeline {
 
     fn on_end(&mut self) -> Result<(), RewriteError> {
         let mut decoded = Vec::new();
-        if let Some(d) = self.decoder.take() {
-            if let Err(e) = d.finish(&mut decoded) {
-                return Err(self.decode_err(e));
-            }
+        if let Some(d) = self.decoder.take().filter(|_| self.compressed_input) {
+            d.finish(&mut decoded).map_err(Pipeline::decode_err)?;
         }
         let mut segs = Vec::new();
-        if !decoded.is_empty() {
-            self.rewriter.push(Bytes::from(decoded), &mut segs);
-        }
+        self.feed(Bytes::from(decoded), true, &mut segs)?;
         self.rewriter.finish(&mut segs);
         self.emit(segs, false)?;
         if let Some(e) = self.encoder.take() {
@@ -322,6 +492,55 @@ impl Pipeline {
             self.queue(Bytes::from(out));
         }
         self.done = true;
+        Ok(())
+    }
+
+    /// Hands decoded bytes to the rewriter (or, for a body judged binary,
+    /// straight on), after the first bytes of the body have been held until
+    /// there are enough of them to judge ([`Prefix`]).
+    fn feed(&mut self, data: Bytes, last: bool, segs: &mut Vec<Bytes>) -> Result<(), RewriteError> {
+        let data = match self.prefix.take() {
+            None => data,
+            Some(mut prefix) => {
+                let whole = if prefix.held.is_empty() {
+                    data
+                } else {
+                    prefix.held.extend_from_slice(&data);
+                    Bytes::from(std::mem::take(&mut prefix.held))
+                };
+                if whole.len() < prefix.need && !last {
+                    prefix.held = whole.into();
+                    self.prefix = Some(prefix);
+                    return Ok(());
+                }
+                self.judge(&prefix, &whole)?;
+                whole
+            }
+        };
+        if self.bypass {
+            if !data.is_empty() {
+                segs.push(data);
+            }
+        } else if last {
+            self.rewriter.push_last(data, segs);
+        } else {
+            self.rewriter.push(data, segs);
+        }
+        Ok(())
+    }
+
+    /// Judges a body by its first bytes: a UTF-16 byte order mark, which
+    /// readers follow before any label (WHATWG Encoding, "decode"), is an
+    /// error; a body whose type was to be sniffed and that starts as binary
+    /// data is passed on untouched.
+    fn judge(&mut self, prefix: &Prefix, first: &[u8]) -> Result<(), RewriteError> {
+        if first.starts_with(b"\xfe\xff") || first.starts_with(b"\xff\xfe") {
+            return Err(RewriteError::Utf16);
+        }
+        if prefix.sniff {
+            let head = first.get(..SNIFF_BYTES).unwrap_or(first);
+            self.bypass = head.iter().any(|b| is_binary_byte(*b));
+        }
         Ok(())
     }
 
@@ -456,6 +675,7 @@ mod tests {
     use super::*;
     use crate::rewrite::body::tests::rules;
     use crate::rewrite::codec::tests::{decode, encode};
+    use crate::rewrite::codec::Decoder;
 
     const PUBLIC: &str = "https://smith.langchain.com";
     const PRIVATE: &str = "https://smith.internal.example";
@@ -520,7 +740,7 @@ mod tests {
             // Client accepts the coding: same coding back.
             let mut p = parts("application/json; charset=utf-8", Some(c.token()));
             let accept = HeaderValue::from_static("gzip, deflate, br, zstd");
-            let body = rewrite_response(&r, &mut p, Some(&accept), frames(&enc, 1000));
+            let body = rewrite_response(&r, &mut p, Some(&accept), frames(&enc, 1000)).unwrap();
             assert!(body.is_rewriting());
             assert_eq!(p.headers[CONTENT_ENCODING], c.token());
             assert_eq!(p.headers[VARY], "accept-encoding");
@@ -533,7 +753,7 @@ mod tests {
             // Client does not accept it: served identity.
             let mut p = parts("application/json", Some(c.token()));
             let accept = HeaderValue::from_static("identity");
-            let body = rewrite_response(&r, &mut p, Some(&accept), frames(&enc, 777));
+            let body = rewrite_response(&r, &mut p, Some(&accept), frames(&enc, 777)).unwrap();
             assert!(p.headers.get(CONTENT_ENCODING).is_none());
             let (out, _) = collect(body).await.unwrap();
             assert_eq!(String::from_utf8(out).unwrap(), expected, "{c:?} identity");
@@ -545,7 +765,7 @@ mod tests {
     async fn entity_headers_fixed() {
         let r = rules();
         let mut p = parts("text/html", None);
-        let _ = rewrite_response(&r, &mut p, None, frames(b"x", 1));
+        let _ = rewrite_response(&r, &mut p, None, frames(b"x", 1)).unwrap();
         let h = &p.headers;
         assert!(h.get(CONTENT_LENGTH).is_none());
         assert!(h.get("content-md5").is_none());
@@ -576,7 +796,8 @@ mod tests {
             &mut p,
             None,
             StreamBody::new(futures_util::stream::iter(v)),
-        );
+        )
+        .unwrap();
         let (out, trailers) = collect(body).await.unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -589,24 +810,56 @@ mod tests {
     async fn not_rewritten_cases_pass_through() {
         let r = rules();
         let input = format!("{PUBLIC}/x");
-        let cases: [(u16, &str, Option<&str>); 4] = [
+        let cases: [(u16, &str, Option<&str>); 3] = [
             (200, "image/png", None),
             (206, "application/json", None),
-            (200, "application/json", Some("compress")),
-            (200, "application/json", Some("gzip, br")),
+            // Not read, since the type is not rewritten.
+            (200, "image/png", Some("compress")),
         ];
         for (status, ct, enc) in cases {
             let mut p = parts(ct, enc);
             p.status = StatusCode::from_u16(status).unwrap();
             let before = p.headers.clone();
-            let body = rewrite_response(&r, &mut p, None, frames(input.as_bytes(), 3));
+            let body = rewrite_response(&r, &mut p, None, frames(input.as_bytes(), 3)).unwrap();
             assert!(!body.is_rewriting());
             assert_eq!(p.headers, before);
             let (out, _) = collect(body).await.unwrap();
             assert_eq!(out, input.as_bytes());
         }
-        assert_eq!(r.stats().bodies_unknown_encoding.load(Ordering::Relaxed), 2);
+        assert_eq!(r.stats().bodies_unknown_encoding.load(Ordering::Relaxed), 0);
         assert_eq!(r.stats().bodies_rewritten.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_type_in_an_unknown_coding_is_unreadable() {
+        let r = rules();
+        for enc in ["compress", "gzip, x-custom", "gzip, gzip, gzip, gzip, gzip"] {
+            let mut p = parts("application/json", Some(enc));
+            let before = p.headers.clone();
+            let got = rewrite_response(&r, &mut p, None, frames(b"{}", 1));
+            assert!(matches!(got, Err(Unreadable::Coding(_))), "{enc}");
+            assert_eq!(p.headers, before);
+        }
+        assert_eq!(r.stats().bodies_unknown_encoding.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn stacked_codings_are_decoded_and_the_outer_one_served_again() {
+        let r = rules();
+        let plain = json_body(200);
+        let enc = encode(
+            ContentCoding::Gzip,
+            &encode(ContentCoding::Brotli, plain.as_bytes()),
+        );
+        let mut p = parts("application/json", Some("br, gzip"));
+        let body = rewrite_response(&r, &mut p, None, frames(&enc, 100)).unwrap();
+        assert_eq!(p.headers[CONTENT_ENCODING], "gzip");
+        let (out, _) = collect(body).await.unwrap();
+        let got = decode(ContentCoding::Gzip, &out).unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            plain.replace(PUBLIC, PRIVATE)
+        );
     }
 
     #[tokio::test]
@@ -619,7 +872,8 @@ mod tests {
             (&["application/x-ndjson"], true),
             (&["application/octet-stream", "text/html"], true),
             (&["image/png", "application/octet-stream"], false),
-            (&[], false),
+            // No type: sniffed by readers, and it reads as text.
+            (&[], true),
         ];
         for (types, rewritten) in cases {
             let mut p = parts("text/plain", None);
@@ -627,7 +881,7 @@ mod tests {
             for t in types {
                 p.headers.append(CONTENT_TYPE, HeaderValue::from_static(t));
             }
-            let body = rewrite_response(&r, &mut p, None, frames(input.as_bytes(), 7));
+            let body = rewrite_response(&r, &mut p, None, frames(input.as_bytes(), 7)).unwrap();
             assert_eq!(body.is_rewriting(), rewritten, "{types:?}");
             let (out, _) = collect(body).await.unwrap();
             let want = if rewritten {
@@ -648,13 +902,131 @@ mod tests {
             *b = !*b;
         }
         let mut p = parts("application/json", Some("gzip"));
-        let body = rewrite_response(&r, &mut p, None, frames(&enc, 64));
+        let body = rewrite_response(&r, &mut p, None, frames(&enc, 64)).unwrap();
         assert!(collect(body).await.is_err());
         // Truncated: an error at the end, not a silently short body.
         let enc = encode(ContentCoding::Zstd, json_body(100).as_bytes());
         let mut p = parts("application/json", Some("zstd"));
-        let body = rewrite_response(&r, &mut p, None, frames(&enc[..enc.len() - 3], 64));
+        let body = rewrite_response(&r, &mut p, None, frames(&enc[..enc.len() - 3], 64)).unwrap();
         assert!(collect(body).await.is_err());
+    }
+
+    #[test]
+    fn types_readers_sniff() {
+        let sniffed = |values: &[&'static str]| {
+            let v: Vec<HeaderValue> = values.iter().map(|s| HeaderValue::from_static(s)).collect();
+            sniffed_type(v.iter())
+        };
+        for values in [
+            &[][..],
+            &["html"],
+            &["text/html garbage"],
+            &["*/*"],
+            &["Unknown/Unknown"],
+            &["application/unknown; charset=utf-8"],
+            &["image/png", "unknown/unknown"],
+            &["/json", "text/"],
+        ] {
+            assert!(sniffed(values), "{values:?}");
+        }
+        for values in [
+            &["image/png"][..],
+            &["application/octet-stream"],
+            &["unknown/unknown, image/png"],
+            // Fetch skips `*/*` and takes the type before it.
+            &["image/png, */*"],
+            &["image/png", "html"],
+        ] {
+            assert!(!sniffed(values), "{values:?}");
+        }
+    }
+
+    #[test]
+    fn charsets_the_rewriter_cannot_read() {
+        let label =
+            |value: &'static str| unreadable_charset([HeaderValue::from_static(value)].iter());
+        for value in [
+            "text/html; charset=utf-16",
+            "text/html;charset=\"UTF-16BE\"",
+            "application/json; charset=utf-32le",
+            "text/plain; charset=UCS-2",
+            "text/html; charset=csUnicode",
+            "text/html; charset=unicodeFFFE",
+            "text/html; charset=iso-10646-ucs-2",
+            "text/html; charset=utf-7",
+            "text/plain; charset=cp037",
+            "text/plain; charset=IBM500",
+            "text/plain; charset=x-utf-16le",
+            "text/html, application/json; charset=utf-16",
+        ] {
+            assert!(label(value).is_some(), "{value}");
+        }
+        for value in [
+            "text/html",
+            "text/html; charset=utf-8",
+            "text/html; charset=unicode-1-1-utf-8",
+            "text/html; charset=iso-8859-1",
+            "text/html; charset=windows-1252",
+            "text/html; charset=shift_jis",
+            "text/plain; charset=cp1252",
+            "text/plain; charset=ibm866",
+        ] {
+            assert_eq!(label(value), None, "{value}");
+        }
+    }
+
+    #[tokio::test]
+    async fn first_bytes_are_judged_however_the_body_is_split() {
+        let text = format!("<html><a href=\"{PUBLIC}/x\">{}</a>", "y".repeat(600));
+        let mut binary = b"GIF89a\x01\x00".to_vec();
+        binary.extend_from_slice(text.as_bytes());
+        let mut bom = b"\xff\xfe".to_vec();
+        bom.extend_from_slice(text.as_bytes());
+        for size in [1, 2, 3, 511, 512, 513, 4096] {
+            let r = rules();
+            // No type: text is rewritten, binary data passes as it is.
+            let mut p = parts("text/plain", None);
+            p.headers.remove(CONTENT_TYPE);
+            let body = rewrite_response(&r, &mut p, None, frames(text.as_bytes(), size)).unwrap();
+            let (out, _) = collect(body).await.unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                text.replace(PUBLIC, PRIVATE),
+                "{size}"
+            );
+            let mut p = parts("text/plain", None);
+            p.headers.remove(CONTENT_TYPE);
+            let body = rewrite_response(&r, &mut p, None, frames(&binary, size)).unwrap();
+            let (out, _) = collect(body).await.unwrap();
+            assert_eq!(out, binary, "{size}");
+            // A UTF-16 byte order mark is an error, typed or not.
+            for typed in [true, false] {
+                let mut p = parts("text/html", None);
+                if !typed {
+                    p.headers.remove(CONTENT_TYPE);
+                }
+                let body = rewrite_response(&r, &mut p, None, frames(&bom, size)).unwrap();
+                let e = collect(body).await.unwrap_err();
+                assert!(e.to_string().contains("UTF-16"), "{size}: {e}");
+            }
+        }
+        // An empty body without a type is left as it is, length and all.
+        let r = rules();
+        let mut p = parts("text/plain", None);
+        p.headers.remove(CONTENT_TYPE);
+        p.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let body = rewrite_response(&r, &mut p, None, frames(b"", 1)).unwrap();
+        assert!(!body.is_rewriting());
+        assert_eq!(p.headers[CONTENT_LENGTH], "0");
+        // A body shorter than the judgement needs is judged at its end.
+        for short in [&b"h"[..], b"", b"\x00"] {
+            let r = rules();
+            let mut p = parts("text/plain", None);
+            p.headers.remove(CONTENT_TYPE);
+            let body = rewrite_response(&r, &mut p, None, frames(short, 1)).unwrap();
+            assert_eq!(collect(body).await.unwrap().0, short);
+        }
     }
 
     /// A body fed by the test: `Pending` until the test pushes a frame.
@@ -697,7 +1069,7 @@ mod tests {
             let r = rules();
             let fed = Fed::default();
             let mut p = parts("text/event-stream", coding.map(ContentCoding::token));
-            let mut body = rewrite_response(&r, &mut p, None, fed.clone());
+            let mut body = rewrite_response(&r, &mut p, None, fed.clone()).unwrap();
             let mut upstream = coding.map(|c| Encoder::new(c).unwrap());
             let mut client = coding.map(|c| Decoder::new(c).unwrap());
             for i in 0..3 {

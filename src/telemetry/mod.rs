@@ -291,6 +291,12 @@ pub fn log_on_completion(resp: Response<Body>, event: AccessEvent) -> Response<B
     Response::from_parts(parts, counted.boxed_unsync())
 }
 
+/// What hyper is handed when a response body fails: the cause itself is
+/// in the access event.
+#[derive(Debug, thiserror::Error)]
+#[error("response body cut off (the cause is in the access log)")]
+struct BodyCutOff;
+
 struct Counted {
     inner: Body,
     bytes: u64,
@@ -322,7 +328,22 @@ impl http_body::Body for Counted {
                 }
             }
             Poll::Ready(None) => this.finish(true),
-            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Ready(Some(Err(_))) => {
+                // The head has gone out, so the cause can only be logged:
+                // it goes into the access event (hyper, which cuts the
+                // connection, gets a stand-in).
+                let Poll::Ready(Some(Err(e))) = polled else {
+                    return polled;
+                };
+                let Some(mut ev) = this.event.take() else {
+                    return Poll::Ready(Some(Err(e)));
+                };
+                if ev.error.is_none() {
+                    ev.error = Some(RequestError::UpstreamBody(e));
+                }
+                ev.emit(this.bytes, false);
+                return Poll::Ready(Some(Err(Box::new(BodyCutOff))));
+            }
             Poll::Pending => {}
         }
         polled
