@@ -1251,13 +1251,29 @@ async fn respond(
             )
             .map_err(RequestError::UpstreamUnreadable)?;
             let mut body = body;
-            if body.is_rewriting() && !is_event_stream(&parts.headers) {
-                let limit = gw.config.upstream.response_timeout;
-                match tokio::time::timeout(limit, body.frame()).await {
-                    Err(_) => return Err(RequestError::UpstreamTimeout(limit)),
-                    Ok(Some(Err(e))) => return Err(RequestError::UpstreamBody(e)),
-                    Ok(Some(Ok(frame))) => body.unread(frame),
-                    Ok(None) => {}
+            if body.is_rewriting() {
+                // Most answers arrive with their head: one poll takes the
+                // first frame without arming a timer. An event stream that
+                // has sent nothing yet is not waited for.
+                let first = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(std::pin::Pin::new(&mut body).poll_frame(cx))
+                })
+                .await;
+                let first = match first {
+                    std::task::Poll::Ready(first) => Some(first),
+                    std::task::Poll::Pending if is_event_stream(&parts.headers) => None,
+                    std::task::Poll::Pending => {
+                        let limit = gw.config.upstream.response_timeout;
+                        match tokio::time::timeout(limit, body.frame()).await {
+                            Err(_) => return Err(RequestError::UpstreamTimeout(limit)),
+                            Ok(first) => Some(first),
+                        }
+                    }
+                };
+                match first {
+                    Some(Some(Err(e))) => return Err(RequestError::UpstreamBody(e)),
+                    Some(Some(Ok(frame))) => body.unread(frame),
+                    Some(None) | None => {}
                 }
             }
             let body = crate::rewrite::rewrite_trailers(rw.rules, body);
