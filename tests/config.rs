@@ -413,3 +413,49 @@ fn check_of_a_missing_file_exits_64() {
     assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
     assert!(stderr.contains("--config"), "{stderr}");
 }
+
+/// Top-level keys that are not plain names are refused before the config
+/// library reads them: it takes a top-level key for a path, and a subscript
+/// in it (`"x[-99999999999]"`, found by fuzzing) made it allocate a list
+/// that long and abort the process, `check` as well as a running gateway
+/// reloading such a file. The same for environment overrides.
+#[test]
+fn keys_that_are_not_names_are_refused_not_a_crash() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let text = format!(
+        "{GOOD}\n[\"ent6[-333333333373333]\"]\nx = 1\n\n[\"upstream.url\"]\n\"x[99999999999]\" = 2\n"
+    );
+    let path = write(dir.path(), "keys.toml", &text);
+    let out = sharegate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run sharegate check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
+    for key in ["ent6[-333333333373333]", "upstream.url"] {
+        assert!(
+            stderr.contains(&format!("{key}: unknown key")),
+            "{key} missing from:\n{stderr}"
+        );
+    }
+    let err = Config::from_toml("\"y[4294967296]\" = 1\n", Path::new("."))
+        .expect_err("a subscript in a top-level key");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].key, "y[4294967296]");
+
+    let path = write(dir.path(), "sharegate.toml", GOOD);
+    let err = Config::load_with_env(
+        &path,
+        Some(env(&[
+            ("SHAREGATE__SHARE__ALLOW_FROM[99999999999]", "corp"),
+            ("SHAREGATE__UPSTREAM__RESPONSE_TIMEOUT", "45s"),
+        ])),
+    )
+    .expect_err("a subscript in an environment override");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(
+        err.problems[0].key,
+        "SHAREGATE__SHARE__ALLOW_FROM[99999999999]"
+    );
+}

@@ -238,6 +238,56 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The top-level keys of a TOML text that are not plain names (letters,
+/// digits, `_`, `-`), each as a problem. Every key sharegate knows is a
+/// plain name, and `config` reads a top-level key as a path expression
+/// before anything checks it: `"x[-99999999999]"` made it allocate a list
+/// that long and abort the process (a reload of such a file took the
+/// running gateway down). Text that does not parse is left to `config`,
+/// which says where.
+fn unreadable_keys(text: &str) -> Vec<Problem> {
+    let Ok(table) = toml::de::DeTable::parse(text) else {
+        return Vec::new();
+    };
+    table
+        .get_ref()
+        .keys()
+        .map(|k| k.get_ref().as_ref())
+        .filter(|k| !is_plain_key(k))
+        .map(|k| Problem {
+            key: k.escape_debug().to_string(),
+            message: "unknown key; see the README's configuration reference for valid keys"
+                .to_owned(),
+        })
+        .collect()
+}
+
+/// The same for `SHAREGATE__*` environment variables: after the prefix,
+/// letters, digits and `_` only.
+fn unreadable_env_keys(keys: impl IntoIterator<Item = String>) -> Vec<Problem> {
+    let prefix = format!("{ENV_PREFIX}__");
+    keys.into_iter()
+        .filter(|k| {
+            k.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(&prefix))
+                && !k[prefix.len()..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+        .map(|k| Problem {
+            key: k.escape_debug().to_string(),
+            message: "not a config key: an override is SHAREGATE__SECTION__KEY, letters, digits and _ only".to_owned(),
+        })
+        .collect()
+}
+
+fn is_plain_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl Config {
     /// Loads `path`, applies `SHAREGATE__*` overrides from the process
     /// environment and validates the result.
@@ -265,12 +315,25 @@ impl Config {
                 format!("cannot read {origin}: no such file; pass the path of a TOML config file"),
             ));
         }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail("--config", format!("cannot read {origin}: {e}")))?;
+        let mut problems = unreadable_keys(&text);
+        let env_keys: Vec<String> = match &env {
+            Some(vars) => vars.keys().cloned().collect(),
+            None => std::env::vars_os()
+                .map(|(k, _)| k.to_string_lossy().into_owned())
+                .collect(),
+        };
+        problems.extend(unreadable_env_keys(env_keys));
+        if !problems.is_empty() {
+            return Err(ConfigError { origin, problems });
+        }
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
             .source(env);
         let built = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .add_source(environment)
             .build()
             .map_err(|e| fail("(file)", format!("cannot parse: {e}")))?;
@@ -306,6 +369,13 @@ impl Config {
     /// Parses a config from TOML text (for `demo` and tests); relative paths
     /// are resolved against `base_dir`.
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let problems = unreadable_keys(text);
+        if !problems.is_empty() {
+            return Err(ConfigError {
+                origin: "config".to_owned(),
+                problems,
+            });
+        }
         let built = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
