@@ -505,6 +505,123 @@ async fn each_listener_has_its_own_tls_and_client_certificate_mode() {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), server).await;
 }
 
+/// A CA, a server certificate for `localhost` and a client certificate
+/// for `carol` that expires `lifetime` from now, all made here (the
+/// development PKI's certificates last for days). Returns the server
+/// settings for `[server]`, a client config presenting carol's
+/// certificate, and the moment it expires.
+fn pki_with_a_short_lived_client(
+    dir: &Path,
+    lifetime: std::time::Duration,
+) -> (
+    String,
+    std::sync::Arc<rustls::ClientConfig>,
+    std::time::SystemTime,
+) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let now = std::time::SystemTime::now();
+    let backdated = now - std::time::Duration::from_secs(3600);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "short-lived CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.not_before = backdated.into();
+    ca.not_after = (now + std::time::Duration::from_secs(86_400)).into();
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, &ca_key);
+
+    let server_key = KeyPair::generate().expect("server key");
+    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).expect("server names");
+    server.not_before = backdated.into();
+    server.not_after = (now + std::time::Duration::from_secs(86_400)).into();
+    let server_cert = server
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+
+    let client_key = KeyPair::generate().expect("client key");
+    let mut client = CertificateParams::default();
+    client.distinguished_name.push(DnType::CommonName, "carol");
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    client.not_before = backdated.into();
+    let until = now + lifetime;
+    client.not_after = until.into();
+    let client_cert = client
+        .signed_by(&client_key, &issuer)
+        .expect("client certificate");
+
+    for (name, pem) in [
+        ("ca.crt", ca_cert.pem()),
+        ("server.crt", server_cert.pem()),
+        ("server.key", server_key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(name), pem).expect("write the PKI");
+    }
+    let server_extra = format!(
+        "tls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\nclient_cert = \"optional\"\n",
+        dir.join("server.crt"),
+        dir.join("server.key"),
+        dir.join("ca.crt"),
+    );
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(client_key.serialize_der().into());
+    let config = tls_client_config(
+        &[ca_cert.der().clone()],
+        Some((vec![client_cert.der().clone()], key)),
+    );
+    (server_extra, config, until)
+}
+
+/// A client certificate is checked at the handshake, and a connection kept
+/// alive can outlive it: once it has expired, the next request on that
+/// connection is unauthenticated, as a new handshake with it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_client_certificate_ends_its_identity_on_a_kept_connection() {
+    let dir = tempfile::tempdir().expect("a PKI folder");
+    // Long enough for one handshake and one request on a loaded machine;
+    // the test then waits for it to pass.
+    let lifetime = std::time::Duration::from_secs(8);
+    let (server_extra, client, until) = pki_with_a_short_lived_client(dir.path(), lifetime);
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.server_extra = server_extra;
+    setup.share_extra = "require = \"identity\"\n".to_owned();
+    let gw = setup.start().await;
+    let tls = tls_connect_from(OUTSIDE, gw.addr, client, "localhost")
+        .await
+        .expect("carol's handshake");
+    let (mut kept, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP/1.1 over the TLS connection");
+    tokio::spawn(connection);
+    let share = fill("/public/{t}/r");
+    let mut on_kept = async |what: &str| {
+        within(what, kept.ready())
+            .await
+            .expect("the kept connection is still open");
+        let sent = within(
+            what,
+            kept.send_request(build(gw.addr, "GET", &share, &[], "")),
+        )
+        .await;
+        read_reply(sent.expect("the kept connection answers")).await
+    };
+
+    let r = on_kept("carol's read").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("carol's read");
+
+    // Waiting for the clock, not for readiness: the certificate's own end.
+    while std::time::SystemTime::now() <= until + std::time::Duration::from_secs(1) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = on_kept("carol's read after her certificate expired").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    up.assert_silent("carol's read after her certificate expired");
+}
+
 /// A client certificate is checked once, at the handshake; a connection
 /// kept alive can outlive the config that trusted it. A reload that keeps
 /// the client CA keeps the identity on such a connection; one that

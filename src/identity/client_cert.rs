@@ -11,6 +11,7 @@
 //! last).
 
 use std::fmt::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use x509_parser::asn1_rs::Tag;
@@ -20,10 +21,15 @@ use x509_parser::prelude::{AttributeTypeAndValue, FromDer, X509Certificate, X509
 
 use super::Identity;
 
-/// The identity of a verified client certificate (the leaf, DER), or
-/// `None` if it cannot be parsed (rustls accepted it, so this is unlikely).
-pub fn identity(der: &[u8]) -> Option<Identity> {
+/// The identity of a verified client certificate (the leaf, DER) and the
+/// end of the certificate's validity, or `None` if it cannot be parsed
+/// (rustls accepted it, so this is unlikely).
+pub fn identity(der: &[u8]) -> Option<(Identity, SystemTime)> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let not_after = cert.validity().not_after.timestamp();
+    let until = u64::try_from(not_after)
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+        .unwrap_or(UNIX_EPOCH);
     let subject = cert.subject();
     let mut common_names = subject.iter_common_name();
     let cn = match (common_names.next(), common_names.next()) {
@@ -49,12 +55,13 @@ pub fn identity(der: &[u8]) -> Option<Identity> {
     claims.insert("subject".to_owned(), Value::String(dn_text(subject)));
     claims.insert("san".to_owned(), Value::Array(san));
     claims.insert("iss".to_owned(), Value::String(issuer.clone()));
-    Some(Identity {
+    let identity = Identity {
         subject: cn,
         issuer: Some(issuer),
         source: "client_cert".to_owned(),
         claims,
-    })
+    };
+    Some((identity, until))
 }
 
 /// A distinguished name as text: attributes in the certificate's order,
@@ -171,7 +178,7 @@ mod tests {
             (DnType::OrganizationName, "Corp"),
             (DnType::CommonName, "alice"),
         ]);
-        let id = identity(&der).expect("an identity");
+        let id = identity(&der).expect("an identity").0;
         assert_eq!(id.subject.as_deref(), Some("alice"));
         assert_eq!(claim(&id, "sub").as_deref(), Some("alice"));
         let shown = X509Certificate::from_der(&der)
@@ -199,8 +206,8 @@ mod tests {
             (DnType::CommonName, "alice, OU=Admins"),
             (DnType::OrganizationName, "Corp"),
         ]);
-        let admin = identity(&admin).expect("an identity");
-        let forged = identity(&forged).expect("an identity");
+        let admin = identity(&admin).expect("an identity").0;
+        let forged = identity(&forged).expect("an identity").0;
         assert_eq!(
             claim(&admin, "subject").as_deref(),
             Some("CN=alice, OU=Admins, O=Corp")
@@ -212,7 +219,7 @@ mod tests {
         assert_eq!(claim(&forged, "sub").as_deref(), Some("alice, OU=Admins"));
 
         let der = cert(&[(DnType::CommonName, "#x + O=Corp; <a> \"b\" \\ \n ")]);
-        let id = identity(&der).expect("an identity");
+        let id = identity(&der).expect("an identity").0;
         assert_eq!(
             claim(&id, "subject").as_deref(),
             Some("CN=\\#x \\+ O=Corp\\; \\<a\\> \\\"b\\\" \\\\ \\0a\\ ")
@@ -226,7 +233,7 @@ mod tests {
             // A second commonName attribute (2.5.4.3).
             (DnType::CustomDnType(vec![2, 5, 4, 3]), "admin"),
         ]);
-        let id = identity(&der).expect("an identity");
+        let id = identity(&der).expect("an identity").0;
         assert_eq!(id.subject, None);
         assert_eq!(claim(&id, "sub"), None);
         assert_eq!(claim(&id, "subject").as_deref(), Some("CN=alice, CN=admin"));

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -53,8 +53,9 @@ pub struct Conn {
     /// The TCP peer itself (differs from `peer` behind PROXY protocol).
     pub tcp_peer: SocketAddr,
     pub tls: bool,
-    /// The verified mTLS client certificate, as an identity.
-    pub client_cert: Option<Arc<Identity>>,
+    /// The verified mTLS client certificate, as an identity, and the end
+    /// of its validity.
+    pub client_cert: Option<(Arc<Identity>, SystemTime)>,
     /// The listener the connection came in on.
     pub listener: usize,
     /// The client CAs the handshake trusted ([`Gateway::client_trust`] then).
@@ -66,11 +67,14 @@ pub struct Conn {
 
 impl Conn {
     /// The client certificate's identity, if the current config still
-    /// trusts what the handshake trusted.
+    /// trusts what the handshake trusted and the certificate has not
+    /// expired since: it was checked at the handshake, and a connection
+    /// kept alive can outlive it.
     fn client_cert_in<'a>(&'a self, gw: &Gateway) -> Option<&'a Arc<Identity>> {
-        self.client_cert.as_ref().filter(|_| {
-            self.client_trust.is_some() && gw.client_trust_of(self.listener) == self.client_trust
-        })
+        let (identity, until) = self.client_cert.as_ref()?;
+        let trusted =
+            self.client_trust.is_some() && gw.client_trust_of(self.listener) == self.client_trust;
+        (trusted && SystemTime::now() <= *until).then_some(identity)
     }
 }
 

@@ -638,7 +638,7 @@ async fn accept(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| client_cert::identity(leaf.as_ref()))
-                .map(std::sync::Arc::new);
+                .map(|(identity, until)| (std::sync::Arc::new(identity), until));
             Ok((
                 Io::Tls(Box::new(tls)),
                 Conn {
