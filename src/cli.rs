@@ -470,7 +470,7 @@ pub fn policy_table(cfg: &Config) -> String {
             .collect();
         let header = p.forwarded_header.name();
         format!(
-            "rightmost untrusted {header} entry when the peer is in {} (client_ip.header)",
+            "rightmost untrusted {header} entry when the peer is in {} (client_ip.header); without that header, the proxy itself",
             nets.join(", ")
         )
     };
