@@ -459,3 +459,31 @@ fn keys_that_are_not_names_are_refused_not_a_crash() {
         "SHAREGATE__SHARE__ALLOW_FROM[99999999999]"
     );
 }
+
+/// A bad command line is an argument problem: exit 64 with clap's message
+/// on stderr, as README's exit statuses say, for every subcommand (clap's
+/// own default is 2). Help and version are answers, not problems: exit 0.
+#[test]
+fn a_bad_command_line_exits_64_and_help_exits_0() {
+    for args in [
+        &["bogus"][..],
+        &["check"],
+        &["run", "--config"],
+        &["explain"],
+        &["probe", "--timeout", "soon"],
+        &["certs", "--days", "many"],
+        &["demo", "--listen", "nowhere"],
+        &["run", "--config", "x.toml", "--log-format", "xml"],
+    ] {
+        let out = sharegate().args(args).output().expect("run sharegate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains("error:"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    for args in [&["--help"][..], &["--version"], &["explain", "--help"]] {
+        let out = sharegate().args(args).output().expect("run sharegate");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+}
