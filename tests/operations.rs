@@ -1447,3 +1447,19 @@ async fn idle_connections_to_the_admin_listener_are_bounded() {
     .await;
     assert_eq!(raw_status(&answer), 200, "{answer}");
 }
+
+/// The admin listener serves reads only; its `405` says which methods it
+/// takes (RFC 9110 §15.5.6: `Allow` is required on a 405), as every other
+/// refusal of a method does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_refuses_writes_with_allow() {
+    let up = FakeUpstream::start().await;
+    let ops = from_file(&Setup::new(&up).toml(), true).await;
+    let admin = ops.admin.expect("admin listener");
+    for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
+        let r = request(LOCAL, admin, method, "/healthz", &[], "").await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"), "{method}");
+    }
+    up.assert_silent("the admin listener forwards nothing");
+}
