@@ -357,6 +357,7 @@ pub enum StartError {
 /// SIGINT or SIGTERM, reloading on SIGHUP and on file changes.
 pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError> {
     let shutdown = shutdown_signal();
+    let hangup = state::Hangup::install();
     let listeners = server::bind(&cfg)
         .await
         .map_err(|(addr, source)| StartError::Bind { addr, source })?;
@@ -384,7 +385,7 @@ pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError>
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::build(cfg, metrics.clone()).await?;
     let state = Arc::new(State::new(gateway, metrics, path));
-    let watcher = tokio::spawn(state::watch(state.clone()));
+    let watcher = tokio::spawn(state::watch_with(state.clone(), hangup));
     server::run(listeners, state, shutdown).await;
     watcher.abort();
     Ok(())
