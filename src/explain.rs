@@ -537,8 +537,11 @@ pub fn render_table(rows: &[Explanation]) -> String {
 }
 
 /// Parses a batch file: one request per line in the same argument syntax
-/// as the command line (shell-style quoting); `#` starts a comment.
-pub fn parse_batch(text: &str) -> Result<Vec<RequestArgs>, ExplainError> {
+/// as the command line (shell-style quoting); `#` starts a comment. A byte
+/// order mark (editors on Windows write one) is not part of the first
+/// line. Each request comes with its line number.
+pub fn parse_batch(text: &str) -> Result<Vec<(usize, RequestArgs)>, ExplainError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -547,16 +550,24 @@ pub fn parse_batch(text: &str) -> Result<Vec<RequestArgs>, ExplainError> {
         }
         let words = shlex::split(line)
             .ok_or_else(|| ExplainError::Args(format!("line {}: unbalanced quotes", n + 1)))?;
-        let args = RequestArgs::try_parse_from(words).map_err(|e| {
-            ExplainError::Args(format!(
-                "line {}: {}",
-                n + 1,
-                e.to_string().lines().next().unwrap_or("")
-            ))
-        })?;
-        out.push(args);
+        let args = RequestArgs::try_parse_from(words)
+            .map_err(|e| ExplainError::Args(format!("line {}: {}", n + 1, clap_problem(&e))))?;
+        out.push((n + 1, args));
     }
     Ok(out)
+}
+
+/// clap's message on one line, without its usage hint (which names the
+/// command line, not the batch file): "error: the following required
+/// arguments were not provided: <METHOD> <URL>".
+fn clap_problem(e: &clap::Error) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The `explain` command.
@@ -568,19 +579,28 @@ pub async fn run(
 ) -> Result<bool, String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let gw = Gateway::offline(cfg).await.map_err(|e| e.to_string())?;
+    // One request on the command line gets the full report; a batch file
+    // a table (a JSON array), however many lines it has.
+    let single = request.is_some();
     let requests = match (request, batch) {
-        (Some(r), None) => vec![r],
+        (Some(r), None) => vec![(None, r)],
         (None, Some(path)) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            parse_batch(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            parse_batch(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .into_iter()
+                .map(|(line, r)| (Some((path.display().to_string(), line)), r))
+                .collect()
         }
         _ => return Err("give either METHOD URL or --batch FILE".to_owned()),
     };
-    let single = requests.len() == 1;
     let mut results = Vec::new();
-    for r in &requests {
-        results.push(explain(&gw, r).await.map_err(|e| e.to_string())?);
+    for (at, r) in &requests {
+        results.push(explain(&gw, r).await.map_err(|e| match at {
+            Some((file, line)) => format!("{file}: line {line}: {e}"),
+            None => e.to_string(),
+        })?);
     }
     let all_met = results.iter().all(|r| r.expectation_met != Some(false));
     if json {
