@@ -24,7 +24,11 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"));
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        // RFC 9110 §15.5.6: a 405 names the methods the resource takes.
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(r);
     }
     let resp = match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),

@@ -1,9 +1,10 @@
 //! The command line: `run`, `check`, `explain`, `certs`, `demo` and
 //! `probe`, and the exit codes.
 //!
-//! Exit status: 0 success; 64 a config problem (`EX_USAGE`); 69 a runtime
-//! failure such as an address already in use or an unreadable certificate
-//! (`EX_UNAVAILABLE`).
+//! Exit status: 0 success; 1 an `explain --batch` expectation failed, or
+//! `probe` got no 2xx answer; 64 a config or command-line problem
+//! (`EX_USAGE`); 69 a runtime failure such as an address already in use or
+//! an unreadable certificate (`EX_UNAVAILABLE`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -95,7 +96,10 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config, log_format } => run(&config, log_format.as_deref()),
@@ -136,6 +140,18 @@ pub fn main() -> ExitCode {
                 }
             },
         ),
+    }
+}
+
+/// clap's answer to a command line it could not take: help and version go
+/// to stdout with 0; anything else is an argument problem, 64 (clap's own
+/// exit status for it would be 2, which no caller expects of this binary).
+fn usage(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -341,6 +357,7 @@ pub enum StartError {
 /// SIGINT or SIGTERM, reloading on SIGHUP and on file changes.
 pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError> {
     let shutdown = shutdown_signal();
+    let hangup = state::Hangup::install();
     let listeners = server::bind(&cfg)
         .await
         .map_err(|(addr, source)| StartError::Bind { addr, source })?;
@@ -368,7 +385,7 @@ pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError>
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::build(cfg, metrics.clone()).await?;
     let state = Arc::new(State::new(gateway, metrics, path));
-    let watcher = tokio::spawn(state::watch(state.clone()));
+    let watcher = tokio::spawn(state::watch_with(state.clone(), hangup));
     server::run(listeners, state, shutdown).await;
     watcher.abort();
     Ok(())

@@ -95,7 +95,15 @@ pub async fn explain(gw: &Gateway, args: &RequestArgs) -> Result<Explanation, Ex
     let cfg = &gw.config;
     let method = Method::from_bytes(args.method.as_bytes())
         .map_err(|_| ExplainError::Args(format!("{:?} is not an HTTP method", args.method)))?;
-    let (tls, authority, target) = split_url(&args.url)?;
+    let (scheme_tls, authority, target) = split_url(&args.url)?;
+    // The scheme a request arrives in is the listener's: an `https` URL
+    // behind a TLS-terminating balancer reaches a plain listener as plain
+    // HTTP (default port 80, `X-Forwarded-Proto: http`). The first listener
+    // that speaks the URL's scheme is taken, else the first one.
+    let listener = scheme_tls
+        .and_then(|want| cfg.listeners.iter().position(|l| l.tls.is_some() == want))
+        .unwrap_or(0);
+    let tls = cfg.listeners.get(listener).is_some_and(|l| l.tls.is_some());
     let mut headers = HeaderMap::new();
     for h in &args.headers {
         let (k, v) = h
@@ -134,7 +142,7 @@ pub async fn explain(gw: &Gateway, args: &RequestArgs) -> Result<Explanation, Ex
         tcp_peer: SocketAddr::new(peer, 40000),
         tls,
         client_cert: None,
-        listener: 0,
+        listener,
         client_trust: None,
     };
     let mut ex = Explanation {
@@ -158,6 +166,19 @@ pub async fn explain(gw: &Gateway, args: &RequestArgs) -> Result<Explanation, Ex
         expectation_met: None,
     };
     let browser = wants_html(&headers);
+    let Some(target) = target else {
+        // hyper answers this itself; the gateway never sees the request.
+        ex.checks.push(Check {
+            check: "request_target",
+            outcome: "fail",
+            detail: "not a request target HTTP can carry (a byte a URI cannot hold); the HTTP parser answers 400 before any check".to_owned(),
+        });
+        ex.reason = "request_target".to_owned();
+        ex.status = StatusCode::BAD_REQUEST.as_u16();
+        ex.status_note = "refused by the HTTP parser".to_owned();
+        ex.expectation_met = args.expect.map(|want| want == ex.status);
+        return Ok(ex);
+    };
     let result = evaluate(
         gw,
         &conn,
@@ -370,28 +391,38 @@ async fn evaluate(
     Ok(())
 }
 
-/// (https?, authority, path-and-query) from a URL or a bare path.
-fn split_url(url: &str) -> Result<(bool, Option<String>, String), ExplainError> {
-    if url.starts_with('/') {
-        return Ok((false, None, url.to_owned()));
-    }
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| ExplainError::Args(format!("{url:?} is neither a URL nor a path")))?;
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => {
-            return Err(ExplainError::Args(format!(
-                "{url:?}: use an http(s) URL or a path starting with /"
-            )))
-        }
+/// The URL's scheme (`Some(true)` for https, `None` for a bare path), its
+/// authority, and the request target as the server's HTTP parser hands it
+/// on: the same `http::Uri` reading, so a fragment is dropped as it is for
+/// a real request; `None` when that parser refuses the target (a byte a
+/// URI cannot hold), which the server answers with 400 before any check.
+type SplitUrl = (Option<bool>, Option<String>, Option<String>);
+
+fn split_url(url: &str) -> Result<SplitUrl, ExplainError> {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let scheme = if url.starts_with('/') {
+        None
+    } else if lower.starts_with("https://") {
+        Some(true)
+    } else if lower.starts_with("http://") {
+        Some(false)
+    } else {
+        return Err(ExplainError::Args(format!(
+            "{url:?}: use an http(s) URL or a path starting with /"
+        )));
     };
-    let target = uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    Ok((tls, uri.authority().map(|a| a.as_str().to_owned()), target))
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return Ok((scheme, None, None));
+    };
+    let target = match (uri.scheme(), uri.path_and_query()) {
+        (_, Some(pq)) => pq.as_str(),
+        _ => "/",
+    };
+    Ok((
+        scheme,
+        uri.authority().map(|a| a.as_str().to_owned()),
+        Some(target.to_owned()),
+    ))
 }
 
 /// The human-readable report of one request.
@@ -506,8 +537,11 @@ pub fn render_table(rows: &[Explanation]) -> String {
 }
 
 /// Parses a batch file: one request per line in the same argument syntax
-/// as the command line (shell-style quoting); `#` starts a comment.
-pub fn parse_batch(text: &str) -> Result<Vec<RequestArgs>, ExplainError> {
+/// as the command line (shell-style quoting); `#` starts a comment. A byte
+/// order mark (editors on Windows write one) is not part of the first
+/// line. Each request comes with its line number.
+pub fn parse_batch(text: &str) -> Result<Vec<(usize, RequestArgs)>, ExplainError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -516,16 +550,24 @@ pub fn parse_batch(text: &str) -> Result<Vec<RequestArgs>, ExplainError> {
         }
         let words = shlex::split(line)
             .ok_or_else(|| ExplainError::Args(format!("line {}: unbalanced quotes", n + 1)))?;
-        let args = RequestArgs::try_parse_from(words).map_err(|e| {
-            ExplainError::Args(format!(
-                "line {}: {}",
-                n + 1,
-                e.to_string().lines().next().unwrap_or("")
-            ))
-        })?;
-        out.push(args);
+        let args = RequestArgs::try_parse_from(words)
+            .map_err(|e| ExplainError::Args(format!("line {}: {}", n + 1, clap_problem(&e))))?;
+        out.push((n + 1, args));
     }
     Ok(out)
+}
+
+/// clap's message on one line, without its usage hint (which names the
+/// command line, not the batch file): "error: the following required
+/// arguments were not provided: <METHOD> <URL>".
+fn clap_problem(e: &clap::Error) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The `explain` command.
@@ -537,19 +579,28 @@ pub async fn run(
 ) -> Result<bool, String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let gw = Gateway::offline(cfg).await.map_err(|e| e.to_string())?;
+    // One request on the command line gets the full report; a batch file
+    // a table (a JSON array), however many lines it has.
+    let single = request.is_some();
     let requests = match (request, batch) {
-        (Some(r), None) => vec![r],
+        (Some(r), None) => vec![(None, r)],
         (None, Some(path)) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            parse_batch(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            parse_batch(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .into_iter()
+                .map(|(line, r)| (Some((path.display().to_string(), line)), r))
+                .collect()
         }
         _ => return Err("give either METHOD URL or --batch FILE".to_owned()),
     };
-    let single = requests.len() == 1;
     let mut results = Vec::new();
-    for r in &requests {
-        results.push(explain(&gw, r).await.map_err(|e| e.to_string())?);
+    for (at, r) in &requests {
+        results.push(explain(&gw, r).await.map_err(|e| match at {
+            Some((file, line)) => format!("{file}: line {line}: {e}"),
+            None => e.to_string(),
+        })?);
     }
     let all_met = results.iter().all(|r| r.expectation_met != Some(false));
     if json {

@@ -123,11 +123,38 @@ impl State {
     }
 }
 
+/// The SIGHUP handler, installed when this is made. Until a process
+/// installs one, SIGHUP's default action ends it: `sharegate run` makes
+/// this before it binds and builds (a JWKS fetch may take seconds), so a
+/// `systemctl reload` or a log rotation's signal that arrives while it
+/// starts is kept and taken as a reload once it serves.
+pub struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    /// Installs the handler; call it inside the runtime.
+    pub fn install() -> Hangup {
+        Hangup {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+}
+
 /// Reloads on SIGHUP, and (when `reload.watch` is on) when any file the
 /// config was built from changes. Runs until the process ends.
 pub async fn watch(state: Arc<State>) {
+    watch_with(state, Hangup::install()).await;
+}
+
+/// [`watch`] with a SIGHUP handler installed earlier (see [`Hangup`]).
+pub async fn watch_with(state: Arc<State>, hangup: Hangup) {
     #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hup = hangup.signal;
+    #[cfg(not(unix))]
+    let _ = hangup;
     let mut watcher = Watcher::new(&state);
     loop {
         let gw = state.gateway();

@@ -459,3 +459,85 @@ fn keys_that_are_not_names_are_refused_not_a_crash() {
         "SHAREGATE__SHARE__ALLOW_FROM[99999999999]"
     );
 }
+
+/// A bad command line is an argument problem: exit 64 with clap's message
+/// on stderr, as README's exit statuses say, for every subcommand (clap's
+/// own default is 2). Help and version are answers, not problems: exit 0.
+#[test]
+fn a_bad_command_line_exits_64_and_help_exits_0() {
+    for args in [
+        &["bogus"][..],
+        &["check"],
+        &["run", "--config"],
+        &["explain"],
+        &["probe", "--timeout", "soon"],
+        &["certs", "--days", "many"],
+        &["demo", "--listen", "nowhere"],
+        &["run", "--config", "x.toml", "--log-format", "xml"],
+    ] {
+        let out = sharegate().args(args).output().expect("run sharegate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains("error:"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    for args in [&["--help"][..], &["--version"], &["explain", "--help"]] {
+        let out = sharegate().args(args).output().expect("run sharegate");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// `explain --batch` on files as editors write them: a byte order mark
+/// before the first line is not part of it, and a line explain cannot
+/// take is named by its number (the file is a policy test kept in git,
+/// maybe hundreds of lines long). A file of one line is still a batch: a
+/// table, and a JSON array for scripts.
+#[test]
+fn explain_batch_files_name_the_bad_line_and_keep_their_shape() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let batch = |name: &str, text: &str, json: bool| {
+        let path = write(dir.path(), name, text);
+        let mut cmd = sharegate();
+        cmd.args(["explain", "--config", "config/sharegate.toml", "--batch"])
+            .arg(&path);
+        if json {
+            cmd.args(["--format", "json"]);
+        }
+        cmd.output().expect("run sharegate explain --batch")
+    };
+
+    let out = batch(
+        "bom.txt",
+        "\u{feff}--from 10.1.2.3 --expect 200 GET /public/abc/r\n--from 8.8.8.8 --expect 403 GET /public/abc/r\n",
+        false,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("METHOD "), "{stdout}");
+
+    let out = batch(
+        "bad.txt",
+        "# policy tests\n--from 10.1.2.3 GET /public/abc/r\n\n--from 10.1.2.3 -H 'X-Note' GET /public/abc/r\n",
+        false,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("bad.txt: line 4: "), "{stderr}");
+    assert!(stderr.contains("\"X-Note\""), "{stderr}");
+
+    let out = batch("missing.txt", "--from 10.1.2.3 --expect 200\n", false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("missing.txt: line 1: "), "{stderr}");
+    assert!(stderr.contains("METHOD"), "names what is missing: {stderr}");
+
+    let out = batch("one.txt", "--from 10.1.2.3 GET /public/abc/r\n", false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("METHOD "), "a table: {stdout}");
+    let out = batch("one.txt", "--from 10.1.2.3 GET /public/abc/r\n", true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "an array: {v}");
+}

@@ -1447,3 +1447,140 @@ async fn idle_connections_to_the_admin_listener_are_bounded() {
     .await;
     assert_eq!(raw_status(&answer), 200, "{answer}");
 }
+
+/// The admin listener serves reads only; its `405` says which methods it
+/// takes (RFC 9110 §15.5.6: `Allow` is required on a 405), as every other
+/// refusal of a method does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_refuses_writes_with_allow() {
+    let up = FakeUpstream::start().await;
+    let ops = from_file(&Setup::new(&up).toml(), true).await;
+    let admin = ops.admin.expect("admin listener");
+    for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
+        let r = request(LOCAL, admin, method, "/healthz", &[], "").await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"), "{method}");
+    }
+    up.assert_silent("the admin listener forwards nothing");
+}
+
+/// A SIGHUP that arrives while the gateway is still starting (here: while
+/// it waits for its JWKS URL, as it may for `jwt.jwks_timeout`) must not
+/// end the process, as SIGHUP's default action would: `systemctl reload`
+/// or a log rotation's signal can come at any moment. It is taken as a
+/// reload once the gateway is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_while_starting_does_not_kill_the_gateway() {
+    const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":"k1","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
+    let up = FakeUpstream::start().await;
+    let idp = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the IdP");
+    let idp_addr = idp.local_addr().expect("IdP address");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("sharegate.toml");
+    let mut setup = Setup::new(&up);
+    setup.extra = format!(
+        "[admin]\nlisten = \"off\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n[identity.jwt]\nsources = [\"bearer\"]\nalgorithms = [\"ES256\"]\nissuers = [\"https://idp.test\"]\naudiences = [\"sharegate\"]\njwks_url = \"http://{idp_addr}/jwks\"\n"
+    );
+    std::fs::write(&path, setup.toml()).expect("write the config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sharegate"))
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sharegate run");
+    let pid = child.id();
+    struct Reap(Option<u32>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+    let mut reap = Reap(Some(pid));
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let addr: SocketAddr = loop {
+        let line = within("the gateway to log its address", lines.recv())
+            .await
+            .expect("the gateway exited before listening");
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if event["message"] == "listening" {
+            break event["address"]
+                .as_str()
+                .expect("address field")
+                .parse()
+                .expect("a socket address");
+        }
+    };
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {name} failed");
+    };
+    async fn answer_jwks(mut conn: tokio::net::TcpStream) {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{JWKS}",
+            JWKS.len()
+        );
+        let _ = conn.write_all(reply.as_bytes()).await;
+    }
+    // The gateway is fetching its keys: it is still starting.
+    let (first, _) = within("the JWKS fetch at start", idp.accept())
+        .await
+        .expect("accept the JWKS fetch");
+    signal("-HUP");
+    answer_jwks(first).await;
+    // Later fetches (the reload the signal asked for) get the same keys.
+    let idp_task = tokio::spawn(async move {
+        while let Ok((conn, _)) = idp.accept().await {
+            tokio::spawn(answer_jwks(conn));
+        }
+    });
+
+    let r = request(LOCAL, addr, "GET", "/api/v1/info", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("a request after the SIGHUP");
+
+    signal("-TERM");
+    let exit = within(
+        "the gateway to exit",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .expect("wait task")
+    .expect("wait for the child");
+    reap.0 = None;
+    idp_task.abort();
+    assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
+}
