@@ -1005,3 +1005,95 @@ async fn connect_over_h2_is_refused() {
     }
     assert_still_up("CONNECT over h2", &gw, &up).await;
 }
+
+/// HTTP/2 flow control (RFC 9113 §5.2): a client that never opens its
+/// window (SETTINGS_INITIAL_WINDOW_SIZE 0, no WINDOW_UPDATE) gets the
+/// response head, and the body waits in the gateway. The socket stays
+/// writable, so the write deadline on it never fires; without a deadline
+/// on the stream itself such a client holds the upstream connection
+/// feeding it (one per stream, a hundred streams per connection) for as
+/// long as it likes, answering PINGs. After `limits.send_timeout` with no
+/// room made the gateway lets it go and the upstream sees its response
+/// dropped. A client that makes room is never cut, however quiet its
+/// stream: the wait is for the client, not for the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_opens_its_window_is_let_go() {
+    let up = FakeUpstream::start().await;
+    let stalled = up.sse("/api/v1/stalled");
+    let quiet = up.sse("/api/v1/quiet");
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nsend_timeout = \"1s\"\n".to_owned();
+    let gw = setup.start().await;
+    let auth = gw.addr.to_string();
+
+    let mut io = connect(INSIDE, gw.addr).await;
+    let mut hello = PREFACE.to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0: no stream may carry DATA.
+    hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    within("the HTTP/2 preface", io.write_all(&hello))
+        .await
+        .expect("write the preface");
+    let mut h2 = H2 {
+        io,
+        buf: Vec::new(),
+        table: Vec::new(),
+        seen: Vec::new(),
+    };
+    let mut fields = pseudo("GET", &auth, "/api/v1/stalled");
+    fields[1] = (":scheme", "http");
+    h2.send(&headers_frame(1, &fields, true))
+        .await
+        .expect("send HEADERS");
+    assert_eq!(h2.outcome(1).await, Event::Status(200));
+    for _ in 0..4 {
+        let _ = stalled.send(Bytes::from_static(b"data: waiting for room\n\n"));
+    }
+    // The client keeps the connection alive (it reads and would answer
+    // PINGs) but never makes room.
+    let reader = tokio::spawn(async move {
+        while let Some((kind, flags, _, payload)) = h2.frame().await {
+            if kind == PING && flags & ACK == 0 {
+                let _ = h2.send(&frame(PING, ACK, 0, &payload)).await;
+            }
+        }
+    });
+    within(
+        "the gateway to give up on the stalled stream and drop the upstream response",
+        stalled.closed(),
+    )
+    .await;
+    reader.abort();
+    up.only("the stalled stream's request");
+
+    // A stream the client makes room for, quiet for longer than the send
+    // timeout, is kept.
+    let mut h2 = H2::start(connect(INSIDE, gw.addr).await).await;
+    let mut fields = pseudo("GET", &auth, "/api/v1/quiet");
+    fields[1] = (":scheme", "http");
+    h2.send(&headers_frame(1, &fields, true))
+        .await
+        .expect("send HEADERS");
+    assert_eq!(h2.outcome(1).await, Event::Status(200));
+    // Letting time pass, not waiting for readiness: three send timeouts
+    // with nothing to send.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!quiet.is_closed(), "a quiet stream was cut");
+    quiet
+        .send(Bytes::from_static(b"data: still here\n\n"))
+        .expect("the quiet stream is still open");
+    let got = within("the late event", async {
+        let mut seen = Vec::new();
+        while let Some((kind, _, id, payload)) = h2.frame().await {
+            if kind == DATA && id == 1 {
+                seen.extend_from_slice(&payload);
+                if seen.ends_with(b"\n\n") {
+                    break;
+                }
+            }
+        }
+        seen
+    })
+    .await;
+    assert_eq!(got, b"data: still here\n\n");
+    up.only("the quiet stream's request");
+}
