@@ -1097,3 +1097,160 @@ async fn a_client_that_never_opens_its_window_is_let_go() {
     assert_eq!(got, b"data: still here\n\n");
     up.only("the quiet stream's request");
 }
+
+/// Pseudo-header tricks (RFC 9113 §8.3): a `:path` that is empty, `*`,
+/// relative, absolute, or carries a fragment; duplicated pseudo-headers,
+/// one after a regular field, an unknown one, `:status` in a request; a
+/// `:scheme` other than the listener's; extended CONNECT (RFC 8441,
+/// `:protocol`, never enabled: the gateway sends no
+/// SETTINGS_ENABLE_CONNECT_PROTOCOL) and `:protocol` on a GET. Each is a
+/// stream error, a refusal, or served as exactly the path that was checked
+/// (a fragment is no part of the request target); nothing else reaches the
+/// upstream, and the connection serves its next stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pseudo_header_tricks_are_refused_or_served_as_checked() {
+    let up = FakeUpstream::start().await;
+    let gw = start_tls(&up).await;
+    let auth = authority(&gw);
+    let get = share_get();
+    let manage = fill("/api/v1/runs/{id}/share");
+    let absolute = format!("https://{auth}{manage}");
+    let relative = manage.trim_start_matches('/').to_owned();
+    let fragment = format!("{get}#/../../../runs/{}/share", ID);
+    let with_path = |path: &str| {
+        vec![
+            (":method".to_owned(), "GET".to_owned()),
+            (":scheme".to_owned(), "https".to_owned()),
+            (":authority".to_owned(), auth.clone()),
+            (":path".to_owned(), path.to_owned()),
+        ]
+    };
+    let plus = |mut f: Vec<(String, String)>, k: &str, v: &str| {
+        f.push((k.to_owned(), v.to_owned()));
+        f
+    };
+    let cases: Vec<(&str, Vec<(String, String)>)> = vec![
+        (":path empty", with_path("")),
+        (":path *", with_path("*")),
+        (":path relative", with_path(&relative)),
+        (":path absolute", with_path(&absolute)),
+        (":path with a fragment", with_path(&fragment)),
+        ("two :path", plus(with_path(&get), ":path", &manage)),
+        ("two :method", plus(with_path(&get), ":method", "DELETE")),
+        ("pseudo-header after a regular field", {
+            let f = plus(with_path(&get), "accept", "*/*");
+            plus(f, ":method", "DELETE")
+        }),
+        ("unknown pseudo-header", plus(with_path(&get), ":foo", "1")),
+        (
+            ":status in a request",
+            plus(with_path(&get), ":status", "200"),
+        ),
+        (
+            ":protocol on GET",
+            plus(with_path(&get), ":protocol", "websocket"),
+        ),
+        ("extended CONNECT", {
+            let mut f = with_path(&get);
+            f[0].1 = "CONNECT".to_owned();
+            plus(f, ":protocol", "websocket")
+        }),
+        (":scheme gopher", {
+            let mut f = with_path(&get);
+            f[1].1 = "gopher".to_owned();
+            f
+        }),
+        (":scheme http on TLS", {
+            let mut f = with_path(&get);
+            f[1].1 = "http".to_owned();
+            f
+        }),
+    ];
+    for (what, fields) in &cases {
+        let fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut h2 = H2::start(tls_h2(INSIDE, &gw).await).await;
+        h2.send(&headers_frame(1, &fields, true))
+            .await
+            .expect("send HEADERS");
+        let event = h2.outcome(1).await;
+        eprintln!("{what}: {event:?}");
+        match event {
+            Event::Status(200) => {
+                let r = up.only(what);
+                assert_eq!(
+                    (r.method.as_str(), r.target.as_str()),
+                    ("GET", get.as_str()),
+                    "{what}"
+                );
+                assert_eq!(
+                    r.header("x-forwarded-proto").as_deref(),
+                    Some("https"),
+                    "{what}"
+                );
+            }
+            Event::Status(400..=499) | Event::Reset(PROTOCOL_ERROR) => up.assert_silent(what),
+            Event::GoAway(PROTOCOL_ERROR) => {
+                up.assert_silent(what);
+                continue;
+            }
+            e => panic!("{what}: unexpected {e:?} {:?}", h2.seen),
+        }
+        h2.send(&headers_frame(3, &pseudo("GET", &auth, &get), true))
+            .await
+            .expect("send HEADERS");
+        assert_eq!(
+            h2.outcome(3).await,
+            Event::Status(200),
+            "{what}: next stream"
+        );
+        up.only(&format!("{what}: the next stream"));
+    }
+    assert_still_up("pseudo-header tricks", &gw, &up).await;
+}
+
+/// Request trailers (RFC 9110 §6.5) are never forwarded: the upstream is
+/// spoken to without a `Trailer` field, so hyper sends none, and a share
+/// route's body is read whole, trailers dropped. A trailer would otherwise
+/// carry what the gateway removes from heads (`X-Forwarded-For`, a
+/// forwarded identity header) past it, to an upstream that merges
+/// trailers into its headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_never_reach_the_upstream() {
+    let up = FakeUpstream::start().await;
+    let gw = start_tls(&up).await;
+    let auth = authority(&gw);
+    for path in [share_post(), "/api/v1/runs/query".to_owned()] {
+        let what = format!("trailers on {path}");
+        let mut h2 = H2::start(tls_h2(INSIDE, &gw).await).await;
+        let mut fields = pseudo("POST", &auth, &path);
+        fields.push(("te", "trailers"));
+        fields.push(("trailer", "x-forwarded-for, x-real-ip, x-sharegate-email"));
+        let mut bytes = headers_frame(1, &fields, false);
+        bytes.extend(frame(DATA, 0, 1, b"{}"));
+        bytes.extend(headers_frame(
+            1,
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-real-ip", "6.6.6.6"),
+                ("x-sharegate-email", "admin@corp.example"),
+            ],
+            true,
+        ));
+        h2.send(&bytes).await.expect("send");
+        assert_eq!(h2.outcome(1).await, Event::Status(200), "{what}");
+        let r = up.only(&what);
+        assert_eq!(r.body.as_ref(), b"{}", "{what}");
+        assert!(
+            r.trailers.as_ref().is_none_or(http::HeaderMap::is_empty),
+            "{what}: {:?}",
+            r.trailers
+        );
+        for (k, v) in r.headers.iter().chain(r.trailers.iter().flatten()) {
+            assert!(!v.as_bytes().starts_with(b"6.6.6.6"), "{what}: {k}: {v:?}");
+            assert_ne!(k, "x-sharegate-email", "{what}");
+        }
+    }
+}
