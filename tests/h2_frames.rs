@@ -111,6 +111,7 @@ const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -1253,4 +1254,73 @@ async fn request_trailers_never_reach_the_upstream() {
             assert_ne!(k, "x-sharegate-email", "{what}");
         }
     }
+}
+
+/// The other side of the stalled-window rule: an HTTP/2 client that reads
+/// slowly but steadily (a small window, opened a little at a time) gets
+/// the whole of a large response, however long it takes in all, even when
+/// the upstream hands the gateway chunks larger than the client makes room
+/// for within `limits.send_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_http2_reader_that_keeps_reading_is_never_cut() {
+    const SIZE: usize = 128 * 1024;
+    const STEP: u32 = 8 * 1024;
+    let up = FakeUpstream::start().await;
+    up.on(
+        "/api/v1/large",
+        custom(|_| async {
+            upstream_response(
+                StatusCode::OK,
+                &[("content-type", "application/octet-stream")],
+                upstream_full(vec![b'x'; SIZE]),
+            )
+        }),
+    );
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nsend_timeout = \"1s\"\n".to_owned();
+    let gw = setup.start().await;
+    let auth = gw.addr.to_string();
+
+    let (rd, mut wr) = tokio::io::split(connect(INSIDE, gw.addr).await);
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0x20, 0]));
+    let mut fields = pseudo("GET", &auth, "/api/v1/large");
+    fields[1] = (":scheme", "http");
+    hello.extend(headers_frame(1, &fields, true));
+    within("the request", wr.write_all(&hello))
+        .await
+        .expect("write the request");
+    let reader = tokio::spawn(async move {
+        let mut h2 = H2 {
+            io: ReadOnly(rd),
+            buf: Vec::new(),
+            table: Vec::new(),
+            seen: Vec::new(),
+        };
+        let mut got = 0usize;
+        while let Some((kind, flags, id, payload)) = h2.frame().await {
+            if kind == DATA && id == 1 {
+                got += payload.len();
+                if flags & END_STREAM != 0 {
+                    break;
+                }
+            }
+        }
+        got
+    });
+    // 8 KiB of room every quarter second: 32 KiB/s, four seconds in all.
+    let mut ticks = 0;
+    while !reader.is_finished() && ticks < 200 {
+        // Pacing the reader, not waiting for readiness.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut room = frame(WINDOW_UPDATE, 0, 0, &STEP.to_be_bytes());
+        room.extend(frame(WINDOW_UPDATE, 0, 1, &STEP.to_be_bytes()));
+        if wr.write_all(&room).await.is_err() {
+            break;
+        }
+        ticks += 1;
+    }
+    let got = within("the response", reader).await.expect("reader task");
+    assert_eq!(got, SIZE, "the slow reader got all of it");
+    up.only("the large read");
 }

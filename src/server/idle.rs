@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::rt::{Sleep, Timer};
@@ -202,44 +203,86 @@ impl Drop for InFlight {
 /// it, and on HTTP/2 keeps its clock: owed a poll from the moment it is
 /// handed to hyper and after each frame it gives, settled while it waits
 /// for the upstream.
+///
+/// On HTTP/2 its data goes to hyper in pieces of at most [`PIECE`]: hyper
+/// asks for the next frame only once the client has made room for the
+/// last one, so a large chunk from the upstream would leave a slow reader
+/// that keeps reading owed for as long as the whole chunk takes. A piece
+/// is one DATA frame at the default frame size; a client that cannot take
+/// one in `limits.send_timeout` is not reading.
 pub struct Tracked<B> {
     body: B,
     request: InFlight,
+    /// What is left of a chunk handed on in pieces.
+    rest: Bytes,
 }
+
+/// The most data an HTTP/2 response body hands hyper at once: the default
+/// SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2).
+const PIECE: usize = 16 * 1024;
 
 impl<B> Tracked<B> {
     pub fn new(body: B, request: InFlight) -> Self {
         if let Some(owed) = &request.1 {
             owed.owed();
         }
-        Tracked { body, request }
+        Tracked {
+            body,
+            request,
+            rest: Bytes::new(),
+        }
     }
 }
 
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let r = Pin::new(&mut self.body).poll_frame(cx);
-        if let Some(owed) = &self.request.1 {
-            match r {
-                Poll::Ready(Some(Ok(_))) => owed.owed(),
-                _ => owed.settled(),
+        let this = &mut *self;
+        let Some(owed) = &this.request.1 else {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        };
+        if !this.rest.is_empty() {
+            owed.owed();
+            let piece = this.rest.split_to(this.rest.len().min(PIECE));
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                owed.owed();
+                match frame.into_data() {
+                    Ok(mut data) if data.len() > PIECE => {
+                        this.rest = data.split_off(PIECE);
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Err(frame) => Poll::Ready(Some(Ok(frame))),
+                }
+            }
+            r => {
+                owed.settled();
+                r
             }
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let rest = self.rest.len() as u64;
+        let inner = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
 
