@@ -111,6 +111,7 @@ const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -1004,4 +1005,322 @@ async fn connect_over_h2_is_refused() {
         }
     }
     assert_still_up("CONNECT over h2", &gw, &up).await;
+}
+
+/// HTTP/2 flow control (RFC 9113 §5.2): a client that never opens its
+/// window (SETTINGS_INITIAL_WINDOW_SIZE 0, no WINDOW_UPDATE) gets the
+/// response head, and the body waits in the gateway. The socket stays
+/// writable, so the write deadline on it never fires; without a deadline
+/// on the stream itself such a client holds the upstream connection
+/// feeding it (one per stream, a hundred streams per connection) for as
+/// long as it likes, answering PINGs. After `limits.send_timeout` with no
+/// room made the gateway lets it go and the upstream sees its response
+/// dropped. A client that makes room is never cut, however quiet its
+/// stream: the wait is for the client, not for the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_opens_its_window_is_let_go() {
+    let up = FakeUpstream::start().await;
+    let stalled = up.sse("/api/v1/stalled");
+    let quiet = up.sse("/api/v1/quiet");
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nsend_timeout = \"1s\"\n".to_owned();
+    let gw = setup.start().await;
+    let auth = gw.addr.to_string();
+
+    let mut io = connect(INSIDE, gw.addr).await;
+    let mut hello = PREFACE.to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0: no stream may carry DATA.
+    hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    within("the HTTP/2 preface", io.write_all(&hello))
+        .await
+        .expect("write the preface");
+    let mut h2 = H2 {
+        io,
+        buf: Vec::new(),
+        table: Vec::new(),
+        seen: Vec::new(),
+    };
+    let mut fields = pseudo("GET", &auth, "/api/v1/stalled");
+    fields[1] = (":scheme", "http");
+    h2.send(&headers_frame(1, &fields, true))
+        .await
+        .expect("send HEADERS");
+    assert_eq!(h2.outcome(1).await, Event::Status(200));
+    for _ in 0..4 {
+        let _ = stalled.send(Bytes::from_static(b"data: waiting for room\n\n"));
+    }
+    // The client keeps the connection alive (it reads and would answer
+    // PINGs) but never makes room.
+    let reader = tokio::spawn(async move {
+        while let Some((kind, flags, _, payload)) = h2.frame().await {
+            if kind == PING && flags & ACK == 0 {
+                let _ = h2.send(&frame(PING, ACK, 0, &payload)).await;
+            }
+        }
+    });
+    within(
+        "the gateway to give up on the stalled stream and drop the upstream response",
+        stalled.closed(),
+    )
+    .await;
+    reader.abort();
+    up.only("the stalled stream's request");
+
+    // A stream the client makes room for, quiet for longer than the send
+    // timeout, is kept.
+    let mut h2 = H2::start(connect(INSIDE, gw.addr).await).await;
+    let mut fields = pseudo("GET", &auth, "/api/v1/quiet");
+    fields[1] = (":scheme", "http");
+    h2.send(&headers_frame(1, &fields, true))
+        .await
+        .expect("send HEADERS");
+    assert_eq!(h2.outcome(1).await, Event::Status(200));
+    // Letting time pass, not waiting for readiness: three send timeouts
+    // with nothing to send.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!quiet.is_closed(), "a quiet stream was cut");
+    quiet
+        .send(Bytes::from_static(b"data: still here\n\n"))
+        .expect("the quiet stream is still open");
+    let got = within("the late event", async {
+        let mut seen = Vec::new();
+        while let Some((kind, _, id, payload)) = h2.frame().await {
+            if kind == DATA && id == 1 {
+                seen.extend_from_slice(&payload);
+                if seen.ends_with(b"\n\n") {
+                    break;
+                }
+            }
+        }
+        seen
+    })
+    .await;
+    assert_eq!(got, b"data: still here\n\n");
+    up.only("the quiet stream's request");
+}
+
+/// Pseudo-header tricks (RFC 9113 §8.3): a `:path` that is empty, `*`,
+/// relative, absolute, or carries a fragment; duplicated pseudo-headers,
+/// one after a regular field, an unknown one, `:status` in a request; a
+/// `:scheme` other than the listener's; extended CONNECT (RFC 8441,
+/// `:protocol`, never enabled: the gateway sends no
+/// SETTINGS_ENABLE_CONNECT_PROTOCOL) and `:protocol` on a GET. Each is a
+/// stream error, a refusal, or served as exactly the path that was checked
+/// (a fragment is no part of the request target); nothing else reaches the
+/// upstream, and the connection serves its next stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pseudo_header_tricks_are_refused_or_served_as_checked() {
+    let up = FakeUpstream::start().await;
+    let gw = start_tls(&up).await;
+    let auth = authority(&gw);
+    let get = share_get();
+    let manage = fill("/api/v1/runs/{id}/share");
+    let absolute = format!("https://{auth}{manage}");
+    let relative = manage.trim_start_matches('/').to_owned();
+    let fragment = format!("{get}#/../../../runs/{}/share", ID);
+    let with_path = |path: &str| {
+        vec![
+            (":method".to_owned(), "GET".to_owned()),
+            (":scheme".to_owned(), "https".to_owned()),
+            (":authority".to_owned(), auth.clone()),
+            (":path".to_owned(), path.to_owned()),
+        ]
+    };
+    let plus = |mut f: Vec<(String, String)>, k: &str, v: &str| {
+        f.push((k.to_owned(), v.to_owned()));
+        f
+    };
+    let cases: Vec<(&str, Vec<(String, String)>)> = vec![
+        (":path empty", with_path("")),
+        (":path *", with_path("*")),
+        (":path relative", with_path(&relative)),
+        (":path absolute", with_path(&absolute)),
+        (":path with a fragment", with_path(&fragment)),
+        ("two :path", plus(with_path(&get), ":path", &manage)),
+        ("two :method", plus(with_path(&get), ":method", "DELETE")),
+        ("pseudo-header after a regular field", {
+            let f = plus(with_path(&get), "accept", "*/*");
+            plus(f, ":method", "DELETE")
+        }),
+        ("unknown pseudo-header", plus(with_path(&get), ":foo", "1")),
+        (
+            ":status in a request",
+            plus(with_path(&get), ":status", "200"),
+        ),
+        (
+            ":protocol on GET",
+            plus(with_path(&get), ":protocol", "websocket"),
+        ),
+        ("extended CONNECT", {
+            let mut f = with_path(&get);
+            f[0].1 = "CONNECT".to_owned();
+            plus(f, ":protocol", "websocket")
+        }),
+        (":scheme gopher", {
+            let mut f = with_path(&get);
+            f[1].1 = "gopher".to_owned();
+            f
+        }),
+        (":scheme http on TLS", {
+            let mut f = with_path(&get);
+            f[1].1 = "http".to_owned();
+            f
+        }),
+    ];
+    for (what, fields) in &cases {
+        let fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut h2 = H2::start(tls_h2(INSIDE, &gw).await).await;
+        h2.send(&headers_frame(1, &fields, true))
+            .await
+            .expect("send HEADERS");
+        let event = h2.outcome(1).await;
+        eprintln!("{what}: {event:?}");
+        match event {
+            Event::Status(200) => {
+                let r = up.only(what);
+                assert_eq!(
+                    (r.method.as_str(), r.target.as_str()),
+                    ("GET", get.as_str()),
+                    "{what}"
+                );
+                assert_eq!(
+                    r.header("x-forwarded-proto").as_deref(),
+                    Some("https"),
+                    "{what}"
+                );
+            }
+            Event::Status(400..=499) | Event::Reset(PROTOCOL_ERROR) => up.assert_silent(what),
+            Event::GoAway(PROTOCOL_ERROR) => {
+                up.assert_silent(what);
+                continue;
+            }
+            e => panic!("{what}: unexpected {e:?} {:?}", h2.seen),
+        }
+        h2.send(&headers_frame(3, &pseudo("GET", &auth, &get), true))
+            .await
+            .expect("send HEADERS");
+        assert_eq!(
+            h2.outcome(3).await,
+            Event::Status(200),
+            "{what}: next stream"
+        );
+        up.only(&format!("{what}: the next stream"));
+    }
+    assert_still_up("pseudo-header tricks", &gw, &up).await;
+}
+
+/// Request trailers (RFC 9110 §6.5) are never forwarded: the upstream is
+/// spoken to without a `Trailer` field, so hyper sends none, and a share
+/// route's body is read whole, trailers dropped. A trailer would otherwise
+/// carry what the gateway removes from heads (`X-Forwarded-For`, a
+/// forwarded identity header) past it, to an upstream that merges
+/// trailers into its headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_never_reach_the_upstream() {
+    let up = FakeUpstream::start().await;
+    let gw = start_tls(&up).await;
+    let auth = authority(&gw);
+    for path in [share_post(), "/api/v1/runs/query".to_owned()] {
+        let what = format!("trailers on {path}");
+        let mut h2 = H2::start(tls_h2(INSIDE, &gw).await).await;
+        let mut fields = pseudo("POST", &auth, &path);
+        fields.push(("te", "trailers"));
+        fields.push(("trailer", "x-forwarded-for, x-real-ip, x-sharegate-email"));
+        let mut bytes = headers_frame(1, &fields, false);
+        bytes.extend(frame(DATA, 0, 1, b"{}"));
+        bytes.extend(headers_frame(
+            1,
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-real-ip", "6.6.6.6"),
+                ("x-sharegate-email", "admin@corp.example"),
+            ],
+            true,
+        ));
+        h2.send(&bytes).await.expect("send");
+        assert_eq!(h2.outcome(1).await, Event::Status(200), "{what}");
+        let r = up.only(&what);
+        assert_eq!(r.body.as_ref(), b"{}", "{what}");
+        assert!(
+            r.trailers.as_ref().is_none_or(http::HeaderMap::is_empty),
+            "{what}: {:?}",
+            r.trailers
+        );
+        for (k, v) in r.headers.iter().chain(r.trailers.iter().flatten()) {
+            assert!(!v.as_bytes().starts_with(b"6.6.6.6"), "{what}: {k}: {v:?}");
+            assert_ne!(k, "x-sharegate-email", "{what}");
+        }
+    }
+}
+
+/// The other side of the stalled-window rule: an HTTP/2 client that reads
+/// slowly but steadily (a small window, opened a little at a time) gets
+/// the whole of a large response, however long it takes in all, even when
+/// the upstream hands the gateway chunks larger than the client makes room
+/// for within `limits.send_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_http2_reader_that_keeps_reading_is_never_cut() {
+    const SIZE: usize = 128 * 1024;
+    const STEP: u32 = 8 * 1024;
+    let up = FakeUpstream::start().await;
+    up.on(
+        "/api/v1/large",
+        custom(|_| async {
+            upstream_response(
+                StatusCode::OK,
+                &[("content-type", "application/octet-stream")],
+                upstream_full(vec![b'x'; SIZE]),
+            )
+        }),
+    );
+    let mut setup = Setup::new(&up);
+    setup.extra = "[limits]\nsend_timeout = \"1s\"\n".to_owned();
+    let gw = setup.start().await;
+    let auth = gw.addr.to_string();
+
+    let (rd, mut wr) = tokio::io::split(connect(INSIDE, gw.addr).await);
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0x20, 0]));
+    let mut fields = pseudo("GET", &auth, "/api/v1/large");
+    fields[1] = (":scheme", "http");
+    hello.extend(headers_frame(1, &fields, true));
+    within("the request", wr.write_all(&hello))
+        .await
+        .expect("write the request");
+    let reader = tokio::spawn(async move {
+        let mut h2 = H2 {
+            io: ReadOnly(rd),
+            buf: Vec::new(),
+            table: Vec::new(),
+            seen: Vec::new(),
+        };
+        let mut got = 0usize;
+        while let Some((kind, flags, id, payload)) = h2.frame().await {
+            if kind == DATA && id == 1 {
+                got += payload.len();
+                if flags & END_STREAM != 0 {
+                    break;
+                }
+            }
+        }
+        got
+    });
+    // 8 KiB of room every quarter second: 32 KiB/s, four seconds in all.
+    let mut ticks = 0;
+    while !reader.is_finished() && ticks < 200 {
+        // Pacing the reader, not waiting for readiness.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut room = frame(WINDOW_UPDATE, 0, 0, &STEP.to_be_bytes());
+        room.extend(frame(WINDOW_UPDATE, 0, 1, &STEP.to_be_bytes()));
+        if wr.write_all(&room).await.is_err() {
+            break;
+        }
+        ticks += 1;
+    }
+    let got = within("the response", reader).await.expect("reader task");
+    assert_eq!(got, SIZE, "the slow reader got all of it");
+    up.only("the large read");
 }

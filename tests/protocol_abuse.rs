@@ -1243,3 +1243,46 @@ async fn only_websocket_upgrades_are_tunnelled() {
     }
     assert_still_up("upgrades", &gw, &up).await;
 }
+
+/// A chunked body's trailer section (RFC 9112 §7.1.2) and chunk extensions
+/// (§7.1.1) stay with the gateway: the body is framed anew for the
+/// upstream, without extensions and without trailers (no `Trailer` field
+/// is forwarded, so hyper sends none). A trailer would otherwise carry past
+/// the gateway what it removes from heads: a client address, a forwarded
+/// identity header, a path override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_trailers_and_extensions_never_reach_the_upstream() {
+    let (up, gw) = start().await;
+    for target in [OPEN.to_owned(), share_post()] {
+        let what = format!("trailers on {target}");
+        let raw = post(
+            &target,
+            "Transfer-Encoding: chunked\r\nTrailer: X-Forwarded-For, X-Real-IP, X-Original-URL\r\nConnection: close\r\n",
+            &format!(
+                "5;ext=\"{}\"\r\nhello\r\n0;last\r\nX-Forwarded-For: 10.9.9.9\r\nX-Real-IP: 10.9.9.9\r\nX-Original-URL: {}\r\n\r\n",
+                "a".repeat(64),
+                fill("/api/v1/runs/{id}/share"),
+            ),
+        );
+        let from = if target == OPEN { OUTSIDE } else { INSIDE };
+        let a = exchange(from, gw.addr, raw.as_bytes()).await;
+        assert_eq!(a.statuses(), [200], "{what}: {a:?}");
+        let r = up.only(&what);
+        assert_eq!(
+            (r.method.as_str(), r.target.as_str()),
+            ("POST", target.as_str()),
+            "{what}"
+        );
+        assert_eq!(r.body.as_ref(), b"hello", "{what}");
+        assert!(
+            r.trailers.as_ref().is_none_or(http::HeaderMap::is_empty),
+            "{what}: {:?}",
+            r.trailers
+        );
+        for (k, v) in r.headers.iter() {
+            assert!(!v.as_bytes().starts_with(b"10.9.9.9"), "{what}: {k}: {v:?}");
+            assert!(k != "x-original-url" && k != "trailer", "{what}: {k}");
+        }
+    }
+    assert_still_up("chunked trailers", &gw, &up).await;
+}

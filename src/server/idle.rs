@@ -30,14 +30,23 @@
 //! buffers; [`close_when_idle`] lets the caller close one gracefully
 //! (GOAWAY) once it has had nothing in flight for the idle timeout, as
 //! nginx does after `keepalive_timeout`.
+//!
+//! An HTTP/2 client can also stop taking a response without ever blocking
+//! the socket: it opens no flow-control window for the stream (RFC 9113
+//! §5.2), so hyper never asks the response body for its next frame and the
+//! upstream connection feeding it stays checked out. The socket's write
+//! deadline cannot see that; [`client_stalled`] does, from the response
+//! bodies (see [`Tracked`]), and the caller closes the connection as it
+//! would for a client that stopped reading.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::rt::{Sleep, Timer};
@@ -57,7 +66,6 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// What a connection's hyper side is doing, shared between the socket
 /// wrapper, the timer, the service and the connection's task (which is
 /// the only reader).
-#[derive(Default)]
 pub struct Watch {
     /// Bumped by every read, write, request and head wait: a connection is
     /// quiet when it has not moved between two ticks.
@@ -71,6 +79,59 @@ pub struct Watch {
     awaiting_head: AtomicBool,
     /// hyper wrote since its last completed flush.
     unflushed: AtomicBool,
+    /// HTTP/2: response bodies are watched for a client that makes no room
+    /// for them ([`Watch::watch_stalls`]).
+    stalls: AtomicBool,
+    /// The watched response bodies (dropped ones are pruned as it grows).
+    owed: Mutex<Owing>,
+    /// What [`Owed`] times count from.
+    born: Instant,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            activity: AtomicU32::new(0),
+            requests: AtomicU32::new(0),
+            in_flight: AtomicU32::new(0),
+            awaiting_head: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
+            stalls: AtomicBool::new(false),
+            owed: Mutex::new(Owing::default()),
+            born: Instant::now(),
+        }
+    }
+}
+
+/// The response bodies of a watched HTTP/2 connection.
+#[derive(Default)]
+struct Owing {
+    bodies: Vec<Weak<Owed>>,
+    /// The length at which dropped bodies are next pruned: about twice the
+    /// bodies alive then, so a busy connection neither grows without bound
+    /// between checks nor prunes at every request.
+    prune_at: usize,
+}
+
+/// Since when hyper has owed a response body a poll: from when the body
+/// was handed over or last gave a frame, until hyper asks again (it asks
+/// at once while the client makes room). 0 while the body is the one
+/// waiting (for the upstream), else milliseconds after [`Watch::born`]
+/// plus one.
+struct Owed {
+    since: AtomicU64,
+    born: Instant,
+}
+
+impl Owed {
+    fn owed(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.since.store(ms + 1, Relaxed);
+    }
+
+    fn settled(&self) {
+        self.since.store(0, Relaxed);
+    }
 }
 
 impl Watch {
@@ -85,7 +146,38 @@ impl Watch {
         self.in_flight.fetch_add(1, Relaxed);
         self.requests.fetch_add(1, Relaxed);
         self.moved();
-        InFlight(self.clone())
+        let owed = self.stalls.load(Relaxed).then(|| {
+            let owed = Arc::new(Owed {
+                since: AtomicU64::new(0),
+                born: self.born,
+            });
+            let mut owing = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
+            if owing.bodies.len() >= owing.prune_at {
+                owing.bodies.retain(|w| w.strong_count() > 0);
+                owing.prune_at = (owing.bodies.len() * 2).max(64);
+            }
+            owing.bodies.push(Arc::downgrade(&owed));
+            owed
+        });
+        InFlight(self.clone(), owed)
+    }
+
+    /// Watches this connection's response bodies for [`client_stalled`]
+    /// (HTTP/2; set before the first request).
+    pub fn watch_stalls(&self) {
+        self.stalls.store(true, Relaxed);
+    }
+
+    /// True when a response body has been owed a poll for `limit`.
+    fn stalled(&self, limit: Duration) -> bool {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let mut owing = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
+        owing.bodies.retain(|w| w.strong_count() > 0);
+        owing.bodies.iter().filter_map(Weak::upgrade).any(|o| {
+            let since = o.since.load(Relaxed);
+            since != 0 && now.saturating_sub(since - 1) >= limit
+        })
     }
 
     /// Nothing in hyper's hands but a wait for the next request head.
@@ -96,8 +188,9 @@ impl Watch {
     }
 }
 
-/// One request in flight on a watched connection.
-pub struct InFlight(Arc<Watch>);
+/// One request in flight on a watched connection (and, on HTTP/2, its
+/// response body's clock).
+pub struct InFlight(Arc<Watch>, Option<Arc<Owed>>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -107,38 +200,89 @@ impl Drop for InFlight {
 }
 
 /// A response body that ends its request's [`InFlight`] when hyper drops
-/// it.
+/// it, and on HTTP/2 keeps its clock: owed a poll from the moment it is
+/// handed to hyper and after each frame it gives, settled while it waits
+/// for the upstream.
+///
+/// On HTTP/2 its data goes to hyper in pieces of at most [`PIECE`]: hyper
+/// asks for the next frame only once the client has made room for the
+/// last one, so a large chunk from the upstream would leave a slow reader
+/// that keeps reading owed for as long as the whole chunk takes. A piece
+/// is one DATA frame at the default frame size; a client that cannot take
+/// one in `limits.send_timeout` is not reading.
 pub struct Tracked<B> {
     body: B,
-    _request: InFlight,
+    request: InFlight,
+    /// What is left of a chunk handed on in pieces.
+    rest: Bytes,
 }
+
+/// The most data an HTTP/2 response body hands hyper at once: the default
+/// SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2).
+const PIECE: usize = 16 * 1024;
 
 impl<B> Tracked<B> {
     pub fn new(body: B, request: InFlight) -> Self {
+        if let Some(owed) = &request.1 {
+            owed.owed();
+        }
         Tracked {
             body,
-            _request: request,
+            request,
+            rest: Bytes::new(),
         }
     }
 }
 
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = &mut *self;
+        let Some(owed) = &this.request.1 else {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        };
+        if !this.rest.is_empty() {
+            owed.owed();
+            let piece = this.rest.split_to(this.rest.len().min(PIECE));
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                owed.owed();
+                match frame.into_data() {
+                    Ok(mut data) if data.len() > PIECE => {
+                        this.rest = data.split_off(PIECE);
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Err(frame) => Poll::Ready(Some(Ok(frame))),
+                }
+            }
+            r => {
+                owed.settled();
+                r
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let rest = self.rest.len() as u64;
+        let inner = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
 
@@ -389,6 +533,22 @@ pub async fn close_when_idle(watch: &Watch, idle_timeout: Duration) {
             requests = begun;
             quiet_since = now;
         } else if now - quiet_since >= idle_timeout {
+            return;
+        }
+    }
+}
+
+/// Completes once a response body on the connection has been owed a poll
+/// for `limit` (`limits.send_timeout`; checked every quarter of it): hyper
+/// holds a frame it cannot send because the HTTP/2 client opened no
+/// window for it, or the socket took nothing. A body waiting for the
+/// upstream (a quiet event stream) is never owed. For connections whose
+/// [`Watch::watch_stalls`] is set.
+pub async fn client_stalled(watch: &Watch, limit: Duration) {
+    let every = (limit / 4).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        if watch.stalled(limit) {
             return;
         }
     }

@@ -332,7 +332,9 @@ where
 }
 
 /// HTTP/2 on `io` (its connection state built inside the caller's box),
-/// closed gracefully once idle for `limits.header_timeout` (`idle`).
+/// closed gracefully once idle for `limits.header_timeout`, and at once
+/// when a response has waited `limits.send_timeout` for the client to make
+/// room for it (`idle`).
 async fn serve_http2<I, S>(
     io: I,
     service: S,
@@ -350,9 +352,24 @@ where
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    watch.watch_stalls();
     let conn = http2_builder(limits).serve_connection(TokioIo::new(io), service);
     let idle = idle::close_when_idle(&watch, limits.header_timeout);
-    serve(conn, |c| c.graceful_shutdown(), idle, stop, hard).await
+    let served = serve(conn, |c| c.graceful_shutdown(), idle, stop, hard);
+    // A stream the client makes no room for (`idle::client_stalled`) is a
+    // client that stopped reading: the connection is closed, as the
+    // socket's write deadline closes one whose writes wait, and the
+    // upstream responses feeding it are dropped.
+    tokio::select! {
+        r = served => r,
+        () = idle::client_stalled(&watch, limits.send_timeout) => {
+            tracing::info!(
+                limit = ?limits.send_timeout,
+                "an HTTP/2 client made no room for a response (limits.send_timeout); connection closed"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Runs `conn` to its end; on shutdown, or once `idle` completes, `drain`s

@@ -80,6 +80,8 @@ pub struct Recorded {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Fields of a chunked body's trailer section, if any arrived.
+    pub trailers: Option<HeaderMap>,
 }
 
 impl Recorded {
@@ -288,11 +290,13 @@ async fn upstream_answer(
         matches!(behaviour, Behaviour::UpgradeEcho).then(|| hyper::upgrade::on(&mut req));
 
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(c) => {
+            let trailers = c.trailers().cloned();
+            (c.to_bytes(), trailers)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     let target = parts
         .uri
         .path_and_query()
@@ -302,6 +306,7 @@ async fn upstream_answer(
         target,
         headers: parts.headers,
         body,
+        trailers,
     };
     state.recorded.lock().unwrap().push(record.clone());
 
