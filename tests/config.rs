@@ -412,6 +412,17 @@ fn check_of_a_missing_file_exits_64() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
     assert!(stderr.contains("--config"), "{stderr}");
+    assert!(stderr.contains("no such file"), "{stderr}");
+
+    // A folder is named as one.
+    let out = sharegate()
+        .args(["check", "--config"])
+        .arg(dir.path())
+        .output()
+        .expect("run sharegate check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
+    assert!(stderr.contains("it is a folder"), "{stderr}");
 }
 
 /// Top-level keys that are not plain names are refused before the config

@@ -309,6 +309,14 @@ impl Config {
                 message,
             }],
         };
+        if path.is_dir() {
+            return Err(fail(
+                "--config",
+                format!(
+                    "cannot read {origin}: it is a folder; pass the path of a TOML config file"
+                ),
+            ));
+        }
         if !path.is_file() {
             return Err(fail(
                 "--config",
