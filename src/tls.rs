@@ -22,7 +22,13 @@ pub enum TlsError {
     NoCert { path: String },
     #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
     NoKey { path: String },
-    #[error("the certificate and key do not form a usable pair: {0}")]
+    #[error("{cert} and {key} do not form a usable pair: {source}")]
+    Pair {
+        cert: String,
+        key: String,
+        source: rustls::Error,
+    },
+    #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("client CA {path}: {reason}")]
     ClientCa { path: String, reason: String },
@@ -101,7 +107,13 @@ pub fn server_config(
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut cfg = builder.with_single_cert(certs, key)?;
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|source| TlsError::Pair {
+            cert: files.cert.display().to_string(),
+            key: files.key.display().to_string(),
+            source,
+        })?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((Arc::new(cfg), client_trust))
 }
@@ -126,4 +138,42 @@ pub fn expiry(path: &Path) -> Result<Option<f64>, TlsError> {
         #[allow(clippy::cast_precision_loss)]
         Some(cert.validity().not_after.timestamp() as f64)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{generate, CertsArgs};
+
+    /// A certificate with another certificate's key is refused, naming both
+    /// files (an operator swapping one file of a pair needs to know which).
+    #[test]
+    fn a_key_of_another_certificate_is_refused_naming_both_files() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for dir in [a.path(), b.path()] {
+            generate(&CertsArgs {
+                dir: dir.to_path_buf(),
+                names: vec!["localhost".into()],
+                clients: Vec::new(),
+                force: false,
+                days: 30,
+            })
+            .unwrap();
+        }
+        let files = TlsFiles {
+            cert: a.path().join("server.crt"),
+            key: b.path().join("server.key"),
+            client_ca: None,
+            client_cert: ClientCertMode::Off,
+        };
+        let err = server_config(&files).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{} and {} do not form a usable pair: ",
+                files.cert.display(),
+                files.key.display()
+            )),
+            "{err}"
+        );
+    }
 }
