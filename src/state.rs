@@ -297,6 +297,20 @@ mod tests {
         state.gateway().config.policy.revoked_tokens.len()
     }
 
+    /// A look that must not reload (`why` says what it would have loaded).
+    async fn quiet_look(watcher: &mut Watcher, state: &State, why: &'static str) {
+        watcher.look(state, || async move { panic!("{why}") }).await;
+    }
+
+    /// A look that must reload, and the reload go through.
+    async fn reloading_look(watcher: &mut Watcher, state: &State) {
+        watcher
+            .look(state, || async {
+                state.reload().await.unwrap();
+            })
+            .await;
+    }
+
     async fn state_for(path: &Path) -> State {
         let cfg = Config::load(path).unwrap();
         let metrics = Arc::new(Metrics::new());
@@ -317,14 +331,10 @@ mod tests {
         let mut watcher = Watcher::new(&state);
 
         // Nothing changed: no reload.
-        watcher
-            .look(&state, || async { panic!("reloaded unchanged files") })
-            .await;
+        quiet_look(&mut watcher, &state, "reloaded unchanged files").await;
 
         std::fs::write(&path, policy("\"a\"")).unwrap();
-        watcher
-            .look(&state, || async { panic!("reloaded a change seen once") })
-            .await;
+        quiet_look(&mut watcher, &state, "reloaded a change seen once").await;
         watcher
             .look(&state, || async {
                 state.reload().await.unwrap();
@@ -334,18 +344,10 @@ mod tests {
             .await;
         assert_eq!(revoked(&state), 1, "the version the reload read");
 
-        watcher
-            .look(&state, || async { panic!("reloaded a change seen once") })
-            .await;
-        watcher
-            .look(&state, || async {
-                state.reload().await.unwrap();
-            })
-            .await;
+        quiet_look(&mut watcher, &state, "reloaded a change seen once").await;
+        reloading_look(&mut watcher, &state).await;
         assert_eq!(revoked(&state), 2, "the edit made during the reload");
-        watcher
-            .look(&state, || async { panic!("reloaded the same files again") })
-            .await;
+        quiet_look(&mut watcher, &state, "reloaded the same files again").await;
     }
 
     /// A config file caught half-written is not loaded, even when the part
@@ -364,18 +366,10 @@ mod tests {
         // revocations out; the next look finds the file whole.
         let cut = whole.find("[share]").unwrap();
         std::fs::write(&path, format!("{}\n", &whole[..cut])).unwrap();
-        watcher
-            .look(&state, || async { panic!("loaded a half-written file") })
-            .await;
+        quiet_look(&mut watcher, &state, "loaded a half-written file").await;
         std::fs::write(&path, &whole).unwrap();
-        watcher
-            .look(&state, || async { panic!("loaded a file still changing") })
-            .await;
-        watcher
-            .look(&state, || async {
-                state.reload().await.unwrap();
-            })
-            .await;
+        quiet_look(&mut watcher, &state, "loaded a file still changing").await;
+        reloading_look(&mut watcher, &state).await;
         assert_eq!(revoked(&state), 3);
 
         // SIGHUP does not wait.
@@ -386,8 +380,6 @@ mod tests {
             })
             .await;
         assert_eq!(revoked(&state), 0);
-        watcher
-            .look(&state, || async { panic!("reloaded what SIGHUP loaded") })
-            .await;
+        quiet_look(&mut watcher, &state, "reloaded what SIGHUP loaded").await;
     }
 }

@@ -209,6 +209,15 @@ fn the_shipped_example_config_is_valid() {
 }
 
 /// The binary with a clean environment (no `SHAREGATE__*` from the caller).
+/// `sharegate check --config path`, run to its end.
+fn check(path: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    sharegate()
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .expect("run sharegate check")
+}
+
 fn sharegate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sharegate"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -364,11 +373,7 @@ fn server_hosts_are_validated_and_shown() {
         ["langsmith.corp.example", "*.corp.example"]
     );
 
-    let out = sharegate()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run sharegate check");
+    let out = check(&path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
@@ -381,11 +386,7 @@ fn server_hosts_are_validated_and_shown() {
 fn check_reports_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = write(dir.path(), "broken.toml", BROKEN);
-    let out = sharegate()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run sharegate check");
+    let out = check(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
     assert!(stderr.contains("7 problems"), "{stderr}");
@@ -404,22 +405,14 @@ fn check_reports_every_problem_and_exits_64() {
 #[test]
 fn check_of_a_missing_file_exits_64() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let out = sharegate()
-        .args(["check", "--config"])
-        .arg(dir.path().join("absent.toml"))
-        .output()
-        .expect("run sharegate check");
+    let out = check(dir.path().join("absent.toml"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
     assert!(stderr.contains("--config"), "{stderr}");
     assert!(stderr.contains("no such file"), "{stderr}");
 
     // A folder is named as one.
-    let out = sharegate()
-        .args(["check", "--config"])
-        .arg(dir.path())
-        .output()
-        .expect("run sharegate check");
+    let out = check(dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
     assert!(stderr.contains("it is a folder"), "{stderr}");
@@ -437,11 +430,7 @@ fn keys_that_are_not_names_are_refused_not_a_crash() {
         "{GOOD}\n[\"ent6[-333333333373333]\"]\nx = 1\n\n[\"upstream.url\"]\n\"x[99999999999]\" = 2\n"
     );
     let path = write(dir.path(), "keys.toml", &text);
-    let out = sharegate()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run sharegate check");
+    let out = check(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr:\n{stderr}");
     for key in ["ent6[-333333333373333]", "upstream.url"] {

@@ -505,6 +505,37 @@ async fn each_listener_has_its_own_tls_and_client_certificate_mode() {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), server).await;
 }
 
+/// An HTTP/1.1 connection over TLS from [`OUTSIDE`], kept open for several
+/// requests (a client certificate is checked once, at its handshake).
+struct KeptConnection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    gw: SocketAddr,
+}
+
+impl KeptConnection {
+    async fn open(gw: SocketAddr, client: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        let tls = tls_connect_from(OUTSIDE, gw, client, "localhost")
+            .await
+            .expect("the client's handshake");
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .expect("HTTP/1.1 over the TLS connection");
+        tokio::spawn(connection);
+        KeptConnection { sender, gw }
+    }
+
+    /// `GET target` on this connection, which must still be open.
+    async fn get(&mut self, target: &str, what: &str) -> Reply {
+        within(what, self.sender.ready())
+            .await
+            .expect("the kept connection is still open");
+        let request = build(self.gw, "GET", target, &[], "");
+        let sent = within(what, self.sender.send_request(request)).await;
+        read_reply(sent.expect("the kept connection answers")).await
+    }
+}
+
 /// A CA, a server certificate for `localhost` and a client certificate
 /// for `carol` that expires `lifetime` from now, all made here (the
 /// development PKI's certificates last for days). Returns the server
@@ -588,26 +619,9 @@ async fn an_expired_client_certificate_ends_its_identity_on_a_kept_connection() 
     setup.server_extra = server_extra;
     setup.share_extra = "require = \"identity\"\n".to_owned();
     let gw = setup.start().await;
-    let tls = tls_connect_from(OUTSIDE, gw.addr, client, "localhost")
-        .await
-        .expect("carol's handshake");
-    let (mut kept, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .expect("HTTP/1.1 over the TLS connection");
-    tokio::spawn(connection);
+    let mut kept = KeptConnection::open(gw.addr, client).await;
     let share = fill("/public/{t}/r");
-    let mut on_kept = async |what: &str| {
-        within(what, kept.ready())
-            .await
-            .expect("the kept connection is still open");
-        let sent = within(
-            what,
-            kept.send_request(build(gw.addr, "GET", &share, &[], "")),
-        )
-        .await;
-        read_reply(sent.expect("the kept connection answers")).await
-    };
+    let mut on_kept = async |what: &str| kept.get(&share, what).await;
 
     let r = on_kept("carol's read").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
@@ -638,26 +652,9 @@ async fn a_reload_that_withdraws_the_client_ca_ends_its_identities_on_kept_conne
     let dir = tempfile::tempdir().expect("a config folder");
     let (gw, path) = TestGateway::from_file(dir.path(), &setup.toml()).await;
     let state = gw.state.clone();
-    let tls = tls_connect_from(OUTSIDE, gw.addr, pki.client_config(ALICE), "localhost")
-        .await
-        .expect("alice's handshake");
-    let (mut kept, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .expect("HTTP/1.1 over the TLS connection");
-    tokio::spawn(connection);
+    let mut kept = KeptConnection::open(gw.addr, pki.client_config(ALICE)).await;
     let share = fill("/public/{t}/r");
-    let mut on_kept = async |what: &str| {
-        within(what, kept.ready())
-            .await
-            .expect("the kept connection is still open");
-        let sent = within(
-            what,
-            kept.send_request(build(gw.addr, "GET", &share, &[], "")),
-        )
-        .await;
-        read_reply(sent.expect("the kept connection answers")).await
-    };
+    let mut on_kept = async |what: &str| kept.get(&share, what).await;
 
     let r = on_kept("alice's read").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
