@@ -134,6 +134,19 @@ async fn a_trusted_proxy_is_believed() {
     up.assert_silent("trusted proxy without forwarding headers");
 }
 
+/// A read of an open route sent by the trusted [`PROXY`] with `headers`:
+/// served, and what the upstream received.
+async fn open_route_through_proxy(
+    gw: std::net::SocketAddr,
+    up: &FakeUpstream,
+    headers: &[(&str, &str)],
+    what: &str,
+) -> common::Recorded {
+    let reply = request(PROXY, gw, "GET", "/api/v1/info", headers, "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{what}: {}", reply.summary());
+    up.only(what)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_chain_is_walked_right_to_left() {
     let up = FakeUpstream::start().await;
@@ -183,20 +196,16 @@ async fn a_forwarded_chain_is_walked_right_to_left() {
 
     // An outsider behind the proxy, claiming an inside address, on an open
     // route: the upstream's first entry is the outsider.
-    let reply = request(
-        PROXY,
+    let r = open_route_through_proxy(
         gw.addr,
-        "GET",
-        "/api/v1/info",
+        &up,
         &[
             ("X-Forwarded-For", "127.0.0.2"),
             ("X-Forwarded-For", "10.9.9.9 , 127.0.0.3:5555, 127.0.0.5"),
         ],
-        "",
+        "outsider behind two trusted hops",
     )
     .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
-    let r = up.only("outsider behind two trusted hops");
     assert_eq!(
         r.header_all("x-forwarded-for"),
         vec!["127.0.0.3, 127.0.0.5, 127.0.0.4".to_owned()]
@@ -315,20 +324,16 @@ async fn a_proxy_that_sets_only_forwarded_is_read_there_only() {
     up.assert_silent("an outsider's own X-Forwarded-For through the proxy");
     // On an open route, the upstream is told the client the gateway found,
     // not the chain the client began.
-    let reply = request(
-        PROXY,
+    let r = open_route_through_proxy(
         gw.addr,
-        "GET",
-        "/api/v1/info",
+        &up,
         &[
             ("X-Forwarded-For", "127.0.0.2"),
             ("Forwarded", "for=127.0.0.3"),
         ],
-        "",
+        "an open route through the proxy",
     )
     .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
-    let r = up.only("an open route through the proxy");
     assert_eq!(
         r.header_all("x-forwarded-for"),
         vec!["127.0.0.3".to_owned()]

@@ -199,6 +199,23 @@ async fn get(g: &IdGateway, from: IpAddr, headers: &[(&str, &str)]) -> Reply {
     request(from, g.gw.addr, "GET", &share_page(), headers, "").await
 }
 
+/// `Authorization: Bearer` with a token of ordinary claims signed by `key`
+/// under `kid`.
+fn bearer(key: &Key, kid: &str) -> String {
+    let token = sign_with(key.alg, &key.signing, Some(kid), &claims(json!({})));
+    format!("Bearer {token}")
+}
+
+/// The share page from [`OUTSIDE`], through the gateway at `addr`, with
+/// `authorization` when given.
+async fn outsider_read(addr: std::net::SocketAddr, authorization: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
+    request(OUTSIDE, addr, "GET", &share_page(), &headers, "").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_token_passes_from_every_source() {
     let g = start("identity", "", "").await;
@@ -520,11 +537,6 @@ async fn an_unknown_kid_refetches_the_jwks_and_rotation_takes_effect() {
     let fetches = || idp.requests().len();
     assert_eq!(fetches(), 1, "the key set is fetched once at start");
 
-    let c = claims(json!({}));
-    let bearer = |key: &Key, kid: &str| {
-        format!("Bearer {}", sign_with(key.alg, &key.signing, Some(kid), &c))
-    };
-
     let r = get(&g, OUTSIDE, &[("authorization", &bearer(&k1, "k1"))]).await;
     assert_eq!(r.status, StatusCode::OK, "k1 is published: {}", r.summary());
     g.up.only("a token signed with k1");
@@ -812,8 +824,7 @@ async fn a_reload_while_the_jwks_is_unreachable_keeps_its_keys_and_takes_effect(
     let dir = tempfile::tempdir().expect("a config folder");
     let (gw, path) = TestGateway::from_file(dir.path(), &setup.toml()).await;
     let state = gw.state.clone();
-    let share = share_page();
-    let r = request(OUTSIDE, gw.addr, "GET", &share, &[], "").await;
+    let r = outsider_read(gw.addr, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     up.only("127.0.0.3 while its network is listed");
 
@@ -821,22 +832,10 @@ async fn a_reload_while_the_jwks_is_unreachable_keeps_its_keys_and_takes_effect(
     setup.inside = vec!["127.0.0.2/32"];
     replace_file(&path, setup.toml());
     state.reload().await.expect("the reload goes through");
-    let r = request(OUTSIDE, gw.addr, "GET", &share, &[], "").await;
+    let r = outsider_read(gw.addr, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
     up.assert_silent("127.0.0.3 after its network was removed");
-    let token = format!(
-        "Bearer {}",
-        sign_with(k1.alg, &k1.signing, Some("k1"), &claims(json!({})))
-    );
-    let r = request(
-        OUTSIDE,
-        gw.addr,
-        "GET",
-        &share,
-        &[("authorization", &token)],
-        "",
-    )
-    .await;
+    let r = outsider_read(gw.addr, Some(&bearer(&k1, "k1"))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     up.only("a token checked with the key set kept in force");
 }
@@ -870,57 +869,26 @@ async fn a_key_withdrawn_from_the_jwks_file_stops_its_tokens_without_a_signal() 
     .await;
     let watcher = tokio::spawn(watching);
 
-    let share = share_page();
-    let bearer = |key: &Key, kid: &str| {
-        format!(
-            "Bearer {}",
-            sign_with(key.alg, &key.signing, Some(kid), &claims(json!({})))
-        )
-    };
     let (old, new) = (bearer(&k1, "k1"), bearer(&k2, "k2"));
-    let r = request(
-        OUTSIDE,
-        gw.addr,
-        "GET",
-        &share,
-        &[("authorization", &old)],
-        "",
-    )
-    .await;
+    let r = outsider_read(gw.addr, Some(&old)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     up.only("a token of k1 while k1 is in the key set");
 
     replace_file(&set, jwks(&[("k2", &k2)]));
     eventually("the withdrawn key to stop its tokens", || {
-        let (addr, share, old) = (gw.addr, share.clone(), old.clone());
+        let (addr, old) = (gw.addr, old.clone());
         async move {
-            let r = request(OUTSIDE, addr, "GET", &share, &[("authorization", &old)], "").await;
+            let r = outsider_read(addr, Some(&old)).await;
             (r.status == StatusCode::UNAUTHORIZED).then_some(())
         }
     })
     .await;
     up.take();
-    let r = request(
-        OUTSIDE,
-        gw.addr,
-        "GET",
-        &share,
-        &[("authorization", &old)],
-        "",
-    )
-    .await;
+    let r = outsider_read(gw.addr, Some(&old)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
     assert_eq!(r.header("www-authenticate").as_deref(), Some(INVALID));
     up.assert_silent("a token of the withdrawn key");
-    let r = request(
-        OUTSIDE,
-        gw.addr,
-        "GET",
-        &share,
-        &[("authorization", &new)],
-        "",
-    )
-    .await;
+    let r = outsider_read(gw.addr, Some(&new)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     up.only("a token of the key kept");
     watcher.abort();

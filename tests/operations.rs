@@ -1011,66 +1011,15 @@ async fn serve_then_sigterm(
     setup.extra =
         "[admin]\nlisten = \"off\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n".to_owned();
     std::fs::write(&path, setup.toml()).expect("write the config");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sharegate"));
-    match tokio_workers {
-        Some(n) => command.env("TOKIO_WORKER_THREADS", n),
-        None => command.env_remove("TOKIO_WORKER_THREADS"),
-    };
-    let mut child = command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start sharegate run");
-    let pid = child.id();
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    // Kill the child if anything below fails, so no process outlives us.
-    struct Reap(Option<u32>);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            if let Some(pid) = self.0 {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-    let mut reap = Reap(Some(pid));
-
+    let mut gateway = RunningBinary::start(&path, tokio_workers);
     let mut runtime = None;
-    let addr: SocketAddr = loop {
-        let line = within("the gateway to log its address", lines.recv())
-            .await
-            .expect("the gateway exited before listening");
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if event["message"] == "runtime started" {
-            runtime = Some((event["workers"].as_u64(), event["scheduler"].clone()));
-        }
-        if event["message"] == "listening" {
-            break event["address"]
-                .as_str()
-                .expect("address field")
-                .parse()
-                .expect("a socket address");
-        }
-    };
+    let addr = gateway
+        .until_listening(|event| {
+            if event["message"] == "runtime started" {
+                runtime = Some((event["workers"].as_u64(), event["scheduler"].clone()));
+            }
+        })
+        .await;
     assert_eq!(
         runtime,
         Some((Some(workers), serde_json::json!(scheduler))),
@@ -1081,21 +1030,107 @@ async fn serve_then_sigterm(
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     up.only("a request through the binary");
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM failed");
-    let exit = within(
-        "the gateway to exit",
-        tokio::task::spawn_blocking(move || child.wait()),
-    )
-    .await
-    .expect("wait task")
-    .expect("wait for the child");
-    reap.0 = None;
+    let exit = gateway.stop().await;
     assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
     assert!(refused(addr).await, "nothing listens after the exit");
+}
+
+/// A real `sharegate run --config PATH` with JSON log lines on standard
+/// error, killed if the test ends before it has exited.
+struct RunningBinary {
+    child: Option<std::process::Child>,
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+impl RunningBinary {
+    /// Starts it, with `TOKIO_WORKER_THREADS` set to `tokio_workers` (or
+    /// unset).
+    fn start(config: &std::path::Path, tokio_workers: Option<&str>) -> RunningBinary {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sharegate"));
+        match tokio_workers {
+            Some(n) => command.env("TOKIO_WORKER_THREADS", n),
+            None => command.env_remove("TOKIO_WORKER_THREADS"),
+        };
+        let mut child = command
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sharegate run");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines_tx, lines) = mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines_tx.send(line);
+            }
+        });
+        RunningBinary {
+            child: Some(child),
+            lines,
+        }
+    }
+
+    /// Reads its log events (each also shown to `seen`) until the one that
+    /// names the address it listens on.
+    async fn until_listening(&mut self, mut seen: impl FnMut(&serde_json::Value)) -> SocketAddr {
+        loop {
+            let line = within("the gateway to log its address", self.lines.recv())
+                .await
+                .expect("the gateway exited before listening");
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            seen(&event);
+            if event["message"] == "listening" {
+                return event["address"]
+                    .as_str()
+                    .expect("address field")
+                    .parse()
+                    .expect("a socket address");
+            }
+        }
+    }
+
+    /// `kill -NAME` to the process.
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("a running gateway").id();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// SIGTERM, and its exit status once it has exited.
+    async fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let mut child = self.child.take().expect("a running gateway");
+        within(
+            "the gateway to exit",
+            tokio::task::spawn_blocking(move || child.wait()),
+        )
+        .await
+        .expect("wait task")
+        .expect("wait for the child")
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1484,62 +1519,8 @@ async fn a_sighup_while_starting_does_not_kill_the_gateway() {
         "[admin]\nlisten = \"off\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n[identity.jwt]\nsources = [\"bearer\"]\nalgorithms = [\"ES256\"]\nissuers = [\"https://idp.test\"]\naudiences = [\"sharegate\"]\njwks_url = \"http://{idp_addr}/jwks\"\n"
     );
     std::fs::write(&path, setup.toml()).expect("write the config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sharegate"))
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start sharegate run");
-    let pid = child.id();
-    struct Reap(Option<u32>);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            if let Some(pid) = self.0 {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-    let mut reap = Reap(Some(pid));
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let addr: SocketAddr = loop {
-        let line = within("the gateway to log its address", lines.recv())
-            .await
-            .expect("the gateway exited before listening");
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if event["message"] == "listening" {
-            break event["address"]
-                .as_str()
-                .expect("address field")
-                .parse()
-                .expect("a socket address");
-        }
-    };
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([name, &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {name} failed");
-    };
+    let mut gateway = RunningBinary::start(&path, None);
+    let addr = gateway.until_listening(|_| {}).await;
     async fn answer_jwks(mut conn: tokio::net::TcpStream) {
         let mut head = Vec::new();
         let mut buf = [0u8; 1024];
@@ -1559,7 +1540,7 @@ async fn a_sighup_while_starting_does_not_kill_the_gateway() {
     let (first, _) = within("the JWKS fetch at start", idp.accept())
         .await
         .expect("accept the JWKS fetch");
-    signal("-HUP");
+    gateway.signal("HUP");
     answer_jwks(first).await;
     // Later fetches (the reload the signal asked for) get the same keys.
     let idp_task = tokio::spawn(async move {
@@ -1572,15 +1553,7 @@ async fn a_sighup_while_starting_does_not_kill_the_gateway() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     up.only("a request after the SIGHUP");
 
-    signal("-TERM");
-    let exit = within(
-        "the gateway to exit",
-        tokio::task::spawn_blocking(move || child.wait()),
-    )
-    .await
-    .expect("wait task")
-    .expect("wait for the child");
-    reap.0 = None;
+    let exit = gateway.stop().await;
     idp_task.abort();
     assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
 }
