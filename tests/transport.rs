@@ -947,3 +947,135 @@ async fn a_long_upload_that_keeps_moving_is_not_a_gateway_timeout() {
         assert_eq!(r.body.len(), chunk.len() * chunks, "{path}: the whole body");
     }
 }
+
+/// A TLS upstream on `127.0.0.1:0` serving a certificate for `names`: it
+/// answers every request with the `Host` it received and tells, per
+/// handshake, the server name (SNI) the client asked for (`None`: a
+/// handshake that failed).
+async fn tls_upstream(
+    names: &[&str],
+) -> (
+    std::net::SocketAddr,
+    tempfile::TempDir,
+    tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+) {
+    let issued = rcgen::generate_simple_self_signed(
+        names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+    )
+    .expect("generate a certificate");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(dir.path().join("ca.pem"), issued.cert.pem()).expect("write the CA");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(issued.signing_key.serialize_der())
+        .expect("the key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![issued.cert.der().clone()], key)
+        .expect("the upstream's TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the TLS upstream");
+    let addr = listener.local_addr().expect("its address");
+    let (seen, handshakes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    let _ = seen.send(None);
+                    return;
+                };
+                let sni = stream.get_ref().1.server_name().map(str::to_owned);
+                let _ = seen.send(Some(sni.unwrap_or_default()));
+                let answer =
+                    hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+                        let host = req.headers().get("host").cloned();
+                        let body = format!(
+                            "host={}",
+                            host.map(|h| h.to_str().unwrap_or("?").to_owned())
+                                .unwrap_or_default()
+                        );
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            body,
+                        ))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), answer)
+                    .await;
+            });
+        }
+    });
+    (addr, dir, handshakes)
+}
+
+/// The test policy in front of `https://localhost:PORT`, trusting the CA
+/// [`tls_upstream`] wrote.
+fn https_upstream_config(addr: std::net::SocketAddr, dir: &tempfile::TempDir) -> String {
+    let ca = dir.path().join("ca.pem");
+    Setup::with_url(format!("https://localhost:{}", addr.port()))
+        .toml()
+        .replacen(
+            "connect_timeout",
+            &format!("ca_file = {ca:?}\nconnect_timeout"),
+            1,
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_reached_under_its_configured_name() {
+    let (addr, dir, mut handshakes) = tls_upstream(&["localhost"]).await;
+    let gw = TestGateway::start(&https_upstream_config(addr, &dir)).await;
+    for round in 0..3 {
+        let reply = request(
+            INSIDE,
+            gw.addr,
+            "GET",
+            &fill("/api/v1/public/{t}/run"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "round {round}: {}",
+            reply.summary()
+        );
+        assert_eq!(
+            reply.text(),
+            format!("host=localhost:{}", addr.port()),
+            "round {round}"
+        );
+    }
+    let sni = within("the upstream's handshake", handshakes.recv()).await;
+    assert_eq!(
+        sni,
+        Some(Some("localhost".to_owned())),
+        "SNI is the upstream's configured name"
+    );
+    assert!(
+        handshakes.try_recv().is_err(),
+        "one pooled connection served all three reads"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_whose_certificate_names_another_host_is_refused() {
+    let (addr, dir, mut handshakes) = tls_upstream(&["other.example"]).await;
+    let gw = TestGateway::start(&https_upstream_config(addr, &dir)).await;
+    let reply = request(
+        INSIDE,
+        gw.addr,
+        "GET",
+        &fill("/api/v1/public/{t}/run"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.summary());
+    let handshake = within("the upstream's handshake", handshakes.recv()).await;
+    assert_eq!(handshake, Some(None), "the gateway broke off the handshake");
+}

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -41,7 +42,40 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, AccessEvent, Decision};
 use crate::tls::{self, TlsError};
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = OneUpstream<hyper_rustls::HttpsConnector<HttpConnector>>;
+
+/// The authority every upstream request is sent to the pool with. The
+/// pooled client keys its connections by scheme and authority and hashes
+/// that key three times a request (checkout, hand-back, connect), with
+/// `std`'s SipHash fed one byte of the authority at a time: about 1,000
+/// instructions a hash for `127.0.0.1:18080`, three times that for a
+/// cluster service name. A gateway has exactly one upstream (each config
+/// snapshot builds its own client), so the key carries nothing; a one-byte
+/// authority keeps the hash short and [`OneUpstream`] connects to the real
+/// one. `Host` is set from the configured upstream, never from the URI.
+const POOL_AUTHORITY: &str = "u";
+
+/// A connector that ignores the pool's destination and always connects to
+/// the configured upstream (see [`POOL_AUTHORITY`]).
+#[derive(Clone)]
+struct OneUpstream<C> {
+    inner: C,
+    upstream: Uri,
+}
+
+impl<C: tower_service::Service<Uri>> tower_service::Service<Uri> for OneUpstream<C> {
+    type Response = C::Response;
+    type Error = C::Error;
+    type Future = C::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _pool_key: Uri) -> Self::Future {
+        self.inner.call(self.upstream.clone())
+    }
+}
 
 /// What the gateway knows about one client connection, built once by the
 /// server when the connection is accepted.
@@ -305,11 +339,14 @@ fn upstream_client(config: &Config) -> Result<Client<Connector, Body>, BuildErro
     http.enforce_http(false);
     http.set_connect_timeout(Some(up.connect_timeout));
     http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let connector = OneUpstream {
+        inner: hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http),
+        upstream: up.url.clone(),
+    };
     // Idle upstream connections are kept for reuse, but bounded: a burst of
     // client connections must not leave hundreds of them open afterwards.
     Ok(Client::builder(TokioExecutor::new())
@@ -964,7 +1001,7 @@ fn prepare(
     );
     let mut out = Request::new(body);
     *out.method_mut() = parts.method;
-    *out.uri_mut() = upstream_uri(gw, route)?;
+    *out.uri_mut() = target_uri(gw, route, Authority::from_static(POOL_AUTHORITY))?;
     *out.version_mut() = Version::HTTP_11;
     *out.headers_mut() = headers;
     Ok((out, on_upgrade))
@@ -973,6 +1010,11 @@ fn prepare(
 /// The upstream URI: the upstream's origin, the canonical (checked) path and
 /// the query as the client sent it.
 pub(crate) fn upstream_uri(gw: &Gateway, route: &Route) -> Result<Uri, RequestError> {
+    target_uri(gw, route, gw.upstream_authority.clone())
+}
+
+/// [`upstream_uri`] under another authority (the pool's, when sent).
+fn target_uri(gw: &Gateway, route: &Route, authority: Authority) -> Result<Uri, RequestError> {
     let mut pq = route.path.clone();
     if let Some(q) = &route.query {
         pq.push('?');
@@ -980,7 +1022,7 @@ pub(crate) fn upstream_uri(gw: &Gateway, route: &Route) -> Result<Uri, RequestEr
     }
     Uri::builder()
         .scheme(gw.upstream_scheme.clone())
-        .authority(gw.upstream_authority.clone())
+        .authority(authority)
         .path_and_query(pq)
         .build()
         .map_err(|_| RequestError::Malformed("request target"))
