@@ -307,3 +307,57 @@ async fn a_fragment_on_the_wire_never_reaches_the_upstream() {
         up.assert_silent(&target);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_path_keeps_its_routes_protected_under_every_trick() {
+    // LangSmith under a sub-path: the profile's routes move below
+    // `share.base_path`, and the tricks that launder a route must not work
+    // on the prefix either.
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.share_extra = "base_path = \"/langsmith\"".to_owned();
+    let gw = setup.start().await;
+    let cases = [
+        ("GET", "/langsmith/api/v1/public/{t}/run"),
+        ("GET", "/langsmith/public/{t}/r"),
+        ("PUT", "/langsmith/api/v1/runs/{id}/share"),
+        ("GET", "/LANGSMITH/api/v1/public/{t}/run"),
+        ("GET", "/LangSmith/public/{t}/r"),
+        ("GET", "/%6Cangsmith/api/v1/public/{t}/run"),
+        ("GET", "/langsmith//api/v1/public/{t}/run"),
+        ("GET", "//langsmith/api/v1/public/{t}/run"),
+        ("GET", "/langsmith/./api/v1/public/{t}/run"),
+        ("GET", "/x/../langsmith/api/v1/public/{t}/run"),
+        ("GET", "/langsmith;x=1/api/v1/public/{t}/run"),
+        ("GET", "/langsmith%2Fapi/v1/public/{t}/run"),
+        ("GET", "/langsmith%2fpublic/{t}/r"),
+        ("GET", "/langsmith\\api\\v1\\public\\{t}\\run"),
+        ("GET", "/langsmith/api/v1/public/{t}/run%00"),
+        ("PUT", "/langsmith/api/runs/{id}/share"),
+    ];
+    let mut bad = Vec::new();
+    for (method, route) in cases {
+        let target = fill(route);
+        let reply = request(OUTSIDE, gw.addr, method, &target, &[], "").await;
+        if !matches!(
+            reply.status,
+            StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN
+        ) {
+            bad.push(format!(
+                "{method} {route}: expected 400 or 403, got {}",
+                reply.summary()
+            ));
+        }
+        if !up.take().is_empty() {
+            bad.push(format!(
+                "{method} {route}: REACHED THE UPSTREAM from outside"
+            ));
+        }
+    }
+    // From inside, the prefixed read reaches the upstream as it was sent.
+    let target = fill("/langsmith/api/v1/public/{t}/run");
+    let reply = request(INSIDE, gw.addr, "GET", &target, &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
+    assert_eq!(up.only("the inside read").target, target);
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+}
