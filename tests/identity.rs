@@ -893,3 +893,81 @@ async fn a_key_withdrawn_from_the_jwks_file_stops_its_tokens_without_a_signal() 
     up.only("a token of the key kept");
     watcher.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_routes_follow_manage_require() {
+    // Share reads need only the network; creating and revoking shares
+    // needs the network and a verified identity.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("ec.pem");
+    std::fs::write(&path, &keys().ec.public_pem).expect("write the public key");
+    let jwt = format!(
+        "{SOURCES}\nalgorithms = [\"ES256\"]\nissuers = [{ISS:?}]\naudiences = [{AUD:?}]\npem_files = [{path:?}]\n"
+    );
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.share_extra = "manage_require = \"network_and_identity\"\n".to_owned();
+    setup.extra = format!("[identity.jwt]\n{jwt}\n");
+    let gw = setup.start().await;
+    let manage = fill("/api/v1/runs/{id}/share");
+    let token = bearer(&keys().ec, "ec");
+    let auth = [("authorization", token.as_str())];
+
+    let r = request(INSIDE, gw.addr, "GET", &share_page(), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "a share read: {}", r.summary());
+    up.only("a share read, network only");
+
+    let r = request(INSIDE, gw.addr, "PUT", &manage, &[], "{}").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    assert_eq!(r.header("www-authenticate").as_deref(), Some(MISSING));
+    up.assert_silent("share creation without a token");
+
+    let expired = sign(&keys().ec, &claims(json!({"exp": now() - 3600})));
+    let expired = format!("Bearer {expired}");
+    let r = request(
+        INSIDE,
+        gw.addr,
+        "PUT",
+        &manage,
+        &[("authorization", &expired)],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    up.assert_silent("share creation with an expired token");
+
+    let r = request(OUTSIDE, gw.addr, "PUT", &manage, &auth, "{}").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.summary());
+    assert_eq!(detail(&r), MANAGE_OUTSIDE);
+    up.assert_silent("share creation from outside with a token");
+
+    let r = request(INSIDE, gw.addr, "PUT", &manage, &auth, "{}").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    let seen = up.only("share creation from inside with a token");
+    assert_eq!(
+        (seen.method.as_str(), seen.target.as_str()),
+        ("PUT", manage.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_redirect_uses_the_configured_return_parameter() {
+    let g = start(
+        "identity",
+        &format!("login_url = \"{LOGIN}?app=sharegate\"\nlogin_return_param = \"return_to\""),
+        "",
+    )
+    .await;
+    let target = fill("/public/{t}/r?x=1");
+    let html = ("accept", "text/html");
+    let r = request(OUTSIDE, g.gw.addr, "GET", &target, &[html], "").await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.summary());
+    let location = r.header("location").expect("a Location");
+    let encoded =
+        percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC);
+    assert_eq!(
+        location,
+        format!("{LOGIN}?app=sharegate&return_to={encoded}")
+    );
+    g.up.assert_silent("a redirected navigation");
+}
