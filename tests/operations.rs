@@ -836,6 +836,52 @@ async fn the_share_rate_limit_is_per_client_and_follows_reloads() {
     up.only("after the reload");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generate_query_limit_is_its_own_budget_and_is_counted() {
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.allow_generate_query = true;
+    setup.extra =
+        "[limits]\nshare_rate = \"100/min\"\ngenerate_query_rate = \"2/min\"\n".to_owned();
+    let ops = from_file(&setup.toml(), true).await;
+    let admin = ops.admin.expect("admin listener");
+    let generate = fill("/api/v1/public/{t}/datasets/runs/generate-query");
+    let ask = || {
+        request(
+            INSIDE,
+            ops.gw.addr,
+            "POST",
+            &generate,
+            &[],
+            r#"{"query":"errors"}"#,
+        )
+    };
+
+    for i in 0..2 {
+        let r = ask().await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.summary());
+    }
+    assert_eq!(up.take().len(), 2);
+    let r = ask().await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.summary());
+    assert!(r.header("retry-after").is_some(), "{}", r.summary());
+    up.assert_silent("the third generate-query");
+
+    // Share reads keep their own, larger budget.
+    let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("a share read after the generate-query limit");
+
+    let limited = [("class", "public_api")];
+    eventually("the refusal to be counted", || async {
+        let text = request(LOCAL, admin, "GET", "/metrics", &[], "")
+            .await
+            .text();
+        (metric(&text, "sharegate_rate_limited_total", &limited) == Some(1.0)).then_some(())
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Shutdown
 

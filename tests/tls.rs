@@ -330,3 +330,38 @@ async fn a_quiet_tls_connection_is_parked_and_woken() {
     }
     assert_eq!(up.take().len(), 2);
 }
+
+/// A client that opens a connection and stalls before the TLS handshake is
+/// done (or, from the balancer, inside its PROXY header) is let go after
+/// `limits.handshake_timeout`, however long `header_timeout` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_is_let_go_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = FakeUpstream::start().await;
+    let gw = TlsGateway::start_with(
+        &up,
+        "proxy_protocol_from = [\"127.0.0.4/32\"]\nproxy_protocol_optional = true",
+        "[limits]\nhandshake_timeout = \"1s\"\nheader_timeout = \"600s\"\n",
+    )
+    .await;
+    for (what, from, opening) in [
+        ("nothing at all", INSIDE, &b""[..]),
+        // A TLS record header announcing a ClientHello that never comes.
+        (
+            "the start of a ClientHello",
+            INSIDE,
+            &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..],
+        ),
+        ("half a PROXY header", PROXY, &b"PROXY TCP4 127.0.0.2 "[..]),
+    ] {
+        let mut tcp = connect(from, gw.gw.addr).await;
+        tcp.write_all(opening).await.expect("write");
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(WAIT, tcp.read_to_end(&mut out)).await;
+        assert!(
+            matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+            "{what}: the connection was still open after {WAIT:?}"
+        );
+    }
+    up.assert_silent("stalled handshakes");
+}
