@@ -107,6 +107,16 @@ impl RouteClass {
         }
     }
 
+    /// The classes [`is_public`](Self::is_public) admits, one per name.
+    pub const PUBLIC: [RouteClass; 6] = [
+        RouteClass::SharePage,
+        RouteClass::PublicApi,
+        RouteClass::PublicTokenless,
+        RouteClass::PublicBulk,
+        RouteClass::FeedbackToken,
+        RouteClass::Custom(0),
+    ];
+
     /// Reachable without upstream authentication, so the network policy guards it.
     pub fn is_public(self) -> bool {
         matches!(
@@ -1642,6 +1652,25 @@ mod tests {
             class_of(&t, Method::GET, "/x/api/public/T/run"),
             RouteClass::Other
         );
+    }
+
+    #[test]
+    fn the_public_list_is_what_is_public_admits() {
+        use RouteClass::*;
+        let every = [
+            SharePage,
+            PublicApi,
+            PublicTokenless,
+            PublicBulk,
+            ShareManage,
+            FeedbackToken,
+            Custom(3),
+            Other,
+        ];
+        for class in every {
+            let listed = RouteClass::PUBLIC.iter().any(|c| c.name() == class.name());
+            assert_eq!(listed, class.is_public(), "{class:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -394,6 +394,46 @@ async fn the_admin_listener_reports_health_readiness_and_request_counters() {
             assert!(!v.contains("127.0.0."), "{what}: a label value holds an IP");
         }
     }
+}
+
+/// The README's metrics table is what operators build dashboards from:
+/// every metric it names is exposed, and every metric exposed is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_are_the_ones_the_readme_documents() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read the README");
+    let table = readme
+        .split_once("**Metrics**")
+        .and_then(|(_, rest)| rest.split_once("**Access log.**"))
+        .map(|(table, _)| table)
+        .expect("the README's metrics table");
+    let documented: BTreeSet<String> = table
+        .split('`')
+        .filter(|w| w.starts_with("sharegate_"))
+        .map(|w| w.trim_end_matches("_total").to_owned())
+        .collect();
+    assert!(documented.len() > 10, "{documented:?}");
+
+    let up = FakeUpstream::start().await;
+    let ops = from_file(&Setup::new(&up).toml(), true).await;
+    let admin = ops.admin.expect("admin listener");
+    let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    let text = request(LOCAL, admin, "GET", "/metrics", &[], "")
+        .await
+        .text();
+    let exposed: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect();
+    let undocumented: Vec<_> = exposed.difference(&documented).collect();
+    let missing: Vec<_> = documented.difference(&exposed).collect();
+    assert!(
+        undocumented.is_empty() && missing.is_empty(),
+        "exposed but not in the README: {undocumented:?}; in the README but not exposed: {missing:?}\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

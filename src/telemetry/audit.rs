@@ -18,7 +18,7 @@ use prometheus_client::metrics::family::Family;
 
 use super::line::{json_str, write_ip, Line};
 use crate::identity::Identity;
-use crate::telemetry::metrics::ReasonLabels;
+use crate::telemetry::metrics::{ReasonLabels, QUEUE_FULL, WRITE_FAILED};
 
 /// One audit event. Its JSON is written by hand ([`AuditEvent::to_json`]):
 /// `serde_json` spent more on it than the rest of the line, and leaves DEL
@@ -226,13 +226,6 @@ impl AuditSink {
         }
     }
 }
-
-const QUEUE_FULL: ReasonLabels = ReasonLabels {
-    reason: "queue_full",
-};
-const WRITE_FAILED: ReasonLabels = ReasonLabels {
-    reason: "write_failed",
-};
 
 /// A batch of events is written once it holds this many bytes, or when
 /// the queue is empty.

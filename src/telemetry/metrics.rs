@@ -13,6 +13,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 
 use crate::rewrite::RewriteStats;
+use crate::route::RouteClass;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -43,6 +44,15 @@ pub struct ResultLabels {
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
+
+/// Why audit events were lost: the queue to `audit.file` was full.
+pub const QUEUE_FULL: ReasonLabels = ReasonLabels {
+    reason: "queue_full",
+};
+/// Why audit events were lost: writing them failed.
+pub const WRITE_FAILED: ReasonLabels = ReasonLabels {
+    reason: "write_failed",
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HashLabels {
@@ -192,6 +202,21 @@ impl Metrics {
             "Audit events not written to audit.file (queue_full: the disk fell behind; write_failed)",
             audit_lost.clone(),
         );
+        // Counters whose labels come from a fixed set start at 0 for each:
+        // a series that first appears at 1 shows no `increase()` in
+        // Prometheus, so the first lost audit event, refused reload or
+        // throttled client would slip past an alert on it.
+        for result in ["success", "failure"] {
+            reloads.get_or_create(&ResultLabels { result });
+        }
+        for reason in [&QUEUE_FULL, &WRITE_FAILED] {
+            audit_lost.get_or_create(reason);
+        }
+        for class in RouteClass::PUBLIC {
+            rate_limited.get_or_create(&ClassLabels {
+                class: class.name(),
+            });
+        }
         Metrics {
             registry,
             requests,
