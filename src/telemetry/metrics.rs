@@ -207,15 +207,17 @@ impl Metrics {
         // Prometheus, so the first lost audit event, refused reload or
         // throttled client would slip past an alert on it.
         for result in ["success", "failure"] {
-            reloads.get_or_create(&ResultLabels { result });
+            reloads.get_or_create(&ResultLabels { result }).inc_by(0);
         }
         for reason in [&QUEUE_FULL, &WRITE_FAILED] {
-            audit_lost.get_or_create(reason);
+            audit_lost.get_or_create(reason).inc_by(0);
         }
         for class in RouteClass::PUBLIC {
-            rate_limited.get_or_create(&ClassLabels {
-                class: class.name(),
-            });
+            rate_limited
+                .get_or_create(&ClassLabels {
+                    class: class.name(),
+                })
+                .inc_by(0);
         }
         Metrics {
             registry,
