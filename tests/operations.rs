@@ -995,6 +995,76 @@ async fn one_worker_runs_the_single_threaded_scheduler() {
     serve_then_sigterm("workers = 0", Some("3"), (3, "multi-threaded")).await;
 }
 
+/// A second SIGTERM during the drain stops at once, as a second Ctrl-C
+/// does: the never-ending stream in flight is closed, the process logs that
+/// the drain was cut short and exits 143 (128 + SIGTERM) long before the
+/// ten-minute grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_cuts_the_drain_short() {
+    second_signal_cuts_the_drain_short("TERM", "SIGTERM", 143).await;
+}
+
+/// The same with Ctrl-C after a SIGTERM: 130 (128 + SIGINT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigint_during_the_drain_cuts_it_short() {
+    second_signal_cuts_the_drain_short("INT", "SIGINT", 130).await;
+}
+
+/// The real binary with a never-ending event stream in flight: SIGTERM
+/// starts the drain (the stream goes on), then `second` ends it.
+async fn second_signal_cuts_the_drain_short(second: &str, name: &str, status: i32) {
+    let up = FakeUpstream::start().await;
+    let events = up.sse("/api/v1/events");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("sharegate.toml");
+    let mut setup = Setup::new(&up);
+    setup.server_extra = "shutdown_grace = \"600s\"\n".to_owned();
+    setup.extra =
+        "[admin]\nlisten = \"off\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n".to_owned();
+    std::fs::write(&path, setup.toml()).expect("write the config");
+    let mut gateway = RunningBinary::start(&path, None);
+    let addr = gateway.until_listening(|_| {}).await;
+    let resp = send(LOCAL, addr, events_get(addr, "/api/v1/events")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    events
+        .send(Bytes::from_static(b"data: one\n\n"))
+        .expect("send");
+    within("the first event", body.frame())
+        .await
+        .expect("a frame")
+        .expect("a data frame");
+
+    gateway.signal("TERM");
+    gateway.until_message("shutting down").await;
+    // The drain goes on: the stream is still open.
+    events
+        .send(Bytes::from_static(b"data: two\n\n"))
+        .expect("send");
+    let during = within("the second event, during the drain", body.frame())
+        .await
+        .expect("a frame")
+        .expect("a data frame");
+    assert_eq!(
+        during.into_data().ok(),
+        Some(Bytes::from_static(b"data: two\n\n"))
+    );
+
+    gateway.signal(second);
+    let cut = gateway.until_message("drain cut short").await;
+    assert_eq!(cut["signal"], name, "{cut}");
+    assert_eq!(cut["open_connections"], 1, "{cut}");
+    let exit = gateway.wait().await;
+    assert_eq!(exit.code(), Some(status), "exit status {exit:?}");
+    loop {
+        match within("the stream to be closed", body.frame()).await {
+            None | Some(Err(_)) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    drop(events);
+}
+
 /// Runs the real binary with `server_extra` (and `TOKIO_WORKER_THREADS`
 /// when given), checks the runtime it reports starting, serves a request
 /// through it and stops it with SIGTERM: exit status 0, port closed.
@@ -1110,9 +1180,30 @@ impl RunningBinary {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// Reads its log events until one whose message contains `text`, and
+    /// returns it.
+    async fn until_message(&mut self, text: &str) -> serde_json::Value {
+        loop {
+            let line = within(&format!("the gateway to log {text:?}"), self.lines.recv())
+                .await
+                .unwrap_or_else(|| panic!("the gateway exited before logging {text:?}"));
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if event["message"].as_str().is_some_and(|m| m.contains(text)) {
+                return event;
+            }
+        }
+    }
+
     /// SIGTERM, and its exit status once it has exited.
     async fn stop(mut self) -> std::process::ExitStatus {
         self.signal("TERM");
+        self.wait().await
+    }
+
+    /// Its exit status once it has exited (within [`WAIT`]).
+    async fn wait(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("a running gateway");
         within(
             "the gateway to exit",
