@@ -364,7 +364,13 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
                         &return_to,
                     )
                 }
-                _ => e.to_response(browser),
+                _ => e.to_response(
+                    browser,
+                    crate::error::Accepted {
+                        bearer: gw.config.identity.jwt.is_some(),
+                        client_cert: gw.client_trust_of(conn.listener).is_some(),
+                    },
+                ),
             };
             (resp, decision, Some(e))
         }
