@@ -300,6 +300,12 @@ fn config_failed(e: &ConfigError) -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
+            // Warnings go to stderr, as problems do: the table on stdout
+            // stays the same for scripts that read it, and the exit
+            // status stays 0 (the config is valid).
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
             emit(&format!("{}\n{}: OK\n", policy_table(&cfg), path.display()));
             ExitCode::SUCCESS
         }
@@ -397,6 +403,9 @@ pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<Option<StopSign
             suggestion = private.map(|h| format!("hosts = [{h:?}]")),
             "server.hosts is empty: a request naming any host is served, so a page on another domain whose name is re-pointed at this address (DNS rebinding) can read shares through a browser inside the network; list the names clients use"
         );
+    }
+    for w in &cfg.warnings {
+        tracing::warn!(key = %w.key, "{}", w.message);
     }
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::build(cfg, metrics.clone()).await?;
