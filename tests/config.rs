@@ -442,6 +442,32 @@ allow_from = ["lb"]
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
+/// `audit.file` naming a named pipe is a config problem (`check`, start-up
+/// and reloads all say so), found without opening it: opening a pipe for
+/// writing waits for a reader, which would hold `check` itself.
+#[test]
+fn check_refuses_a_named_pipe_as_the_audit_file_at_once() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fifo = dir.path().join("audit.jsonl");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let path = write(
+        dir.path(),
+        "fifo.toml",
+        "[server]\nlisten = [\"127.0.0.1:8443\"]\n[upstream]\nurl = \"http://langsmith-frontend:80\"\n[audit]\nfile = \"audit.jsonl\"\n",
+    );
+    let out = check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "  - audit.file: {}: it is a named pipe (FIFO), not a regular file: audit events are appended to a file on disk (a pipe would hold start-up and reloads until a reader opened it); give the path of a file, or leave audit.file unset to send audit events to the log stream\n",
+            fifo.display()
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_reports_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().expect("temporary directory");

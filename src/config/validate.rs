@@ -447,6 +447,22 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             ),
             _ => {}
         }
+        // What the path is now (through a symlink), looked at without
+        // opening it: a named pipe's open would wait for a reader. The
+        // open checks again (`telemetry::audit::open_regular`).
+        let kind = std::fs::metadata(f)
+            .ok()
+            .and_then(|m| crate::telemetry::audit::not_a_regular_file(&m.file_type()));
+        if let Some(kind) = kind {
+            r.add(
+                "audit.file",
+                format!(
+                    "{}: {}",
+                    f.display(),
+                    crate::telemetry::audit::not_regular_message(kind)
+                ),
+            );
+        }
     }
     let reload_interval = duration("reload.interval", &raw.reload.interval, &mut r);
     let mut files = Vec::new();
