@@ -314,7 +314,7 @@ fn the_sidecar_pauses_before_its_drain_and_the_grace_period_covers_both() {
             let runtime = dockerfile
                 .lines()
                 .filter_map(|l| l.strip_prefix("FROM "))
-                .last()
+                .next_back()
                 .expect("a FROM line");
             assert!(
                 runtime.starts_with("debian:") && runtime.contains("-slim"),
