@@ -4,20 +4,17 @@
 //!
 //! `/healthz` says the process is serving. `/readyz` says the config is
 //! loaded, the JWT keys (when configured) are loaded, and the upstream
-//! accepts a TCP connection. `/metrics` is Prometheus text.
+//! answers an HTTP request sent through the pooled client that forwards
+//! traffic (`Gateway::upstream_answers`). `/metrics` is Prometheus text.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::error::{full, Body};
 use crate::state::State;
-
-/// How long `/readyz` waits for the upstream's TCP handshake.
-const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn handle(
     state: Arc<State>,
@@ -58,30 +55,18 @@ async fn readyz(state: &State) -> Response<Body> {
         );
     }
     let url = &gw.config.upstream.url;
-    let host = url
-        .host()
-        .unwrap_or("")
-        .trim_matches(|c| c == '[' || c == ']');
-    let port = url
-        .port_u16()
-        .unwrap_or(if gw.config.upstream.https { 443 } else { 80 });
-    let probe = tokio::time::timeout(
-        UPSTREAM_PROBE_TIMEOUT,
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await;
-    match probe {
-        Ok(Ok(_)) => text(
+    match gw.upstream_answers().await {
+        Ok(status) => text(
             StatusCode::OK,
-            format!("ready: config {} loaded; upstream reachable\n", gw.config_hash),
+            format!(
+                "ready: config {} loaded; upstream answered HEAD / with {}\n",
+                gw.config_hash,
+                status.as_u16()
+            ),
         ),
-        Ok(Err(e)) => text(
+        Err(e) => text(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: upstream {url} unreachable: {e}\n"),
-        ),
-        Err(_) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: upstream {url} did not accept a connection within {UPSTREAM_PROBE_TIMEOUT:?}\n"),
+            format!("not ready: upstream {url} did not answer: {e}\n"),
         ),
     }
 }

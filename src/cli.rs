@@ -1,10 +1,13 @@
 //! The command line: `run`, `check`, `explain`, `certs`, `demo` and
 //! `probe`, and the exit codes.
 //!
-//! Exit status: 0 success; 1 an `explain --batch` expectation failed, or
-//! `probe` got no 2xx answer; 64 a config or command-line problem
-//! (`EX_USAGE`); 69 a runtime failure such as an address already in use or
-//! an unreadable certificate (`EX_UNAVAILABLE`).
+//! Exit status: 0 success (for `run`: stopped by SIGTERM or SIGINT, the
+//! drain finished or its grace period ran out); 1 an `explain --batch`
+//! expectation failed, or `probe` got no 2xx answer; 64 a config or
+//! command-line problem (`EX_USAGE`); 69 a runtime failure such as an
+//! address already in use or an unreadable certificate (`EX_UNAVAILABLE`);
+//! 130 or 143 (`128 +` SIGINT's or SIGTERM's number) when a second signal
+//! cut `run`'s drain short.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -297,6 +300,12 @@ fn config_failed(e: &ConfigError) -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
+            // Warnings go to stderr, as problems do: the table on stdout
+            // stays the same for scripts that read it, and the exit
+            // status stays 0 (the config is valid).
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
             emit(&format!("{}\n{}: OK\n", policy_table(&cfg), path.display()));
             ExitCode::SUCCESS
         }
@@ -330,7 +339,8 @@ fn run(path: &std::path::Path, log_format: Option<&str>) -> ExitCode {
     let served = rt.block_on(serve(cfg, Some(path.to_path_buf())));
     telemetry::output::flush();
     match served {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(second)) => ExitCode::from(second.exit_status()),
         Err(e) => {
             tracing::error!("{e}");
             telemetry::output::flush();
@@ -354,10 +364,22 @@ pub enum StartError {
 }
 
 /// Binds every configured address, builds the gateway, and serves until
-/// SIGINT or SIGTERM, reloading on SIGHUP and on file changes.
-pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError> {
-    let shutdown = shutdown_signal();
+/// SIGINT or SIGTERM, reloading on SIGHUP and on file changes. A second
+/// SIGINT or SIGTERM during the drain closes what is left at once and is
+/// returned: the caller exits with `128 +` its number.
+pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<Option<StopSignal>, StartError> {
+    let mut signals = Signals::install();
     let hangup = state::Hangup::install();
+    // The first signal starts the drain, the second cuts it short. Counted
+    // from here on, so that one sent while the gateway is still starting
+    // counts too.
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let (second_tx, second_rx) = tokio::sync::oneshot::channel::<StopSignal>();
+    let counting = tokio::spawn(async move {
+        signals.next().await;
+        let _ = first_tx.send(());
+        let _ = second_tx.send(signals.next().await);
+    });
     let listeners = server::bind(&cfg)
         .await
         .map_err(|(addr, source)| StartError::Bind { addr, source })?;
@@ -382,13 +404,114 @@ pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError>
             "server.hosts is empty: a request naming any host is served, so a page on another domain whose name is re-pointed at this address (DNS rebinding) can read shares through a browser inside the network; list the names clients use"
         );
     }
+    for w in &cfg.warnings {
+        tracing::warn!(key = %w.key, "{}", w.message);
+    }
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::build(cfg, metrics.clone()).await?;
-    let state = Arc::new(State::new(gateway, metrics, path));
+    let state = Arc::new(State::new(gateway, metrics.clone(), path));
     let watcher = tokio::spawn(state::watch_with(state.clone(), hangup));
-    server::run(listeners, state, shutdown).await;
+    let shutdown = async {
+        let _ = first_rx.await;
+    };
+    let cut = async move {
+        let Ok(signal) = second_rx.await else {
+            return std::future::pending().await;
+        };
+        tracing::warn!(
+            signal = signal.name(),
+            open_connections = metrics.active_connections.get(),
+            exit_status = signal.exit_status(),
+            "second signal: drain cut short; closing the remaining connections now"
+        );
+        signal
+    };
+    let cut = server::run_or_cut(listeners, state, shutdown, cut).await;
     watcher.abort();
-    Ok(())
+    counting.abort();
+    Ok(cut)
+}
+
+/// A signal that stops the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl StopSignal {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The exit status after a second one cut the drain short: `128 +` the
+    /// signal's number, what a shell reports for a process the signal
+    /// ended (130, 143), so a script or service manager sees that the
+    /// stop was forced, not the clean 0 of a finished drain.
+    pub fn exit_status(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 128 + 2,
+            StopSignal::Terminate => 128 + 15,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, one at a time. The handlers are installed by
+/// [`Signals::install`], so a signal that arrives before the first
+/// [`Signals::next`] is kept, not lost (nor left to the default action,
+/// which would end the process at once). Install it inside the runtime.
+pub struct Signals {
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next SIGINT or SIGTERM. Several of one kind that arrive before
+    /// this is awaited count as one.
+    pub async fn next(&mut self) -> StopSignal {
+        #[cfg(unix)]
+        {
+            async fn wait(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        if s.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = wait(&mut self.int) => StopSignal::Interrupt,
+                () = wait(&mut self.term) => StopSignal::Terminate,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            StopSignal::Interrupt
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed
@@ -397,34 +520,9 @@ pub async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), StartError>
 /// keys) is not lost and still means a clean exit. Call it inside the
 /// runtime.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let (int, term) = {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::interrupt()).ok(),
-            signal(SignalKind::terminate()).ok(),
-        )
-    };
+    let mut signals = Signals::install();
     async move {
-        #[cfg(unix)]
-        {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = wait(int) => {},
-                _ = wait(term) => {},
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        signals.next().await;
     }
 }
 

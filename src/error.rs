@@ -193,8 +193,9 @@ impl RequestError {
     }
 
     /// The one place an error becomes a response. `browser` selects the HTML
-    /// page (for a navigation, `Accept: text/html`) over JSON.
-    pub fn to_response(&self, browser: bool) -> Response<Body> {
+    /// page (for a navigation, `Accept: text/html`) over JSON; `accepted`
+    /// says which credentials a `401`'s challenges name.
+    pub fn to_response(&self, browser: bool, accepted: Accepted) -> Response<Body> {
         let status = self.status();
         let detail = self.detail();
         let (ctype, body) = if browser {
@@ -224,17 +225,10 @@ impl RequestError {
                         h.insert(ALLOW, v);
                     }
                 }
-                // RFC 6750 §3: the challenge names the scheme, and the
-                // error code when a token was presented and refused.
                 DenialKind::Unauthenticated { reason } => {
-                    let v = if *reason == "missing_credentials" {
-                        HeaderValue::from_static("Bearer realm=\"sharegate\"")
-                    } else {
-                        HeaderValue::from_static(
-                            "Bearer realm=\"sharegate\", error=\"invalid_token\"",
-                        )
-                    };
-                    h.insert(WWW_AUTHENTICATE, v);
+                    for challenge in accepted.challenges(reason) {
+                        h.append(WWW_AUTHENTICATE, challenge);
+                    }
                 }
                 _ => {}
             }
@@ -249,6 +243,56 @@ impl RequestError {
             RequestError::Denied { denial, .. }
                 if matches!(denial.kind, DenialKind::Unauthenticated { .. })
         )
+    }
+}
+
+/// The credentials the gateway takes for a request, which a `401` names in
+/// its `WWW-Authenticate` challenges (RFC 9110 §11.6.1: a `401` carries at
+/// least one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// A JWT (`[identity.jwt]`): a bearer token.
+    pub bearer: bool,
+    /// A client certificate on the request's listener (`client_ca` with
+    /// `client_cert` optional or required).
+    pub client_cert: bool,
+}
+
+impl Accepted {
+    /// The challenges for a `401` whose `reason` is `missing_credentials`
+    /// (nothing presented) or why a token was refused.
+    ///
+    /// - A JWT: `Bearer realm="sharegate"` (RFC 6750 §3), with
+    ///   `error="invalid_token"` when a token was presented and refused.
+    /// - A client certificate: `ClientCertificate realm="sharegate"`. No
+    ///   registered HTTP scheme stands for a TLS client certificate (the
+    ///   IANA registry has none; `ClientCertificate` is the name an expired
+    ///   2014 IETF draft proposed for exactly this, draft-thomson-httpbis-
+    ///   catch). A `Bearer` challenge would invite a token this gateway
+    ///   cannot take, and leaving the header out breaks RFC 9110 §11.6.1
+    ///   (Kong's mtls-auth does: a bare `401`); nginx and Apache sidestep
+    ///   the question with `400` (nginx's `496`) or `403`, but the status
+    ///   stays `401` here because a credential, the certificate, is what
+    ///   is missing. Clients skip a scheme they do not know, so a browser
+    ///   shows the page's explanation instead of a password prompt, and a
+    ///   script is not led to send a token.
+    /// - Both (a JWT, and certificates on this listener): both challenges,
+    ///   as two header lines, the token's first.
+    ///
+    /// With neither (certificates only on another listener, and no JWT)
+    /// the certificate challenge is still the one that names what the
+    /// gateway takes.
+    pub fn challenges(self, reason: &str) -> impl Iterator<Item = HeaderValue> {
+        let bearer = self.bearer.then(|| {
+            HeaderValue::from_static(if reason == "missing_credentials" {
+                "Bearer realm=\"sharegate\""
+            } else {
+                "Bearer realm=\"sharegate\", error=\"invalid_token\""
+            })
+        });
+        let cert = (self.client_cert || !self.bearer)
+            .then(|| HeaderValue::from_static("ClientCertificate realm=\"sharegate\""));
+        bearer.into_iter().chain(cert)
     }
 }
 
@@ -345,13 +389,13 @@ mod tests {
             RouteClass::SharePage,
         );
         assert_eq!(e.status(), StatusCode::FORBIDDEN);
-        let r = e.to_response(false);
+        let r = e.to_response(false, Accepted::default());
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(
             body_text(r).await,
             r#"{"detail":"This shared link opens only on the company network."}"#
         );
-        let r = e.to_response(true);
+        let r = e.to_response(true, Accepted::default());
         let t = body_text(r).await;
         assert!(t.contains("opens only on the company network"), "{t}");
         assert!(t.contains("403 Forbidden"));
@@ -362,7 +406,7 @@ mod tests {
             },
             RouteClass::PublicApi,
         );
-        let r = e.to_response(false);
+        let r = e.to_response(false, Accepted::default());
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[ALLOW], "GET, HEAD");
 
@@ -383,13 +427,62 @@ mod tests {
             "misdirected request: the host \"attacker.example\" is not in server.hosts"
         );
         assert_eq!(
-            body_text(e.to_response(false)).await,
+            body_text(e.to_response(false, Accepted::default())).await,
             r#"{"detail":"Misdirected request: this gateway does not serve that host name."}"#
         );
         let e = RequestError::UpstreamConnect("connection refused 10.1.2.3:80".into());
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
-        let t = body_text(e.to_response(false)).await;
+        let t = body_text(e.to_response(false, Accepted::default())).await;
         assert!(!t.contains("10.1.2.3"), "no internal detail: {t}");
+    }
+
+    #[test]
+    fn a_401_challenges_for_what_the_gateway_takes() {
+        let lines = |bearer, client_cert, reason| {
+            let e = denied(
+                DenialKind::Unauthenticated { reason },
+                RouteClass::SharePage,
+            );
+            let r = e.to_response(
+                false,
+                Accepted {
+                    bearer,
+                    client_cert,
+                },
+            );
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            r.headers()
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let bearer = "Bearer realm=\"sharegate\"";
+        let refused = "Bearer realm=\"sharegate\", error=\"invalid_token\"";
+        let cert = "ClientCertificate realm=\"sharegate\"";
+        assert_eq!(lines(true, false, "missing_credentials"), [bearer]);
+        assert_eq!(lines(true, false, "expired"), [refused]);
+        assert_eq!(lines(false, true, "missing_credentials"), [cert]);
+        assert_eq!(lines(true, true, "missing_credentials"), [bearer, cert]);
+        assert_eq!(lines(true, true, "bad_signature"), [refused, cert]);
+        // Certificates on another listener only: still the one challenge
+        // that names what the gateway takes (a 401 always carries one).
+        assert_eq!(lines(false, false, "missing_credentials"), [cert]);
+        // Other refusals carry none.
+        let e = denied(
+            DenialKind::Network {
+                client: "192.0.2.7".parse().unwrap(),
+            },
+            RouteClass::SharePage,
+        );
+        let r = e.to_response(
+            false,
+            Accepted {
+                bearer: true,
+                client_cert: true,
+            },
+        );
+        assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

@@ -68,6 +68,9 @@ impl State {
                     .get_or_create(&crate::telemetry::metrics::ResultLabels { result: "success" })
                     .inc();
                 tracing::info!(config_hash = %hash, "config reloaded");
+                for w in &self.gateway().config.warnings {
+                    tracing::warn!(key = %w.key, "{}", w.message);
+                }
             }
             Err(e) => {
                 self.metrics

@@ -382,6 +382,92 @@ fn server_hosts_are_validated_and_shown() {
     );
 }
 
+/// A trusted proxy that sends no forwarding header is its own client: when
+/// its address is inside an allow list, `check` says so (on stderr, exit 0),
+/// naming the proxy entry, the list, its entry and where they meet. An
+/// allow list of a route that needs an identity alone, or `"any"`, is not
+/// one the proxy's address changes.
+#[test]
+fn check_warns_when_a_trusted_proxy_is_inside_an_allow_list() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = write(
+        dir.path(),
+        "overlap.toml",
+        r#"
+[server]
+listen = ["127.0.0.1:8443"]
+[upstream]
+url = "http://langsmith-frontend:80"
+[networks]
+office = ["10.0.0.0/8"]
+lb = ["10.20.0.5", "192.0.2.10"]
+[client_ip]
+trusted_proxies = ["lb", "172.16.0.0/12"]
+[share]
+allow_from = ["office"]
+manage_from = ["172.16.4.0/24"]
+[default]
+allow_from = ["any"]
+[[routes]]
+name = "docs"
+paths = ["/docs/**"]
+methods = ["GET"]
+allow_from = ["lb"]
+"#,
+    );
+    let out = check(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains(": OK\n"), "{stdout}");
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: client_ip.trusted_proxies: \"lb\" overlaps share.allow_from \"office\": a trusted proxy at 10.20.0.5 that sends no X-Forwarded-For header (a health check, a request of its own) is its own client, inside share.allow_from; keep trusted proxies' addresses out of share.allow_from, or trust only proxies that always set the header",
+            "warning: client_ip.trusted_proxies: \"lb\" overlaps routes.docs.allow_from \"lb\": a trusted proxy at 10.20.0.5, 192.0.2.10 that sends no X-Forwarded-For header (a health check, a request of its own) is its own client, inside routes.docs.allow_from; keep trusted proxies' addresses out of routes.docs.allow_from, or trust only proxies that always set the header",
+            "warning: client_ip.trusted_proxies: \"172.16.0.0/12\" overlaps share.manage_from \"172.16.4.0/24\": a trusted proxy in 172.16.4.0/24 that sends no X-Forwarded-For header (a health check, a request of its own) is its own client, inside share.manage_from; keep trusted proxies' addresses out of share.manage_from, or trust only proxies that always set the header",
+        ],
+        "{stderr}"
+    );
+
+    // Apart: no warning.
+    let path = write(
+        dir.path(),
+        "apart.toml",
+        "[server]\nlisten = [\"127.0.0.1:8443\"]\n[upstream]\nurl = \"http://langsmith-frontend:80\"\n[client_ip]\ntrusted_proxies = [\"192.0.2.10\"]\n[share]\nallow_from = [\"10.0.0.0/8\"]\n",
+    );
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// `audit.file` naming a named pipe is a config problem (`check`, start-up
+/// and reloads all say so), found without opening it: opening a pipe for
+/// writing waits for a reader, which would hold `check` itself.
+#[test]
+fn check_refuses_a_named_pipe_as_the_audit_file_at_once() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fifo = dir.path().join("audit.jsonl");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let path = write(
+        dir.path(),
+        "fifo.toml",
+        "[server]\nlisten = [\"127.0.0.1:8443\"]\n[upstream]\nurl = \"http://langsmith-frontend:80\"\n[audit]\nfile = \"audit.jsonl\"\n",
+    );
+    let out = check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "  - audit.file: {}: it is a named pipe (FIFO), not a regular file: audit events are appended to a file on disk (a pipe would hold start-up and reloads until a reader opened it); give the path of a file, or leave audit.file unset to send audit events to the log stream\n",
+            fifo.display()
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_reports_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().expect("temporary directory");

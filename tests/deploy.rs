@@ -280,6 +280,94 @@ fn the_sidecar_has_probes_on_the_admin_port_and_a_locked_down_container() {
     }
 }
 
+/// A pod being deleted is taken out of the Service's endpoints while its
+/// containers get SIGTERM at the same moment, and kube-proxy and load
+/// balancers take a few seconds to stop sending it new connections: the
+/// sidecar pauses in `preStop` (still serving) before the signal starts
+/// its drain. The pause's command must exist in the image (the image's
+/// last stage is Debian's slim image, whose coreutils have `/bin/sleep`;
+/// Kubernetes' own `sleep` action needs no binary), and the pause, the
+/// drain (`server.shutdown_grace`) and a margin for the exit must fit in
+/// `terminationGracePeriodSeconds`, which counts the hook too.
+#[test]
+fn the_sidecar_pauses_before_its_drain_and_the_grace_period_covers_both() {
+    let patch = k8s("frontend-sidecar-patch.yaml");
+    let c = sidecar(&patch);
+    let pre = &c["lifecycle"]["preStop"];
+    let pause = match pre["sleep"]["seconds"].as_u64() {
+        Some(seconds) => seconds,
+        None => {
+            let command: Vec<&str> =
+                seq_of(&pre["exec"]["command"], "lifecycle.preStop.exec.command")
+                    .iter()
+                    .map(|a| str_of(a, "preStop command"))
+                    .collect();
+            let [sleep, seconds] = command[..] else {
+                panic!("preStop should be [\"/bin/sleep\", SECONDS], is {command:?}");
+            };
+            assert_eq!(
+                sleep, "/bin/sleep",
+                "an absolute path: no shell, no PATH lookup"
+            );
+            let dockerfile =
+                fs::read_to_string(root().join("deploy/Dockerfile")).expect("read the Dockerfile");
+            let runtime = dockerfile
+                .lines()
+                .filter_map(|l| l.strip_prefix("FROM "))
+                .next_back()
+                .expect("a FROM line");
+            assert!(
+                runtime.starts_with("debian:") && runtime.contains("-slim"),
+                "preStop runs /bin/sleep, which the image's base ({runtime}) may not have: use lifecycle.preStop.sleep.seconds (Kubernetes 1.30+)"
+            );
+            seconds.parse().expect("whole seconds")
+        }
+    };
+    assert!((3..=15).contains(&pause), "a short pause: {pause} s");
+    // The frontend, sharegate's upstream in the same pod, is signalled at
+    // the same moment: it pauses longer, or sharegate would forward what it
+    // takes during its pause to a frontend that has stopped (502).
+    let frontend = seq_of(
+        &patch["spec"]["template"]["spec"]["containers"],
+        "spec.template.spec.containers",
+    )
+    .iter()
+    .find(|c| c["name"].as_str() == Some("frontend"))
+    .expect("the patch pauses the chart's \"frontend\" container too");
+    assert!(
+        frontend["image"].is_null(),
+        "a merge into the chart's container, not a new one"
+    );
+    let frontend_pause: Vec<&str> = seq_of(
+        &frontend["lifecycle"]["preStop"]["exec"]["command"],
+        "frontend preStop command",
+    )
+    .iter()
+    .map(|a| str_of(a, "preStop command"))
+    .collect();
+    let [_, seconds] = frontend_pause[..] else {
+        panic!("frontend preStop: {frontend_pause:?}");
+    };
+    let frontend_pause: u64 = seconds.parse().expect("whole seconds");
+    assert!(
+        frontend_pause > pause,
+        "the frontend ({frontend_pause} s) must outlast sharegate's pause ({pause} s)"
+    );
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let toml = configmap_toml(dir.path());
+    let cfg = sharegate::config::Config::load_with_env(&toml, Some(Default::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let drain = cfg.shutdown_grace.as_secs();
+    let termination = patch["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        pause + drain + 5 <= termination,
+        "terminationGracePeriodSeconds {termination} leaves no room for a {pause} s pause, a {drain} s drain and 5 s to exit"
+    );
+}
+
 #[test]
 fn the_service_exposes_only_the_gateway_port_of_the_policed_pods() {
     let svc = k8s("service.yaml");

@@ -381,3 +381,68 @@ async fn a_reload_opens_the_audit_file_anew_so_it_can_be_rotated() {
     stop(gw, stderr);
     assert_eq!(audit_lines(&rotated, 1), first);
 }
+
+/// A named pipe where `audit.file` points (here swapped in after a
+/// rotation) would hold the reload until some reader opened it: the reload
+/// is refused at once, naming what the path is, and the gateway goes on
+/// auditing into the file it has open. A symlink to a regular file is
+/// followed, as for any log file, and the file it names is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_pipe_as_the_audit_file_is_refused_without_holding_the_reload() {
+    let upstream = FakeUpstream::start().await;
+    let mut setup = setup(&upstream);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let audit = dir.path().join("audit.jsonl");
+    setup.extra.push_str(&format!(
+        "[audit]\nfile = {:?}\n",
+        audit.display().to_string()
+    ));
+    let (_config_dir, config) = write_config(&setup);
+    let (gw, addr, stderr) = start(&config, "text");
+    let inside = "127.0.0.2".parse().unwrap();
+    let read = format!("/api/v1/public/{TOKEN}/runs/abc");
+    let r = common::request(inside, addr, "GET", &read, &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    assert_eq!(audit_lines(&audit, 1).len(), 1);
+
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&audit, &rotated).expect("rotate");
+    let made = Command::new("mkfifo")
+        .arg(&audit)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    signal(&gw, "HUP");
+    let (seen, stderr) = read_until(stderr, |seen| seen.contains("not a regular file"));
+    assert!(seen.contains("config reload refused"), "{seen}");
+    assert!(
+        seen.contains(&format!(
+            "audit.file: {}: it is a named pipe (FIFO), not a regular file",
+            audit.display()
+        )),
+        "{seen}"
+    );
+    let r = common::request(inside, addr, "GET", &read, &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    assert_eq!(
+        audit_lines(&rotated, 2).len(),
+        2,
+        "the file in force keeps the events"
+    );
+
+    std::fs::remove_file(&audit).expect("remove the pipe");
+    let elsewhere = tempfile::tempdir().expect("temporary directory");
+    let target = elsewhere.path().join("audit.jsonl");
+    std::os::unix::fs::symlink(&target, &audit).expect("symlink");
+    signal(&gw, "HUP");
+    let (_, stderr) = read_until(stderr, |seen| seen.contains("config reloaded"));
+    let r = common::request(inside, addr, "GET", &read, &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let through = audit_lines(&target, 1);
+    assert_eq!(through.len(), 1, "{through:?}");
+    assert!(
+        through[0].contains("\"decision\":\"allowed\""),
+        "{through:?}"
+    );
+    stop(gw, stderr);
+}

@@ -158,7 +158,9 @@ async fn optional_client_certificates_serve_everyone_but_identity_routes_need_on
     .await;
     let share = fill("/public/{t}/r");
 
-    // No certificate: served, but a share route that needs an identity is 401.
+    // No certificate: served, but a share route that needs an identity is 401,
+    // whose challenge names a certificate, not a bearer token the gateway
+    // has no way to verify.
     let r = tls_get(&pki, None, OUTSIDE, gw.addr, "/api/v1/info")
         .await
         .expect("served without a certificate");
@@ -171,10 +173,7 @@ async fn optional_client_certificates_serve_everyone_but_identity_routes_need_on
         .await
         .expect("served without a certificate");
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
-    assert_eq!(
-        r.header("www-authenticate").as_deref(),
-        Some("Bearer realm=\"sharegate\"")
-    );
+    assert_eq!(challenges(&r), [CERT_CHALLENGE]);
     up.assert_silent("a share route without a certificate");
 
     // The claim rule on `sub` (the certificate's CN).
@@ -196,6 +195,73 @@ async fn optional_client_certificates_serve_everyone_but_identity_routes_need_on
     let got = tls_get(&pki, ALICE_OTHER_CA, OUTSIDE, gw.addr, &share).await;
     assert!(got.is_err(), "another CA's certificate: got {got:?}");
     up.assert_silent("another CA's certificate");
+}
+
+const CERT_CHALLENGE: &str = "ClientCertificate realm=\"sharegate\"";
+
+/// Every `WWW-Authenticate` line of `r`, in order.
+fn challenges(r: &Reply) -> Vec<String> {
+    r.headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+/// A listener that takes client certificates, with JWTs configured too:
+/// a `401` names both, the token's challenge first (with the error code
+/// once a token was refused), and a certificate still serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_certificates_and_tokens_a_401_challenges_for_both() {
+    let pki = Pki::new();
+    let secret = pki.dir.path().join("jwt.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-test-secret\n")
+        .expect("write the secret");
+    let jwt = format!(
+        "[identity.jwt]\nsources = [\"bearer\"]\nalgorithms = [\"HS256\"]\nissuers = [\"https://idp.corp.example\"]\naudiences = [\"sharegate-tests\"]\nhmac_secret_file = {secret:?}\n"
+    );
+    let (gw, up) = mtls_gateway(&pki, "optional", &jwt).await;
+    let share = fill("/public/{t}/r");
+
+    let r = tls_get(&pki, None, INSIDE, gw.addr, &share)
+        .await
+        .expect("served without a certificate");
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    assert_eq!(
+        challenges(&r),
+        ["Bearer realm=\"sharegate\"", CERT_CHALLENGE]
+    );
+
+    let tls = tls_connect_from(INSIDE, gw.addr, pki.client_config(None), "localhost")
+        .await
+        .expect("handshake");
+    let r = exchange_on(
+        tls,
+        build(
+            gw.addr,
+            "GET",
+            &share,
+            &[("authorization", "Bearer not.a.token")],
+            "",
+        ),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.summary());
+    assert_eq!(
+        challenges(&r),
+        [
+            "Bearer realm=\"sharegate\", error=\"invalid_token\"",
+            CERT_CHALLENGE
+        ]
+    );
+    up.assert_silent("no identity");
+
+    let r = tls_get(&pki, ALICE, OUTSIDE, gw.addr, &share)
+        .await
+        .expect("alice is served");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("alice's certificate");
 }
 
 // ---------------------------------------------------------------------------

@@ -344,6 +344,7 @@ async fn the_admin_listener_reports_health_readiness_and_request_counters() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
     let r = request(LOCAL, admin, "GET", "/readyz", &[], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_readiness_look(&up.only("a readiness probe"));
     let r = request(LOCAL, admin, "GET", &fill("/public/{t}/r"), &[], "").await;
     assert_eq!(
         r.status,
@@ -449,10 +450,130 @@ async fn readyz_is_503_while_the_upstream_is_down() {
     let admin = ops.admin.expect("admin listener");
     let r = request(LOCAL, admin, "GET", "/readyz", &[], "").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.summary());
+    assert!(
+        r.text().starts_with(&format!(
+            "not ready: upstream http://127.0.0.1:{port}/ did not answer: tcp connect error: "
+        )),
+        "{}",
+        r.summary()
+    );
     let r = request(LOCAL, admin, "GET", "/healthz", &[], "").await;
     assert_eq!(r.status, StatusCode::OK, "alive even when not ready");
     let r = share_get(INSIDE, ops.gw.addr, TOKEN).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.summary());
+}
+
+/// An upstream that counts its connections and the requests on them,
+/// answers every request with `status`, and can be stopped: its listener
+/// closed and every connection dropped, as when the process is gone.
+struct CountingUpstream {
+    addr: SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    requests: Arc<std::sync::Mutex<Vec<String>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl CountingUpstream {
+    async fn start(status: u16) -> CountingUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, seen) = (connections.clone(), requests.clone());
+        let server = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let seen = seen.clone();
+                // Aborting the server aborts these with it.
+                conns.spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                        seen.lock().expect("requests").push(format!(
+                            "{} {}",
+                            req.method(),
+                            req.uri()
+                        ));
+                        let mut r = http::Response::new(http_body_util::Empty::<Bytes>::new());
+                        *r.status_mut() = StatusCode::from_u16(status).expect("a status");
+                        async move { Ok::<_, std::convert::Infallible>(r) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        CountingUpstream {
+            addr,
+            connections,
+            requests,
+            server,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().expect("requests").clone()
+    }
+}
+
+/// `/readyz` asks the upstream through the gateway's own pooled client, as
+/// traffic reaches it: one kept connection serves probe after probe (no
+/// connection opened and dropped per probe), probes that arrive together
+/// share one answer, any HTTP answer is ready (a 503 is the upstream's to
+/// give its clients; the gateway can reach it), and once the upstream is
+/// gone the next probe says not ready, naming the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_asks_the_upstream_over_the_pooled_client() {
+    let up = CountingUpstream::start(503).await;
+    let ops = from_file(&Setup::with_url(format!("http://{}", up.addr)).toml(), true).await;
+    let admin = ops.admin.expect("admin listener");
+    let together = futures_util::future::join_all(
+        (0..3).map(|_| request(LOCAL, admin, "GET", "/readyz", &[], "")),
+    )
+    .await;
+    for r in &together {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+        assert!(
+            r.text().contains("upstream answered HEAD / with 503"),
+            "{}",
+            r.summary()
+        );
+    }
+    assert_eq!(
+        up.requests(),
+        ["HEAD /"],
+        "probes together share one answer"
+    );
+    // A later probe asks again, over the same connection.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = request(LOCAL, admin, "GET", "/readyz", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    assert_eq!(up.requests(), ["HEAD /", "HEAD /"]);
+    assert_eq!(up.connections(), 1, "the pooled connection is reused");
+
+    up.server.abort();
+    let r = eventually(
+        "readyz to say not ready once the upstream is gone",
+        || async {
+            let r = request(LOCAL, admin, "GET", "/readyz", &[], "").await;
+            (r.status == StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+        },
+    )
+    .await;
+    assert!(
+        r.text()
+            .starts_with(&format!("not ready: upstream http://{}", up.addr)),
+        "{}",
+        r.summary()
+    );
+    assert!(r.text().contains("refused"), "{}", r.summary());
 }
 
 // ---------------------------------------------------------------------------
@@ -571,7 +692,21 @@ async fn probe_exits_zero_only_for_a_2xx_answer() {
             assert!(stderr.contains(says), "{url}: {stderr}");
         }
     }
-    up.assert_silent("probes go to the admin listener only");
+    // Only `/readyz`'s own look at the upstream reached it.
+    let seen = up.take();
+    assert!(!seen.is_empty());
+    for r in &seen {
+        assert_readiness_look(r);
+    }
+}
+
+/// `/readyz`'s request to the upstream: `HEAD /`, named as the gateway's,
+/// carrying nothing of any client's.
+fn assert_readiness_look(r: &Recorded) {
+    assert_eq!((r.method.as_str(), r.target.as_str()), ("HEAD", "/"));
+    assert_eq!(r.header("user-agent").as_deref(), Some("sharegate-readyz"));
+    assert!(r.header("x-forwarded-for").is_none(), "{:?}", r.headers);
+    assert!(r.body.is_empty());
 }
 
 // ---------------------------------------------------------------------------
@@ -1081,6 +1216,76 @@ async fn one_worker_runs_the_single_threaded_scheduler() {
     serve_then_sigterm("workers = 0", Some("3"), (3, "multi-threaded")).await;
 }
 
+/// A second SIGTERM during the drain stops at once, as a second Ctrl-C
+/// does: the never-ending stream in flight is closed, the process logs that
+/// the drain was cut short and exits 143 (128 + SIGTERM) long before the
+/// ten-minute grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_cuts_the_drain_short() {
+    second_signal_cuts_the_drain_short("TERM", "SIGTERM", 143).await;
+}
+
+/// The same with Ctrl-C after a SIGTERM: 130 (128 + SIGINT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigint_during_the_drain_cuts_it_short() {
+    second_signal_cuts_the_drain_short("INT", "SIGINT", 130).await;
+}
+
+/// The real binary with a never-ending event stream in flight: SIGTERM
+/// starts the drain (the stream goes on), then `second` ends it.
+async fn second_signal_cuts_the_drain_short(second: &str, name: &str, status: i32) {
+    let up = FakeUpstream::start().await;
+    let events = up.sse("/api/v1/events");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("sharegate.toml");
+    let mut setup = Setup::new(&up);
+    setup.server_extra = "shutdown_grace = \"600s\"\n".to_owned();
+    setup.extra =
+        "[admin]\nlisten = \"off\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n".to_owned();
+    std::fs::write(&path, setup.toml()).expect("write the config");
+    let mut gateway = RunningBinary::start(&path, None);
+    let addr = gateway.until_listening(|_| {}).await;
+    let resp = send(LOCAL, addr, events_get(addr, "/api/v1/events")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    events
+        .send(Bytes::from_static(b"data: one\n\n"))
+        .expect("send");
+    within("the first event", body.frame())
+        .await
+        .expect("a frame")
+        .expect("a data frame");
+
+    gateway.signal("TERM");
+    gateway.until_message("shutting down").await;
+    // The drain goes on: the stream is still open.
+    events
+        .send(Bytes::from_static(b"data: two\n\n"))
+        .expect("send");
+    let during = within("the second event, during the drain", body.frame())
+        .await
+        .expect("a frame")
+        .expect("a data frame");
+    assert_eq!(
+        during.into_data().ok(),
+        Some(Bytes::from_static(b"data: two\n\n"))
+    );
+
+    gateway.signal(second);
+    let cut = gateway.until_message("drain cut short").await;
+    assert_eq!(cut["signal"], name, "{cut}");
+    assert_eq!(cut["open_connections"], 1, "{cut}");
+    let exit = gateway.wait().await;
+    assert_eq!(exit.code(), Some(status), "exit status {exit:?}");
+    loop {
+        match within("the stream to be closed", body.frame()).await {
+            None | Some(Err(_)) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    drop(events);
+}
+
 /// Runs the real binary with `server_extra` (and `TOKIO_WORKER_THREADS`
 /// when given), checks the runtime it reports starting, serves a request
 /// through it and stops it with SIGTERM: exit status 0, port closed.
@@ -1196,9 +1401,30 @@ impl RunningBinary {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// Reads its log events until one whose message contains `text`, and
+    /// returns it.
+    async fn until_message(&mut self, text: &str) -> serde_json::Value {
+        loop {
+            let line = within(&format!("the gateway to log {text:?}"), self.lines.recv())
+                .await
+                .unwrap_or_else(|| panic!("the gateway exited before logging {text:?}"));
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if event["message"].as_str().is_some_and(|m| m.contains(text)) {
+                return event;
+            }
+        }
+    }
+
     /// SIGTERM, and its exit status once it has exited.
     async fn stop(mut self) -> std::process::ExitStatus {
         self.signal("TERM");
+        self.wait().await
+    }
+
+    /// Its exit status once it has exited (within [`WAIT`]).
+    async fn wait(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("a running gateway");
         within(
             "the gateway to exit",

@@ -27,6 +27,9 @@ pub const ENV_PREFIX: &str = "SHAREGATE";
 /// A loaded, validated configuration.
 #[derive(Debug)]
 pub struct Config {
+    /// What is valid but likely not meant, each naming its key: `check`
+    /// prints these, `run` logs them at start and after each reload.
+    pub warnings: Vec<Problem>,
     /// The traffic listeners: `server.listen` (with the `[server]` TLS and
     /// PROXY settings) followed by each `[[listeners]]` entry.
     pub listeners: Vec<Listener>,

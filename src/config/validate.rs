@@ -223,6 +223,26 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         &mut r,
     );
 
+    // Every allow list with the access expression it serves, for the
+    // trusted-proxy warning.
+    let mut allow_lists: Vec<(String, &StringList, Require)> = vec![
+        (
+            "share.allow_from".to_owned(),
+            &raw.share.allow_from,
+            share_require,
+        ),
+        (
+            "share.manage_from".to_owned(),
+            &raw.share.manage_from,
+            manage_require,
+        ),
+        (
+            "default.allow_from".to_owned(),
+            &raw.default.allow_from,
+            default_require,
+        ),
+    ];
+
     // [[routes]]
     let mut routes = Vec::new();
     let mut patterns = Vec::new();
@@ -279,6 +299,11 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             Some(v) => require(&format!("{key}.require"), v, identity_sources, &mut r),
             None => share_require,
         };
+        allow_lists.push((
+            format!("{key}.allow_from"),
+            &route.allow_from,
+            route_require,
+        ));
         routes.push(CustomPolicy {
             name: route.name.clone(),
             methods,
@@ -422,6 +447,22 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             ),
             _ => {}
         }
+        // What the path is now (through a symlink), looked at without
+        // opening it: a named pipe's open would wait for a reader. The
+        // open checks again (`telemetry::audit::open_regular`).
+        let kind = std::fs::metadata(f)
+            .ok()
+            .and_then(|m| crate::telemetry::audit::not_a_regular_file(&m.file_type()));
+        if let Some(kind) = kind {
+            r.add(
+                "audit.file",
+                format!(
+                    "{}: {}",
+                    f.display(),
+                    crate::telemetry::audit::not_regular_message(kind)
+                ),
+            );
+        }
     }
     let reload_interval = duration("reload.interval", &raw.reload.interval, &mut r);
     let mut files = Vec::new();
@@ -492,7 +533,15 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         }
     };
 
+    let warnings = trusted_proxies_inside(
+        &raw.client_ip.trusted_proxies,
+        &allow_lists,
+        &networks,
+        forwarded_header,
+    );
+
     Some(Config {
+        warnings,
         listeners,
         upstream: upstream?,
         policy: Policy {
@@ -657,6 +706,84 @@ fn parse_cidr(c: &str) -> Result<IpNet, String> {
     Err(format!(
         "{c:?} is not a CIDR; write an IPv4 or IPv6 range such as \"10.0.0.0/8\" or \"fd00::/8\""
     ))
+}
+
+/// The networks a list entry names: a `[networks]` name or a CIDR (an
+/// entry that is neither is a problem reported elsewhere), canonical.
+fn resolve(entry: &str, networks: &BTreeMap<String, Vec<IpNet>>) -> Vec<IpNet> {
+    let nets = match networks.get(entry) {
+        Some(found) => found.clone(),
+        None => parse_cidr(entry).into_iter().collect(),
+    };
+    NetSet::new(Vec::new(), nets).nets().to_vec()
+}
+
+/// Warns where a `client_ip.trusted_proxies` entry meets an allow list: a
+/// trusted proxy that sends no forwarding header (a load balancer's health
+/// check, a request of its own) is its own client, so from an address in
+/// both it passes as a client inside that list. One warning per proxy
+/// entry, list and list entry, naming the addresses they share. Lists
+/// that admit `"any"`, or serve `require = "identity"` (no network is
+/// consulted), are not ones the proxy's address changes.
+fn trusted_proxies_inside(
+    trusted: &StringList,
+    lists: &[(String, &StringList, Require)],
+    networks: &BTreeMap<String, Vec<IpNet>>,
+    header: ForwardedHeader,
+) -> Vec<Problem> {
+    let show = |n: &IpNet| {
+        if n.prefix_len() == n.max_prefix_len() {
+            n.addr().to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    let mut warnings = Vec::new();
+    for proxy in trusted.0.iter().filter(|e| *e != "any") {
+        let proxy_nets = resolve(proxy, networks);
+        for (key, list, require) in lists {
+            if *require == Require::Identity || list.0.iter().any(|e| e == "any") {
+                continue;
+            }
+            for entry in &list.0 {
+                let entry_nets = resolve(entry, networks);
+                // Two ranges meet when one holds the other; the smaller is
+                // where they meet.
+                let shared: Vec<IpNet> = proxy_nets
+                    .iter()
+                    .flat_map(|p| entry_nets.iter().map(move |e| (p, e)))
+                    .filter_map(|(p, e)| {
+                        if p.contains(e) {
+                            Some(*e)
+                        } else if e.contains(p) {
+                            Some(*p)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                if shared.is_empty() {
+                    continue;
+                }
+                let shared = NetSet::new(Vec::new(), shared);
+                let hosts = shared
+                    .nets()
+                    .iter()
+                    .all(|n| n.prefix_len() == n.max_prefix_len());
+                let at: Vec<String> = shared.nets().iter().map(show).collect();
+                warnings.push(Problem {
+                    key: "client_ip.trusted_proxies".to_owned(),
+                    message: format!(
+                        "{proxy:?} overlaps {key} {entry:?}: a trusted proxy {} {} that sends no {} header (a health check, a request of its own) is its own client, inside {key}; keep trusted proxies' addresses out of {key}, or trust only proxies that always set the header",
+                        if hosts { "at" } else { "in" },
+                        at.join(", "),
+                        header.name(),
+                    ),
+                });
+            }
+        }
+    }
+    warnings
 }
 
 /// A list of network names and literal CIDRs; `"any"` alone means everyone
@@ -1130,6 +1257,37 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.problems.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    /// The trusted-proxy warning reads addresses canonically (an
+    /// IPv4-mapped proxy entry meets an IPv4 allow list), names the header
+    /// in force, and leaves out lists served by identity alone.
+    #[test]
+    fn a_trusted_proxy_inside_an_allow_list_is_warned_about() {
+        let warnings = |extra: &str| {
+            let text = format!(
+                "[upstream]\nurl = \"http://x:1\"\n[client_ip]\ntrusted_proxies = [\"::ffff:10.20.0.0/120\"]\n{extra}"
+            );
+            let cfg = Config::from_toml(&text, std::path::Path::new("."))
+                .unwrap_or_else(|e| panic!("{e}"));
+            cfg.warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            warnings("header = \"forwarded\"\n[share]\nallow_from = [\"10.0.0.0/8\"]\n"),
+            ["client_ip.trusted_proxies: \"::ffff:10.20.0.0/120\" overlaps share.allow_from \"10.0.0.0/8\": a trusted proxy in 10.20.0.0/24 that sends no Forwarded header (a health check, a request of its own) is its own client, inside share.allow_from; keep trusted proxies' addresses out of share.allow_from, or trust only proxies that always set the header"]
+        );
+        assert!(warnings("[share]\nallow_from = [\"10.30.0.0/16\", \"fd00::/8\"]\n").is_empty());
+        let secret = "[identity.jwt]\nsources = [\"bearer\"]\nalgorithms = [\"HS256\"]\nissuers = [\"i\"]\naudiences = [\"a\"]\nhmac_secret_env = \"SHAREGATE_TEST_UNSET\"\n";
+        assert!(
+            warnings(&format!(
+                "[share]\nallow_from = [\"10.0.0.0/8\"]\nrequire = \"identity\"\n{secret}"
+            ))
+            .is_empty(),
+            "require = \"identity\" consults no network"
+        );
     }
 
     /// Every file a config is built from is watched and hashed: the

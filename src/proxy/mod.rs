@@ -135,7 +135,16 @@ pub struct Gateway {
     upstream_scheme: http::uri::Scheme,
     upstream_authority: http::uri::Authority,
     upstream_host: HeaderValue,
+    /// `/readyz`'s last look at the upstream (see [`Gateway::upstream_answers`]).
+    readiness: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<StatusCode, String>)>>,
 }
+
+/// How long `/readyz` waits for the upstream's answer.
+pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one look at the upstream answers `/readyz` probes: probes that
+/// arrive within it (a kubelet, a load balancer's several health checkers)
+/// share it instead of each sending a request.
+pub const READINESS_REUSE: Duration = Duration::from_secs(1);
 
 /// Why a valid config could not be put into service.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +244,7 @@ impl Gateway {
             tls_expiry,
             jwt,
             _jwt_refresh: refresh,
+            readiness: tokio::sync::Mutex::new(None),
             audit,
             metrics,
             config,
@@ -281,6 +291,7 @@ impl Gateway {
             tls_expiry: None,
             jwt,
             _jwt_refresh: None,
+            readiness: tokio::sync::Mutex::new(None),
             audit: AuditSink::Log,
             metrics: Arc::new(Metrics::new()),
             config,
@@ -290,6 +301,57 @@ impl Gateway {
     /// True when keys the policy needs are loaded (for `/readyz`).
     pub fn identity_ready(&self) -> bool {
         self.jwt.as_ref().is_none_or(JwtVerifier::ready)
+    }
+
+    /// Whether the upstream answers, for `/readyz`: the status of a
+    /// `HEAD /` sent through the pooled client that forwards traffic (so
+    /// over a kept connection when there is one, with the same DNS, TLS
+    /// and CA settings as traffic), or why none came within
+    /// [`READINESS_TIMEOUT`].
+    ///
+    /// Any status counts as an answer: the gateway can reach its upstream,
+    /// and an error the upstream gives is its to give (a `503` passes to
+    /// clients as it is; taking every gateway out of service for it would
+    /// turn the upstream's own error page into refused connections). One
+    /// answer serves every probe for [`READINESS_REUSE`]; probes that
+    /// arrive while a request is out wait for its answer. Once the
+    /// upstream is gone its kept connections close, and the next look
+    /// opens a new one, which fails.
+    pub async fn upstream_answers(&self) -> Result<StatusCode, String> {
+        let mut last = self.readiness.lock().await;
+        if let Some((at, answer)) = &*last {
+            if at.elapsed() < READINESS_REUSE {
+                return answer.clone();
+            }
+        }
+        let answer = self.ask_upstream().await;
+        *last = Some((tokio::time::Instant::now(), answer.clone()));
+        answer
+    }
+
+    async fn ask_upstream(&self) -> Result<StatusCode, String> {
+        let uri = http::Uri::builder()
+            .scheme(self.upstream_scheme.clone())
+            .authority(Authority::from_static(POOL_AUTHORITY))
+            .path_and_query("/")
+            .build()
+            .map_err(|e| e.to_string())?;
+        let req = Request::builder()
+            .method(Method::HEAD)
+            .uri(uri)
+            .header(header::HOST, self.upstream_host.clone())
+            .header(header::USER_AGENT, "sharegate-readyz")
+            .body(crate::error::full(bytes::Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(READINESS_TIMEOUT, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp.status()),
+            Ok(Err(e)) => Err(causes(&e)
+                .skip(1)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ")),
+            Err(_) => Err(format!("no answer within {READINESS_TIMEOUT:?}")),
+        }
     }
 
     /// The client CAs listener `index` trusts (a listener beyond the
@@ -401,7 +463,13 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
                         &return_to,
                     )
                 }
-                _ => e.to_response(browser),
+                _ => e.to_response(
+                    browser,
+                    crate::error::Accepted {
+                        bearer: gw.config.identity.jwt.is_some(),
+                        client_cert: gw.client_trust_of(conn.listener).is_some(),
+                    },
+                ),
             };
             (resp, decision, Some(e))
         }

@@ -147,6 +147,23 @@ pub async fn run(
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_or_cut(listeners, state, shutdown, std::future::pending::<()>()).await;
+}
+
+/// [`run`], with a way to end the drain early: when `cut` resolves while
+/// in-flight requests are still draining (an operator's second signal),
+/// what is left is closed at once, as when the grace period is over, and
+/// `cut`'s output is returned. `None`: the drain ended by itself (every
+/// connection finished, or the grace period ran out).
+///
+/// `cut` is polled only once `shutdown` has resolved, and one that is ready
+/// by then cuts the drain before it begins.
+pub async fn run_or_cut<T>(
+    listeners: impl Into<Listeners>,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+    cut: impl Future<Output = T>,
+) -> Option<T> {
     let listeners = listeners.into();
     // Every connection task holds a clone of `live`; when the last one is
     // gone, `drained` yields `None`.
@@ -188,12 +205,24 @@ pub async fn run(
     }
     let grace = state.gateway().config.shutdown_grace;
     drop(live);
-    if tokio::time::timeout(grace, drained.recv()).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "grace period over; closing the remaining connections"
-        );
-        let _ = hard_tx.send(true);
+    // `cut` comes first: once it is ready the drain is over, even when the
+    // last connection happens to finish at the same moment.
+    tokio::select! {
+        biased;
+        t = cut => {
+            let _ = hard_tx.send(true);
+            Some(t)
+        }
+        drained = tokio::time::timeout(grace, drained.recv()) => {
+            if drained.is_err() {
+                tracing::warn!(
+                    ?grace,
+                    "grace period over; closing the remaining connections"
+                );
+                let _ = hard_tx.send(true);
+            }
+            None
+        }
     }
 }
 

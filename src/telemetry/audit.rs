@@ -164,28 +164,28 @@ pub struct FileSink {
 impl AuditSink {
     /// Opens (appends to) `path`, or the log stream when `None`. A file
     /// the gateway creates is readable by its own user only; one that
-    /// exists keeps its mode. `lost` counts events that could not be
-    /// written, by reason.
+    /// exists keeps its mode. Only a regular file is taken (a symlink to
+    /// one is followed, as for any log file): see [`open_regular`]. `lost`
+    /// counts events that could not be written, by reason.
     pub fn open(
         path: Option<&Path>,
         lost: &Family<ReasonLabels, Counter>,
     ) -> std::io::Result<AuditSink> {
-        AuditSink::open_with(path, lost, QUEUE_EVENTS)
-    }
-
-    fn open_with(
-        path: Option<&Path>,
-        lost: &Family<ReasonLabels, Counter>,
-        capacity: usize,
-    ) -> std::io::Result<AuditSink> {
         let Some(path) = path else {
             return Ok(AuditSink::Log);
         };
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(path)?;
+        let file = open_regular(path)?;
+        AuditSink::with_file(file, path, lost, QUEUE_EVENTS)
+    }
+
+    /// A sink writing to `file`, already open, with room for `capacity`
+    /// waiting events.
+    fn with_file(
+        file: std::fs::File,
+        path: &Path,
+        lost: &Family<ReasonLabels, Counter>,
+        capacity: usize,
+    ) -> std::io::Result<AuditSink> {
         let (queue, rx) = mpsc::sync_channel::<String>(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
         let writer = Writer {
@@ -225,6 +225,84 @@ impl AuditSink {
             }
         }
     }
+}
+
+/// Opens `path` to append to, creating it (`0600`) when it is missing, and
+/// keeps it only if it is a regular file.
+///
+/// A named pipe would hold the open (and with it start-up, or a reload
+/// and the runtime thread it runs on) until some process opened the pipe
+/// for reading, and then tie the audit trail to that reader; a device or
+/// socket is no audit trail either, and `logrotate`'s move-and-reopen
+/// flow only means something for a file. So the open itself never waits
+/// (`O_NONBLOCK`: a pipe without a reader fails at once instead, and a
+/// regular file's reads and writes ignore the flag), never makes a
+/// terminal the process's own (`O_NOCTTY`), and what was opened is
+/// checked by its descriptor, not by a look at the path beforehand that a
+/// rename could outdate. Symlinks are followed: a log path that links to
+/// the file on another volume is ordinary, and the file it reaches must
+/// be regular all the same. `check` and every reload refuse such a path
+/// before this (`config::validate`); this catches one swapped in since.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) => {
+            // A pipe without a reader fails with ENXIO ("no such device or
+            // address"): say what the path is instead.
+            let kind = std::fs::metadata(path)
+                .ok()
+                .and_then(|m| not_a_regular_file(&m.file_type()));
+            return Err(kind.map_or(e, not_regular));
+        }
+    };
+    match not_a_regular_file(&file.metadata()?.file_type()) {
+        None => Ok(file),
+        Some(kind) => Err(not_regular(kind)),
+    }
+}
+
+/// What a file of type `t` is, when it is not a regular file: "a named
+/// pipe (FIFO)", "a socket", "a character device", "a block device", "a
+/// folder".
+pub fn not_a_regular_file(t: &std::fs::FileType) -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return Some("a named pipe (FIFO)");
+        }
+        if t.is_socket() {
+            return Some("a socket");
+        }
+        if t.is_char_device() {
+            return Some("a character device");
+        }
+        if t.is_block_device() {
+            return Some("a block device");
+        }
+    }
+    if t.is_dir() {
+        return Some("a folder");
+    }
+    (!t.is_file()).then_some("not a file")
+}
+
+/// Why `audit.file` names something that is not a regular file, and what
+/// to do about it (the path is named by the caller).
+pub fn not_regular_message(kind: &str) -> String {
+    format!("it is {kind}, not a regular file: audit events are appended to a file on disk (a pipe would hold start-up and reloads until a reader opened it); give the path of a file, or leave audit.file unset to send audit events to the log stream")
+}
+
+fn not_regular(kind: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, not_regular_message(kind))
 }
 
 /// A batch of events is written once it holds this many bytes, or when
@@ -323,6 +401,7 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn json_has_the_documented_shape_and_escapes_everything() {
@@ -420,6 +499,71 @@ mod tests {
         assert_eq!(mode & 0o777, 0o640);
     }
 
+    /// Only a regular file is taken, and finding out never waits: a named
+    /// pipe without a reader (whose plain open would wait for one), one
+    /// with a reader, a device, a folder, and a symlink to any of them are
+    /// refused, saying what the path is; a symlink to a regular file, or
+    /// to where one is to be created, is followed.
+    #[test]
+    fn only_a_regular_file_is_opened_and_the_open_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let family = Family::default();
+        let refused = |path: &Path| {
+            let (tx, rx) = mpsc::channel();
+            let path = path.to_path_buf();
+            let family = family.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(AuditSink::open(Some(&path), &family).map(|_| ()));
+            });
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("the open returned");
+            got.expect_err("refused").to_string()
+        };
+        let pipe = "it is a named pipe (FIFO), not a regular file: audit events are appended to a file on disk (a pipe would hold start-up and reloads until a reader opened it); give the path of a file, or leave audit.file unset to send audit events to the log stream";
+        assert_eq!(refused(&fifo), pipe);
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        assert_eq!(refused(&link), pipe);
+        // With a reader the open would go through; the type still decides.
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        assert_eq!(refused(&fifo), pipe);
+        drop(reader);
+        assert!(refused(Path::new("/dev/null")).starts_with("it is a character device"));
+        assert!(
+            refused(dir.path()).starts_with("it is a folder"),
+            "{}",
+            refused(dir.path())
+        );
+
+        let real = dir.path().join("real.jsonl");
+        let to_real = dir.path().join("to-real.jsonl");
+        std::os::unix::fs::symlink(&real, &to_real).unwrap();
+        let sink = AuditSink::open(Some(&to_real), &family).unwrap();
+        assert!(std::fs::symlink_metadata(&real).unwrap().is_file());
+        sink.write(&event("/public/{tok:1}/r"));
+        drop(sink);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::fs::read_to_string(&real).unwrap().is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
+        assert!(std::fs::read_to_string(&real)
+            .unwrap()
+            .contains("share_access"));
+    }
+
     /// A disk that stops taking writes (here a pipe nobody reads) holds up
     /// only the queue: further events are dropped and counted, never kept,
     /// and every event is either written or counted.
@@ -446,7 +590,9 @@ mod tests {
             })
         };
         let family = Family::default();
-        let sink = AuditSink::open_with(Some(&path), &family, 8).unwrap();
+        // Opened here: `AuditSink::open` takes regular files only.
+        let fifo = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let sink = AuditSink::with_file(fifo, &path, &family, 8).unwrap();
         let long = format!("/public/{}/r", "x".repeat(200));
         let sent = 20_000;
         for _ in 0..sent {
@@ -468,7 +614,11 @@ mod tests {
     #[test]
     fn events_a_full_disk_refuses_are_counted_as_lost() {
         let family = Family::default();
-        let sink = AuditSink::open(Some(Path::new("/dev/full")), &family).unwrap();
+        // A device that answers every write with "no space left", opened
+        // here: `AuditSink::open` takes regular files only.
+        let full = Path::new("/dev/full");
+        let device = std::fs::OpenOptions::new().write(true).open(full).unwrap();
+        let sink = AuditSink::with_file(device, full, &family, QUEUE_EVENTS).unwrap();
         let AuditSink::File(file) = &sink else {
             panic!("not a file sink");
         };
