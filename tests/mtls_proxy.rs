@@ -505,37 +505,6 @@ async fn each_listener_has_its_own_tls_and_client_certificate_mode() {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), server).await;
 }
 
-/// An HTTP/1.1 connection over TLS from [`OUTSIDE`], kept open for several
-/// requests (rustls checks a client certificate at the handshake only).
-struct KeptConnection {
-    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
-    gw: SocketAddr,
-}
-
-impl KeptConnection {
-    async fn open(gw: SocketAddr, client: std::sync::Arc<rustls::ClientConfig>) -> Self {
-        let tls = tls_connect_from(OUTSIDE, gw, client, "localhost")
-            .await
-            .expect("the client's handshake");
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .expect("HTTP/1.1 over the TLS connection");
-        tokio::spawn(connection);
-        KeptConnection { sender, gw }
-    }
-
-    /// `GET target` on this connection, which must still be open.
-    async fn get(&mut self, target: &str, what: &str) -> Reply {
-        within(what, self.sender.ready())
-            .await
-            .expect("the kept connection is still open");
-        let request = build(self.gw, "GET", target, &[], "");
-        let sent = within(what, self.sender.send_request(request)).await;
-        read_reply(sent.expect("the kept connection answers")).await
-    }
-}
-
 /// A CA, a server certificate for `localhost` and a client certificate
 /// for `carol` that expires `lifetime` from now, all made here (the
 /// development PKI's certificates last for days). Returns the server

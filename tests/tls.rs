@@ -47,6 +47,18 @@ async fn tls_connect(
     server_name: &str,
     alpn: &[&[u8]],
 ) -> TlsStream<tokio::net::TcpStream> {
+    try_tls_connect(from, gw, server_name, alpn)
+        .await
+        .expect("TLS handshake with the test certificate")
+}
+
+/// As [`tls_connect`], with the handshake's error returned.
+async fn try_tls_connect(
+    from: IpAddr,
+    gw: &TlsGateway,
+    server_name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -61,7 +73,6 @@ async fn tls_connect(
         TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
     )
     .await
-    .expect("TLS handshake with the test certificate")
 }
 
 async fn h2_request(tls: TlsStream<tokio::net::TcpStream>, req: Request<Full<Bytes>>) -> Reply {
@@ -333,28 +344,6 @@ async fn a_quiet_tls_connection_is_parked_and_woken() {
     assert_eq!(up.take().len(), 2);
 }
 
-/// A TLS connection offering `alpn`, or the handshake's error.
-async fn try_tls_connect(
-    gw: &TlsGateway,
-    server_name: &str,
-    alpn: &[&[u8]],
-) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(gw.roots.clone())
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = connect(INSIDE, gw.gw.addr).await;
-    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
-    within(
-        "the TLS handshake",
-        TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
-    )
-    .await
-}
-
 /// Everything the gateway sends on `tls` after `bytes`, until it closes.
 async fn raw_over_tls(mut tls: TlsStream<tokio::net::TcpStream>, bytes: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -377,7 +366,7 @@ async fn alpn_follows_the_gateways_order_and_refuses_only_foreign_protocols() {
     let addr = gw.gw.addr;
     let target = fill("/public/{t}/r");
 
-    let tls = try_tls_connect(&gw, "localhost", &[b"http/1.1", b"h2"])
+    let tls = try_tls_connect(INSIDE, &gw, "localhost", &[b"http/1.1", b"h2"])
         .await
         .expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -385,7 +374,7 @@ async fn alpn_follows_the_gateways_order_and_refuses_only_foreign_protocols() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.summary());
     up.only("a read over h2 chosen by the gateway");
 
-    let tls = try_tls_connect(&gw, "localhost", &[b"http/1.0"])
+    let tls = try_tls_connect(INSIDE, &gw, "localhost", &[b"http/1.0"])
         .await
         .expect("an HTTP/1.0 client's handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.0"[..]));
@@ -405,7 +394,7 @@ async fn alpn_follows_the_gateways_order_and_refuses_only_foreign_protocols() {
     up.only("a read by an HTTP/1.0 client over TLS");
 
     for foreign in [&b"spdy/3.1"[..], b"h2c", b"acme-tls/1", b"HTTP/1.1"] {
-        let got = try_tls_connect(&gw, "localhost", &[foreign]).await;
+        let got = try_tls_connect(INSIDE, &gw, "localhost", &[foreign]).await;
         let err = got.map(|_| ()).expect_err("a foreign protocol was agreed");
         assert!(
             err.to_string().contains("NoApplicationProtocol"),
