@@ -539,9 +539,11 @@ pub fn emit(text: &str) {
 pub fn policy_table(cfg: &Config) -> String {
     let mut out = String::new();
     let p = &cfg.policy;
+    let now = std::time::SystemTime::now();
     for l in &cfg.listeners {
         let scheme = if l.tls.is_some() { "https" } else { "http" };
         let mut notes = Vec::new();
+        let mut crl_lines = Vec::new();
         if let Some(t) = &l.tls {
             match t.client_cert {
                 crate::config::ClientCertMode::Off => {}
@@ -551,6 +553,37 @@ pub fn policy_table(cfg: &Config) -> String {
                 crate::config::ClientCertMode::Required => {
                     notes.push("client certificate required")
                 }
+            }
+            if t.client_cert != crate::config::ClientCertMode::Off {
+                notes.push(if t.client_crl.is_empty() {
+                    "no client_crl: a certificate is an identity until it expires"
+                } else {
+                    "revocation checked against client_crl, failing closed: a certificate no CRL speaks for, or whose CRL is past its next update, is refused"
+                });
+            }
+            for c in &t.client_crl {
+                let whose = if c.issued_by_client_ca {
+                    String::new()
+                } else {
+                    " (an intermediate CA's: its signature is checked at the handshake, against the intermediate the client sends)".to_owned()
+                };
+                let state = if c.expired_at(now) {
+                    format!(
+                        "EXPIRED at {}: every certificate it speaks for is refused until a newer CRL is loaded",
+                        humantime::format_rfc3339_seconds(c.next_update)
+                    )
+                } else {
+                    format!(
+                        "next update {} (after that, refused until a newer CRL is loaded)",
+                        humantime::format_rfc3339_seconds(c.next_update)
+                    )
+                };
+                crl_lines.push(format!(
+                    "client crl  {}: {}{whose}, {} revoked, {state}",
+                    c.path.display(),
+                    c.issuer,
+                    c.revoked,
+                ));
             }
         }
         if !l.proxy_protocol.from.is_empty() {
@@ -566,6 +599,9 @@ pub fn policy_table(cfg: &Config) -> String {
             format!(" ({})", notes.join("; "))
         };
         let _ = writeln!(out, "listen      {scheme}://{}{notes}", l.addr);
+        for line in crl_lines {
+            let _ = writeln!(out, "{line}");
+        }
     }
     let _ = writeln!(
         out,

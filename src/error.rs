@@ -35,6 +35,11 @@ pub enum RequestError {
     Denied { denial: Denial, class: RouteClass },
     #[error("malformed request: {0}")]
     Malformed(&'static str),
+    /// A connection on a listener that requires a client certificate whose
+    /// certificate the listener no longer accepts (revoked, expired, its
+    /// CA withdrawn or its CRL expired since the handshake).
+    #[error("the connection's client certificate is no longer accepted")]
+    ClientCertificate,
     /// The request names a host outside `server.hosts`.
     #[error("misdirected request")]
     Misdirected(#[from] HostRefusal),
@@ -81,6 +86,7 @@ impl RequestError {
             | RequestError::Malformed(_)
             | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
             RequestError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            RequestError::ClientCertificate => StatusCode::FORBIDDEN,
             RequestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             RequestError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -126,6 +132,7 @@ impl RequestError {
             RequestError::Denied { denial, .. } => denial.kind.reason(),
             RequestError::Malformed(_) => "malformed",
             RequestError::Misdirected(_) => "misdirected_host",
+            RequestError::ClientCertificate => "client_certificate",
             RequestError::RateLimited { .. } => "rate_limited",
             RequestError::PayloadTooLarge => "payload_too_large",
             RequestError::BodyRead(_) => "body_read",
@@ -150,6 +157,9 @@ impl RequestError {
             RequestError::Malformed(_) | RequestError::BodyRead(_) => "Bad request.",
             RequestError::Misdirected(_) => {
                 "Misdirected request: this gateway does not serve that host name."
+            }
+            RequestError::ClientCertificate => {
+                "Your client certificate is no longer accepted: connect again with a valid one."
             }
             RequestError::RateLimited { .. } => "Too many requests: slow down and retry shortly.",
             RequestError::PayloadTooLarge => "Request body too large for a shared link.",
@@ -199,7 +209,10 @@ impl RequestError {
         let status = self.status();
         let detail = self.detail();
         let (ctype, body) = if browser {
-            ("text/html; charset=utf-8", html_page(status, detail))
+            // The network hint, where the network could be what is missing.
+            let hint =
+                status == StatusCode::FORBIDDEN && !matches!(self, RequestError::ClientCertificate);
+            ("text/html; charset=utf-8", html_page(status, detail, hint))
         } else {
             (
                 "application/json",
@@ -344,9 +357,9 @@ pub fn full(body: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-fn html_page(status: StatusCode, detail: &str) -> String {
+fn html_page(status: StatusCode, detail: &str, network_hint: bool) -> String {
     let title = status.canonical_reason().unwrap_or("Refused");
-    let hint = if status == StatusCode::FORBIDDEN {
+    let hint = if network_hint {
         "<p>Connect to the company network or VPN, then open the link again. If you think you should have access, contact your administrator.</p>"
     } else {
         ""
@@ -430,6 +443,17 @@ mod tests {
             body_text(e.to_response(false, Accepted::default())).await,
             r#"{"detail":"Misdirected request: this gateway does not serve that host name."}"#
         );
+        // A client certificate no longer accepted: no network hint, which
+        // would send its holder after the wrong cause.
+        let e = RequestError::ClientCertificate;
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert_eq!(e.reason(), "client_certificate");
+        let t = body_text(e.to_response(true, Accepted::default())).await;
+        assert!(
+            t.contains("client certificate is no longer accepted"),
+            "{t}"
+        );
+        assert!(!t.contains("company network"), "{t}");
         let e = RequestError::UpstreamConnect("connection refused 10.1.2.3:80".into());
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         let t = body_text(e.to_response(false, Accepted::default())).await;

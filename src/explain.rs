@@ -143,7 +143,6 @@ pub async fn explain(gw: &Gateway, args: &RequestArgs) -> Result<Explanation, Ex
         tls,
         client_cert: None,
         listener,
-        client_trust: None,
     };
     let mut ex = Explanation {
         method: method.to_string(),

@@ -23,7 +23,8 @@
 //! - [`policy`]: host names, networks, client IP, and the decision with its
 //!   reason.
 //! - [`proxy`]: the pipeline above. [`server`]: sockets and connections.
-//! - [`tls`]: certificate loading. [`telemetry`]: logs. [`error`]: responses.
+//! - [`tls`]: certificates, CRLs and client-certificate verification.
+//!   [`telemetry`]: logs. [`error`]: responses.
 //! - [`state`]: the config snapshot in force and hot reload. [`admin`]:
 //!   `/healthz`, `/readyz`, `/metrics`. [`rewrite`]: private share URLs.
 //! - [`identity`]: JWT and client certificates. [`explain`]: the policy,

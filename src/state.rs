@@ -43,6 +43,9 @@ impl State {
     pub fn new(gateway: Gateway, metrics: Arc<Metrics>, config_path: Option<PathBuf>) -> State {
         metrics.config_loaded(&gateway.config_hash);
         metrics.tls_expiry.set(gateway.tls_expiry.unwrap_or(0.0));
+        metrics
+            .crl_next_update
+            .set(gateway.crl_next_update.unwrap_or(0.0));
         State {
             current: ArcSwap::from_pointee(gateway),
             metrics,
@@ -121,6 +124,9 @@ impl State {
         let hash = gw.config_hash.clone();
         self.metrics.config_loaded(&hash);
         self.metrics.tls_expiry.set(gw.tls_expiry.unwrap_or(0.0));
+        self.metrics
+            .crl_next_update
+            .set(gw.crl_next_update.unwrap_or(0.0));
         self.current.store(Arc::new(gw));
         Ok(hash)
     }

@@ -627,3 +627,193 @@ fn explain_batch_files_name_the_bad_line_and_keep_their_shape() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v.as_array().map(Vec::len), Some(1), "an array: {v}");
 }
+
+/// A CA that signs CRLs, its certificate in `dir/ca.crt`, and a server
+/// certificate and key for a TLS listener.
+struct CrlCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl CrlCa {
+    fn new(dir: &Path, name: &str) -> CrlCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, name);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = ca.self_signed(&key).expect("CA certificate");
+        write(dir, &format!("{name}.crt"), &cert.pem());
+        let server_key = KeyPair::generate().expect("server key");
+        let server = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("names")
+            .self_signed(&server_key)
+            .expect("server certificate");
+        write(dir, "server.crt", &server.pem());
+        write(dir, "server.key", &server_key.serialize_pem());
+        CrlCa {
+            issuer: rcgen::Issuer::new(ca, key),
+        }
+    }
+
+    /// A CRL revoking serial 7 whose nextUpdate is `next` (seconds from
+    /// now, negative for one that has expired).
+    fn crl(&self, next: i64) -> String {
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::now();
+        let at = |s: i64| {
+            if s >= 0 {
+                now + Duration::from_secs(s.unsigned_abs())
+            } else {
+                now - Duration::from_secs(s.unsigned_abs())
+            }
+        };
+        rcgen::CertificateRevocationListParams {
+            this_update: at(next.min(0) - 3600).into(),
+            next_update: at(next).into(),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(7u64),
+                revocation_time: at(next.min(0) - 3600).into(),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .expect("a CRL")
+        .pem()
+        .expect("PEM")
+    }
+}
+
+/// `client_crl` is read and checked at load, each problem named with its
+/// file and the fix, and `check` shows the CRLs in force, their next
+/// update, and what an expired one does (refuses, rather than trusting a
+/// stale list).
+#[test]
+fn client_crls_are_checked_at_load_and_shown() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let d = dir.path();
+    let ca = CrlCa::new(d, "corp CA");
+    let other = CrlCa::new(d, "other CA");
+    write(d, "corp.crl", &ca.crl(86_400));
+    write(d, "other.crl", &other.crl(86_400));
+    let with = |server: &str| {
+        GOOD.replace(
+            "listen = [\"127.0.0.1:8443\"]",
+            &format!("listen = [\"127.0.0.1:8443\"]\ntls_cert = \"server.crt\"\ntls_key = \"server.key\"\n{server}"),
+        )
+    };
+    let problems = |server: &str| -> Vec<Problem> {
+        let path = write(d, "sharegate.toml", &with(server));
+        Config::load_with_env(&path, Some(HashMap::new()))
+            .map(|_| ())
+            .expect_err("a problem")
+            .problems
+    };
+    let p = |message: String| Problem {
+        key: "server.client_crl".to_owned(),
+        message,
+    };
+    let shown = |name: &str| d.join(name).display().to_string();
+    let ca_line = "client_ca = \"corp CA.crt\"\nclient_cert = \"required\"\n";
+
+    let plain = GOOD.replace(
+        "listen = [\"127.0.0.1:8443\"]",
+        "listen = [\"127.0.0.1:8443\"]\nclient_crl = \"corp.crl\"",
+    );
+    let err = Config::from_toml(&plain, d).expect_err("a CRL on a plain listener");
+    assert_problems(
+        &err.problems,
+        &[p(
+            "client certificates need TLS on the listener; set server.tls_cert and server.tls_key"
+                .to_owned(),
+        )],
+    );
+
+    assert_problems(
+        &problems("client_crl = \"corp.crl\"\n"),
+        &[p("needs server.client_ca: a CRL revokes client certificates, which are only verified against client_ca".to_owned())],
+    );
+    let missing = problems(&format!("{ca_line}client_crl = \"absent.crl\"\n"));
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].message.starts_with(&format!("cannot read {}: ", shown("absent.crl")))
+            && missing[0].message.ends_with("; give a CRL file (PEM, -----BEGIN X509 CRL-----, or DER; relative paths are taken from the config file's folder)"),
+        "{}",
+        missing[0]
+    );
+    assert_problems(
+        &problems(&format!("{ca_line}client_crl = \"corp CA.crt\"\n")),
+        &[p(format!("{} holds no CRL (it holds a certificate); give a PEM file with -----BEGIN X509 CRL----- blocks, or one DER CRL", shown("corp CA.crt")))],
+    );
+    assert_problems(
+        &problems(&format!("{ca_line}client_crl = \"other.crl\"\n")),
+        &[p(format!("no CRL of the client CA CN=corp CA ({} is a CRL of CN=other CA, which is no certificate of client_ca); with client_crl set, a certificate whose revocation no CRL can tell is refused, so every certificate that CA issued would be; add its CRL, or remove it from client_ca", shown("other.crl")))],
+    );
+    // A CRL that claims the client CA's name under another key.
+    let elsewhere = d.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("a folder");
+    let impostor = CrlCa::new(&elsewhere, "corp CA");
+    write(d, "impostor.crl", &impostor.crl(86_400));
+    assert_problems(
+        &problems(&format!("{ca_line}client_crl = \"impostor.crl\"\n")),
+        &[p(format!("{}: the CRL names CN=corp CA as its issuer, but that client CA's key did not sign it (a CRL of another CA of that name, or altered)", shown("impostor.crl")))],
+    );
+    write(d, "corp-again.crl", &ca.crl(3600));
+    assert_problems(
+        &problems(&format!("{ca_line}client_crl = [\"corp.crl\", \"corp-again.crl\"]\n")),
+        &[p(format!("{} and {} both hold a CRL of CN=corp CA for the same certificates; rustls consults only the first it finds, so keep only the newest", shown("corp.crl"), shown("corp-again.crl")))],
+    );
+
+    // Valid: shown by check, and watched like the other TLS files.
+    let path = write(
+        d,
+        "sharegate.toml",
+        &with(&format!("{ca_line}client_crl = \"corp.crl\"\n")),
+    );
+    let cfg = Config::load_with_env(&path, Some(HashMap::new())).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.files.contains(&d.join("corp.crl")), "{:?}", cfg.files);
+    let out = check(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("listen      https://127.0.0.1:8443 (client certificate required; revocation checked against client_crl, failing closed: a certificate no CRL speaks for, or whose CRL is past its next update, is refused)\n"),
+        "{stdout}"
+    );
+    let line = format!(
+        "\nclient crl  {}: CN=corp CA, 1 revoked, next update ",
+        shown("corp.crl")
+    );
+    assert!(stdout.contains(&line), "{stdout}");
+    assert!(
+        stdout.contains(" (after that, refused until a newer CRL is loaded)\n"),
+        "{stdout}"
+    );
+
+    // An expired CRL loads (the gateway serves, refusing what it speaks
+    // for), and check says so.
+    write(d, "corp.crl", &ca.crl(-60));
+    let out = check(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&line.replace("next update ", "EXPIRED at ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains(": every certificate it speaks for is refused until a newer CRL is loaded\n"),
+        "{stdout}"
+    );
+
+    // Without client_crl, check says what that means.
+    let path = write(d, "sharegate.toml", &with(ca_line));
+    let stdout = String::from_utf8_lossy(&check(&path).stdout).into_owned();
+    assert!(
+        stdout.contains("(client certificate required; no client_crl: a certificate is an identity until it expires)\n"),
+        "{stdout}"
+    );
+}

@@ -571,37 +571,6 @@ async fn each_listener_has_its_own_tls_and_client_certificate_mode() {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), server).await;
 }
 
-/// An HTTP/1.1 connection over TLS from [`OUTSIDE`], kept open for several
-/// requests (a client certificate is checked once, at its handshake).
-struct KeptConnection {
-    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
-    gw: SocketAddr,
-}
-
-impl KeptConnection {
-    async fn open(gw: SocketAddr, client: std::sync::Arc<rustls::ClientConfig>) -> Self {
-        let tls = tls_connect_from(OUTSIDE, gw, client, "localhost")
-            .await
-            .expect("the client's handshake");
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .expect("HTTP/1.1 over the TLS connection");
-        tokio::spawn(connection);
-        KeptConnection { sender, gw }
-    }
-
-    /// `GET target` on this connection, which must still be open.
-    async fn get(&mut self, target: &str, what: &str) -> Reply {
-        within(what, self.sender.ready())
-            .await
-            .expect("the kept connection is still open");
-        let request = build(self.gw, "GET", target, &[], "");
-        let sent = within(what, self.sender.send_request(request)).await;
-        read_reply(sent.expect("the kept connection answers")).await
-    }
-}
-
 /// A CA, a server certificate for `localhost` and a client certificate
 /// for `carol` that expires `lifetime` from now, all made here (the
 /// development PKI's certificates last for days). Returns the server
@@ -753,4 +722,244 @@ async fn a_reload_that_withdraws_the_client_ca_ends_its_identities_on_kept_conne
         fresh.map(|r| r.summary())
     );
     up.assert_silent("a new connection with a withdrawn CA's certificate");
+}
+
+// ---------------------------------------------------------------------------
+// Client certificate chains an attacker shapes
+
+/// A root CA (written as `ca.crt`, with a server certificate for
+/// `localhost`) that issues chains of any depth, and certificates made to
+/// fill a chain.
+struct Chains {
+    dir: tempfile::TempDir,
+    root: rcgen::Issuer<'static, rcgen::KeyPair>,
+    root_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl Chains {
+    fn new() -> Chains {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().expect("a PKI folder");
+        let key = KeyPair::generate().expect("root key");
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, "chain root");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = ca.self_signed(&key).expect("root certificate");
+        std::fs::write(dir.path().join("ca.crt"), cert.pem()).expect("write");
+        let root = rcgen::Issuer::new(ca, key);
+        let server_key = KeyPair::generate().expect("server key");
+        let server = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("names")
+            .signed_by(&server_key, &root)
+            .expect("server certificate");
+        std::fs::write(dir.path().join("server.crt"), server.pem()).expect("write");
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).expect("write");
+        Chains {
+            root_der: cert.der().clone(),
+            dir,
+            root,
+        }
+    }
+
+    fn server_extra(&self) -> String {
+        let p = |n: &str| self.dir.path().join(n);
+        format!(
+            "tls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\nclient_cert = \"required\"\n",
+            p("server.crt"),
+            p("server.key"),
+            p("ca.crt")
+        )
+    }
+
+    /// A client certificate for `carol` under `depth` intermediate CAs
+    /// (`int-1` under the root, ...), leaf first, the root left out.
+    fn chain(
+        &self,
+        depth: usize,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        let mut issuers = Vec::new();
+        let mut chain = Vec::new();
+        for i in 1..=depth {
+            let key = KeyPair::generate().expect("intermediate key");
+            let mut p = CertificateParams::default();
+            p.distinguished_name
+                .push(DnType::CommonName, format!("int-{i}"));
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let cert = match issuers.last() {
+                None => p.signed_by(&key, &self.root),
+                Some(parent) => p.signed_by(&key, parent),
+            }
+            .expect("intermediate certificate");
+            chain.insert(0, cert.der().clone());
+            issuers.push(rcgen::Issuer::new(p, key));
+        }
+        let key = KeyPair::generate().expect("client key");
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, "carol");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf = match issuers.last() {
+            None => p.signed_by(&key, &self.root),
+            Some(parent) => p.signed_by(&key, parent),
+        }
+        .expect("client certificate");
+        chain.insert(0, leaf.der().clone());
+        (
+            chain,
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+
+    /// A self-signed CA certificate named `name` (an impostor of any CA
+    /// of that name), padded with `names` DNS names (about 30 bytes each).
+    fn filler(name: &str, names: usize) -> rustls::pki_types::CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let sans: Vec<String> = (0..names)
+            .map(|i| format!("filler-{i:05}.corp.example"))
+            .collect();
+        let mut p = rcgen::CertificateParams::new(sans).expect("names");
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).expect("certificate").der().clone()
+    }
+
+    /// A client certificate for `mallory` that names `issuer` as its
+    /// issuer, signed by a key of no CA.
+    fn forged_leaf(
+        issuer: &str,
+    ) -> (
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+        let fake_key = KeyPair::generate().expect("a key of no CA");
+        let mut fake = CertificateParams::default();
+        fake.distinguished_name = DistinguishedName::new();
+        fake.distinguished_name.push(DnType::CommonName, issuer);
+        fake.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let fake = rcgen::Issuer::new(fake, fake_key);
+        let key = KeyPair::generate().expect("client key");
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, "mallory");
+        let leaf = p.signed_by(&key, &fake).expect("forged certificate");
+        (
+            leaf.der().clone(),
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+
+    fn client(
+        &self,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> std::sync::Arc<rustls::ClientConfig> {
+        tls_client_config(std::slice::from_ref(&self.root_der), Some((chain, key)))
+    }
+}
+
+/// One identity-requiring read over a new connection presenting `client`.
+async fn chain_get(
+    gw: SocketAddr,
+    client: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Reply, String> {
+    let tls = tls_connect_from(OUTSIDE, gw, client, "localhost")
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    exchange_on(tls, build(gw, "GET", &fill("/public/{t}/r"), &[], "")).await
+}
+
+/// A client certificate chain is bounded before it costs much: at most
+/// six intermediate CAs on its path (webpki's limit; a seventh is
+/// refused), at most eight certificates after the leaf whatever they are
+/// (`tls::MAX_CLIENT_INTERMEDIATES`: webpki would try every one named
+/// like an issuer until its budget of 200,000 path-building steps and 100
+/// signature checks ran out, and a forged leaf stuffed with self-made CAs
+/// named like the real one, no CA key needed, made each handshake cost
+/// that), and at most 64 KiB of certificates in all (rustls's limit on a
+/// handshake message). Each refusal is a closed connection, and the
+/// gateway goes on serving good clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_big_and_stuffed_client_certificate_chains_are_refused() {
+    let pki = Chains::new();
+    let up = FakeUpstream::start().await;
+    let mut setup = Setup::new(&up);
+    setup.server_extra = pki.server_extra();
+    setup.share_extra = "require = \"identity\"\n".to_owned();
+    let gw = setup.start().await;
+
+    let (chain, key) = pki.chain(6);
+    let r = chain_get(gw.addr, pki.client(chain, key))
+        .await
+        .expect("six intermediates are served");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("a read under six intermediate CAs");
+    let (chain, key) = pki.chain(7);
+    let got = chain_get(gw.addr, pki.client(chain, key)).await;
+    assert!(
+        got.is_err(),
+        "seven intermediates: {:?}",
+        got.map(|r| r.summary())
+    );
+
+    // A good chain with unrelated certificates after it: eight pass,
+    // nine do not.
+    for (extra, served) in [(8, true), (9, false)] {
+        let (mut chain, key) = pki.chain(0);
+        chain.extend((0..extra).map(|i| Chains::filler(&format!("unrelated {i}"), 0)));
+        let got = chain_get(gw.addr, pki.client(chain, key)).await;
+        assert_eq!(
+            got.is_ok(),
+            served,
+            "{extra} more: {:?}",
+            got.map(|r| r.summary())
+        );
+    }
+    up.only("a read with eight unrelated certificates after the leaf");
+
+    // A good chain with 90 KiB of certificates after it, in three.
+    let (mut chain, key) = pki.chain(1);
+    chain.extend((0..3).map(|_| Chains::filler("filler", 1000)));
+    assert!(chain.iter().map(|c| c.len()).sum::<usize>() > 64 * 1024);
+    let got = chain_get(gw.addr, pki.client(chain, key)).await;
+    assert!(
+        got.is_err(),
+        "a 90 KiB chain: {:?}",
+        got.map(|r| r.summary())
+    );
+
+    // A forged leaf claiming the real intermediate as its issuer, with
+    // 120 self-made CAs of that name (about 40 KiB), and with seven.
+    let (chain, _) = pki.chain(1);
+    for impostors in [120, 7] {
+        let (forged, key) = Chains::forged_leaf("int-1");
+        let mut stuffed = vec![forged];
+        stuffed.extend((0..impostors).map(|_| Chains::filler("int-1", 0)));
+        stuffed.push(chain[1].clone());
+        let started = std::time::Instant::now();
+        let got = chain_get(gw.addr, pki.client(stuffed, key)).await;
+        assert!(
+            got.is_err(),
+            "{impostors} impostors: {:?}",
+            got.map(|r| r.summary())
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{impostors} impostors took {:?}",
+            started.elapsed()
+        );
+    }
+    up.assert_silent("chains too long, too big or stuffed");
+
+    let (chain, key) = pki.chain(0);
+    let r = chain_get(gw.addr, pki.client(chain, key))
+        .await
+        .expect("served after the refusals");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
+    up.only("a good client after the refusals");
 }

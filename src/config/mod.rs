@@ -5,7 +5,9 @@
 //! and every problem is reported at once, each naming the key, the bad value
 //! and what would be valid. The result is immutable: the server shares it by
 //! `Arc` and never consults the file again. This module does not bind, read
-//! certificates' contents or talk to the upstream.
+//! certificates' contents (except the CRLs of `client_crl`, and the client
+//! CAs they are checked against: what is wrong with a CRL is a config
+//! problem) or talk to the upstream.
 
 mod file;
 mod validate;
@@ -134,6 +136,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// CA bundle that client certificates must chain to (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// `client_crl`: the revocation lists client certificates are checked
+    /// against, read and checked at load (empty: no revocation checking).
+    pub client_crl: Vec<crate::tls::crl::Crl>,
     pub client_cert: ClientCertMode,
 }
 

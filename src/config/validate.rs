@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::Method;
@@ -97,6 +97,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
         tls_cert: raw.server.tls_cert.as_ref(),
         tls_key: raw.server.tls_key.as_ref(),
         client_ca: raw.server.client_ca.as_ref(),
+        client_crl: &raw.server.client_crl,
         client_cert: &raw.server.client_cert,
         proxy_protocol_from: &raw.server.proxy_protocol_from,
         proxy_protocol_optional: raw.server.proxy_protocol_optional,
@@ -129,6 +130,7 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
             tls_cert: l.tls_cert.as_ref(),
             tls_key: l.tls_key.as_ref(),
             client_ca: l.client_ca.as_ref(),
+            client_crl: &l.client_crl,
             client_cert: &l.client_cert,
             proxy_protocol_from: &l.proxy_protocol_from,
             proxy_protocol_optional: l.proxy_protocol_optional,
@@ -467,9 +469,11 @@ pub(super) fn validate(raw: File, base_dir: &Path, problems: &mut Vec<Problem>) 
     let reload_interval = duration("reload.interval", &raw.reload.interval, &mut r);
     let mut files = Vec::new();
     for t in listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        let crls = t.client_crl.iter().map(|c| &c.path);
         for f in [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()]
             .into_iter()
             .flatten()
+            .chain(crls)
         {
             if !files.contains(f) {
                 files.push(f.clone());
@@ -1135,12 +1139,56 @@ struct ListenerSettings<'a> {
     tls_cert: Option<&'a String>,
     tls_key: Option<&'a String>,
     client_ca: Option<&'a String>,
+    client_crl: &'a StringList,
     client_cert: &'a str,
     proxy_protocol_from: &'a StringList,
     proxy_protocol_optional: bool,
 }
 
 impl ListenerSettings<'_> {
+    /// `client_crl`, read and checked against `client_ca` (the CRLs'
+    /// contents are read here, unlike other certificate files, because
+    /// what is wrong with a CRL is a config problem `check` must show).
+    fn client_crls(
+        &self,
+        base_dir: &Path,
+        client_ca: Option<&Path>,
+        r: &mut Report<'_>,
+    ) -> Vec<crate::tls::crl::Crl> {
+        let p = &self.prefix;
+        if self.client_crl.0.is_empty() {
+            return Vec::new();
+        }
+        let Some(ca) = client_ca else {
+            r.add(
+                format!("{p}.client_crl"),
+                format!("needs {p}.client_ca: a CRL revokes client certificates, which are only verified against client_ca"),
+            );
+            return Vec::new();
+        };
+        let cas = match crate::tls::load_certs(ca) {
+            Ok(c) => c,
+            Err(e) => {
+                // Missing is already said; what else is wrong, said here:
+                // the CRLs cannot be checked without their CAs.
+                if ca.is_file() {
+                    r.add(format!("{p}.client_ca"), e.to_string());
+                }
+                return Vec::new();
+            }
+        };
+        let paths: Vec<PathBuf> = self.client_crl.0.iter().map(|f| base_dir.join(f)).collect();
+        match crate::tls::crl::read(&paths, &cas) {
+            Ok(crls) => crls,
+            Err(problems) => {
+                for m in problems {
+                    r.add(format!("{p}.client_crl"), m);
+                }
+                Vec::new()
+            }
+        }
+    }
+
     fn validate(
         &self,
         base_dir: &Path,
@@ -1193,10 +1241,12 @@ impl ListenerSettings<'_> {
                         ClientCertMode::Off
                     }
                 };
+                let client_crl = self.client_crls(base_dir, client_ca.as_deref(), r);
                 Some(TlsFiles {
                     cert,
                     key,
                     client_ca,
+                    client_crl,
                     client_cert,
                 })
             }
@@ -1215,9 +1265,18 @@ impl ListenerSettings<'_> {
                 None
             }
         };
-        if tls.is_none() && (self.client_ca.is_some() || self.client_cert != "off") {
+        if tls.is_none()
+            && (self.client_ca.is_some()
+                || self.client_cert != "off"
+                || !self.client_crl.0.is_empty())
+        {
+            let key = if self.client_ca.is_none() && self.client_cert == "off" {
+                "client_crl"
+            } else {
+                "client_ca"
+            };
             r.add(
-                format!("{p}.client_ca"),
+                format!("{p}.{key}"),
                 format!("client certificates need TLS on the listener; set {p}.tls_cert and {p}.tls_key"),
             );
         }

@@ -29,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::Config;
 use crate::error::{wants_html, Body, BoxError, RequestError};
+use crate::identity::client_cert::ClientCert;
 use crate::identity::{Identity, IdentityOutcome};
 use crate::identity::{JwtVerifier, RefreshHandle};
 use crate::policy::rate::RateLimits;
@@ -79,7 +80,7 @@ impl<C: tower_service::Service<Uri>> tower_service::Service<Uri> for OneUpstream
 
 /// What the gateway knows about one client connection, built once by the
 /// server when the connection is accepted.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Conn {
     /// The client's address as the connection tells it: the TCP peer, or
     /// the source a trusted load balancer gave in a PROXY header.
@@ -87,28 +88,24 @@ pub struct Conn {
     /// The TCP peer itself (differs from `peer` behind PROXY protocol).
     pub tcp_peer: SocketAddr,
     pub tls: bool,
-    /// The verified mTLS client certificate, as an identity, and the end
-    /// of its validity.
-    pub client_cert: Option<(Arc<Identity>, SystemTime)>,
+    /// The mTLS client certificate the handshake verified.
+    pub client_cert: Option<ClientCert>,
     /// The listener the connection came in on.
     pub listener: usize,
-    /// The client CAs the handshake trusted ([`Gateway::client_trust`] then).
-    /// A reload that changes them (a CA withdrawn, client certificates
-    /// turned off) must not leave the certificate's identity standing on a
-    /// connection kept alive across it.
-    pub client_trust: Option<u64>,
 }
 
 impl Conn {
-    /// The client certificate's identity, if the current config still
-    /// trusts what the handshake trusted and the certificate has not
-    /// expired since: it was checked at the handshake, and a connection
-    /// kept alive can outlive it.
+    /// The client certificate's identity, if the listener's verification
+    /// in `gw` accepts the certificate now: it was checked at the
+    /// handshake, and a connection kept alive can outlive that check (the
+    /// certificate or a CRL expires, a reload revokes it or withdraws its
+    /// CA). See [`ClientCert`].
     fn client_cert_in<'a>(&'a self, gw: &Gateway) -> Option<&'a Arc<Identity>> {
-        let (identity, until) = self.client_cert.as_ref()?;
-        let trusted =
-            self.client_trust.is_some() && gw.client_trust_of(self.listener) == self.client_trust;
-        (trusted && SystemTime::now() <= *until).then_some(identity)
+        self.client_cert.as_ref()?.identity_under(
+            gw.generation,
+            gw.client_auth_of(self.listener),
+            SystemTime::now(),
+        )
     }
 }
 
@@ -121,11 +118,16 @@ pub struct Gateway {
     /// Per listener (in `config.listeners` order): its rustls config, or
     /// `None` for plain HTTP.
     pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
-    /// Per listener, the digest of the client CAs its TLS config verifies
-    /// client certificates against (`None`: none verified).
-    pub client_trust: Vec<Option<u64>>,
+    /// Per listener, how its TLS config verifies client certificates
+    /// (`None`: it does not).
+    pub client_auth: Vec<Option<Arc<tls::ClientAuth>>>,
+    /// This snapshot's number, unique in the process: what a connection's
+    /// client certificate was last judged under (see [`ClientCert`]).
+    pub generation: u64,
     /// When the first listener certificate expires (Unix seconds).
     pub tls_expiry: Option<f64>,
+    /// The earliest `nextUpdate` of the client CRLs (Unix seconds).
+    pub crl_next_update: Option<f64>,
     pub jwt: Option<JwtVerifier>,
     _jwt_refresh: Option<RefreshHandle>,
     limits: RateLimits,
@@ -195,15 +197,28 @@ impl Gateway {
             }
         }
         let mut tls = Vec::new();
-        let mut client_trust = Vec::new();
+        let mut client_auth = Vec::new();
         let mut tls_expiry: Option<f64> = None;
+        let mut crl_next_update: Option<f64> = None;
         for l in &config.listeners {
             let built = l.tls.as_ref().map(tls::server_config).transpose()?;
-            client_trust.push(built.as_ref().and_then(|(_, trust)| *trust));
-            tls.push(built.map(|(cfg, _)| cfg));
+            client_auth.push(built.as_ref().and_then(|b| b.client_auth.clone()));
+            tls.push(built.map(|b| b.config));
             if let Some(files) = &l.tls {
                 if let Some(t) = tls::expiry(&files.cert)? {
                     tls_expiry = Some(tls_expiry.map_or(t, |e| e.min(t)));
+                }
+                for crl in &files.client_crl {
+                    let t = unix_seconds(crl.next_update);
+                    crl_next_update = Some(crl_next_update.map_or(t, |e: f64| e.min(t)));
+                    if crl.expired_at(SystemTime::now()) {
+                        tracing::warn!(
+                            file = %crl.path.display(),
+                            issuer = %crl.issuer,
+                            next_update = %humantime::format_rfc3339_seconds(crl.next_update),
+                            "a client CRL has expired: the client certificates it speaks for are refused until a newer CRL is loaded"
+                        );
+                    }
                 }
             }
         }
@@ -240,8 +255,10 @@ impl Gateway {
             limits: RateLimits::new(&config.limits),
             config_hash: config.hash(),
             tls,
-            client_trust,
+            client_auth,
+            generation: next_generation(),
             tls_expiry,
+            crl_next_update,
             jwt,
             _jwt_refresh: refresh,
             readiness: tokio::sync::Mutex::new(None),
@@ -287,8 +304,10 @@ impl Gateway {
             limits: RateLimits::new(&config.limits),
             config_hash: config.hash(),
             tls: Vec::new(),
-            client_trust: Vec::new(),
+            client_auth: Vec::new(),
+            generation: next_generation(),
             tls_expiry: None,
+            crl_next_update: None,
             jwt,
             _jwt_refresh: None,
             readiness: tokio::sync::Mutex::new(None),
@@ -354,15 +373,28 @@ impl Gateway {
         }
     }
 
-    /// The client CAs listener `index` trusts (a listener beyond the
-    /// configured ones takes the first one's settings, as in `server`).
-    pub fn client_trust_of(&self, index: usize) -> Option<u64> {
-        self.client_trust
+    /// How listener `index` verifies client certificates (a listener
+    /// beyond the configured ones takes the first one's settings, as in
+    /// `server`).
+    pub fn client_auth_of(&self, index: usize) -> Option<&tls::ClientAuth> {
+        self.client_auth
             .get(index)
-            .or_else(|| self.client_trust.first())
-            .copied()
-            .flatten()
+            .or_else(|| self.client_auth.first())
+            .and_then(Option::as_deref)
     }
+}
+
+/// Unix seconds, as the metrics give times.
+#[allow(clippy::cast_precision_loss)] // exact for any realistic date
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs() as f64)
+}
+
+/// A number for a new snapshot, never 0 (a verdict not reached yet).
+fn next_generation() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    LAST.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
 fn upstream_client(config: &Config) -> Result<Client<Connector, Body>, BuildError> {
@@ -443,6 +475,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
     let navigation = browser && method == Method::GET;
+    let http1 = req.version() < Version::HTTP_2;
     let result = pipeline(&gw, &conn, req, &mut facts).await;
     let (mut resp, decision, error) = match result {
         Ok(resp) => (resp, Decision::Allowed, None),
@@ -455,7 +488,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
                 | RequestError::UpstreamBody(_) => Decision::Allowed,
                 _ => Decision::Refused,
             };
-            let resp = match &gw.config.identity.login_url {
+            let mut resp = match &gw.config.identity.login_url {
                 Some(login) if navigation && e.is_unauthenticated() => {
                     crate::error::login_redirect(
                         login,
@@ -467,10 +500,17 @@ pub async fn handle(state: Arc<State>, conn: Arc<Conn>, req: Request<Incoming>) 
                     browser,
                     crate::error::Accepted {
                         bearer: gw.config.identity.jwt.is_some(),
-                        client_cert: gw.client_trust_of(conn.listener).is_some(),
+                        client_cert: gw.client_auth_of(conn.listener).is_some(),
                     },
                 ),
             };
+            if http1 && matches!(e, RequestError::ClientCertificate) {
+                // Nothing more will be served on this connection; HTTP/2
+                // has no such header (RFC 9113 §8.2.2), its streams are
+                // refused one by one.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             (resp, decision, Some(e))
         }
     };
@@ -510,6 +550,18 @@ async fn decide(
     facts: &mut Facts,
 ) -> Result<(Route, IpAddr, IdentityOutcome), RequestError> {
     let cfg = &gw.config;
+    // The connection: where a client certificate is required, one that a
+    // new handshake would refuse (revoked, expired, its CA or CRL gone
+    // since this connection's handshake) gets nothing on a connection kept
+    // alive either.
+    if gw
+        .client_auth_of(conn.listener)
+        .is_some_and(|a| a.mandatory)
+        && conn.client_cert_in(gw).is_none()
+    {
+        facts.rule = "client_cert".to_owned();
+        return Err(RequestError::ClientCertificate);
+    }
     // classify
     check_method(req.method()).map_err(|(what, _)| RequestError::Malformed(what))?;
     if let Err(e) = cfg

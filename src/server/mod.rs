@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits};
 use crate::error::full;
-use crate::identity::client_cert;
+use crate::identity::client_cert::ClientCert;
 use crate::proxy::{self, Conn, Gateway};
 use crate::state::State;
 
@@ -670,7 +670,6 @@ async fn accept(
                 tls: false,
                 client_cert: None,
                 listener: index,
-                client_trust: None,
             },
         )),
         Some(acceptor) => {
@@ -678,13 +677,7 @@ async fn accept(
                 .accept(stream)
                 .await
                 .map_err(|e| format!("TLS handshake failed: {e}"))?;
-            let client_cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| client_cert::identity(leaf.as_ref()))
-                .map(|(identity, until)| (std::sync::Arc::new(identity), until));
+            let client_cert = client_certificate(tls.get_ref().1, gateway, index)?;
             Ok((
                 Io::Tls(Box::new(tls)),
                 Conn {
@@ -693,9 +686,41 @@ async fn accept(
                     tls: true,
                     client_cert,
                     listener: index,
-                    client_trust: gateway.client_trust_of(index),
                 },
             ))
         }
     }
+}
+
+/// The client certificate of a connection just accepted, judged under the
+/// snapshot whose TLS config accepted it.
+///
+/// A full handshake verified the chain a moment ago. A resumed one did
+/// not: rustls hands back the chain of the session it resumes (TLS 1.2
+/// session ID or TLS 1.3 ticket) as it was, and that session may predate
+/// the certificate's expiry or a CRL's. Such a chain is verified now, and
+/// a connection that a full handshake would refuse is refused (the client
+/// can connect again and present its certificate anew).
+fn client_certificate(
+    tls: &rustls::ServerConnection,
+    gateway: &Gateway,
+    index: usize,
+) -> Result<Option<ClientCert>, String> {
+    let Some(cert) = tls.peer_certificates().and_then(ClientCert::new) else {
+        return Ok(None);
+    };
+    let Some(auth) = gateway.client_auth_of(index) else {
+        return Ok(None);
+    };
+    let now = std::time::SystemTime::now();
+    if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        if cert
+            .identity_under(gateway.generation, Some(auth), now)
+            .is_none()
+        {
+            return Err("TLS session resumed with a client certificate the listener no longer accepts (expired, revoked, or its CRL expired)".into());
+        }
+        return Ok(Some(cert));
+    }
+    Ok(Some(cert.accepted(gateway.generation, auth, now)))
 }

@@ -110,6 +110,7 @@ pub struct Metrics {
     pub config_info: Family<HashLabels, Gauge>,
     pub config_loaded: Gauge<f64, AtomicU64>,
     pub tls_expiry: Gauge<f64, AtomicU64>,
+    pub crl_next_update: Gauge<f64, AtomicU64>,
     /// Shared with every rewrite rule set the gateway builds.
     pub rewrite_stats: Arc<RewriteStats>,
     pub rate_limited: Family<ClassLabels, Counter>,
@@ -188,6 +189,12 @@ impl Metrics {
             "When the listener's TLS certificate expires (Unix time; 0 without TLS)",
             tls_expiry.clone(),
         );
+        let crl_next_update = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "client_crl_next_update_timestamp_seconds",
+            "The earliest nextUpdate of the client_crl CRLs in force (Unix time; 0 without them): past it, the client certificates that CRL speaks for are refused",
+            crl_next_update.clone(),
+        );
         let rewrite_stats = Arc::new(RewriteStats::default());
         registry.register_collector(Box::new(RewriteCollector(rewrite_stats.clone())));
         let rate_limited = Family::<ClassLabels, Counter>::default();
@@ -231,6 +238,7 @@ impl Metrics {
             config_info,
             config_loaded,
             tls_expiry,
+            crl_next_update,
             rewrite_stats,
             rate_limited,
             audit_lost,

@@ -919,6 +919,43 @@ pub async fn tls_connect_from(
     .await
 }
 
+/// An HTTP/1.1 connection over TLS from [`OUTSIDE`], kept open for several
+/// requests (rustls checks a client certificate at the handshake only).
+pub struct KeptConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    gw: SocketAddr,
+}
+
+impl KeptConnection {
+    pub async fn open(gw: SocketAddr, client: Arc<rustls::ClientConfig>) -> Self {
+        let tls = tls_connect_from(OUTSIDE, gw, client, "localhost")
+            .await
+            .expect("the client's handshake");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("HTTP/1.1 over the TLS connection");
+        tokio::spawn(connection);
+        KeptConnection { sender, gw }
+    }
+
+    /// `GET target` on this connection, which must still be open.
+    pub async fn get(&mut self, target: &str, what: &str) -> Reply {
+        self.try_get(target, what)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// `GET target` on this connection; `Err` when it has been closed.
+    pub async fn try_get(&mut self, target: &str, what: &str) -> Result<Reply, String> {
+        within(what, self.sender.ready())
+            .await
+            .map_err(|e| format!("the kept connection is closed: {e}"))?;
+        let request = build(self.gw, "GET", target, &[], "");
+        let sent = within(what, self.sender.send_request(request)).await;
+        Ok(read_reply(sent.map_err(|e| format!("the kept connection failed: {e}"))?).await)
+    }
+}
+
 /// One HTTP/1.1 request on `io`, body read to the end; any failure (the
 /// peer closing, a TLS alert) is returned as text.
 pub async fn exchange_on<IO>(io: IO, req: Request<Full<Bytes>>) -> Result<Reply, String>
