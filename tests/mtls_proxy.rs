@@ -941,17 +941,15 @@ async fn long_big_and_stuffed_client_certificate_chains_are_refused() {
         let mut stuffed = vec![forged];
         stuffed.extend((0..impostors).map(|_| Chains::filler("int-1", 0)));
         stuffed.push(chain[1].clone());
-        let started = std::time::Instant::now();
+        // What the bound saves is CPU per handshake (about 43 ms for the
+        // 120 before it, 7 ms at worst after, in a release build), which a
+        // test does not time; the nine-certificate case above is what fails
+        // without the bound. Here: refused.
         let got = chain_get(gw.addr, pki.client(stuffed, key)).await;
         assert!(
             got.is_err(),
             "{impostors} impostors: {:?}",
             got.map(|r| r.summary())
-        );
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(2),
-            "{impostors} impostors took {:?}",
-            started.elapsed()
         );
     }
     up.assert_silent("chains too long, too big or stuffed");

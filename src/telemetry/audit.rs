@@ -557,7 +557,7 @@ mod tests {
         while std::fs::read_to_string(&real).unwrap().is_empty()
             && std::time::Instant::now() < deadline
         {
-            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(std::fs::read_to_string(&real)
             .unwrap()
@@ -630,7 +630,7 @@ mod tests {
         // The writer thread counts as it goes; wait (generously) for all ten.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while counted.get() < 10 && std::time::Instant::now() < deadline {
-            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(counted.get(), 10);
         assert_eq!(lost(&family, &QUEUE_FULL), 0);
