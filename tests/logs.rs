@@ -340,7 +340,50 @@ fn audit_lines(path: &std::path::Path, count: usize) -> Vec<String> {
         if lines.len() >= count || std::time::Instant::now() > deadline {
             return lines;
         }
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The real gateway writing audit events to `audit.jsonl` in a folder of
+/// its own, after one share read from inside that it audited.
+struct Audited {
+    gw: Gateway,
+    addr: std::net::SocketAddr,
+    stderr: BufReader<ChildStderr>,
+    dir: tempfile::TempDir,
+    audit: std::path::PathBuf,
+    _config_dir: tempfile::TempDir,
+    _upstream: FakeUpstream,
+}
+
+/// The share read [`Audited`] makes, and its source.
+const AUDITED_FROM: &str = "127.0.0.2";
+fn audited_read() -> String {
+    format!("/api/v1/public/{TOKEN}/runs/abc")
+}
+
+async fn start_audited() -> Audited {
+    let upstream = FakeUpstream::start().await;
+    let mut setup = setup(&upstream);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let audit = dir.path().join("audit.jsonl");
+    setup.extra.push_str(&format!(
+        "[audit]\nfile = {:?}\n",
+        audit.display().to_string()
+    ));
+    let (config_dir, config) = write_config(&setup);
+    let (gw, addr, stderr) = start(&config, "text");
+    let inside = AUDITED_FROM.parse().expect("an address");
+    let r = common::request(inside, addr, "GET", &audited_read(), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    Audited {
+        gw,
+        addr,
+        stderr,
+        dir,
+        audit,
+        _config_dir: config_dir,
+        _upstream: upstream,
     }
 }
 
@@ -350,20 +393,17 @@ fn audit_lines(path: &std::path::Path, count: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_opens_the_audit_file_anew_so_it_can_be_rotated() {
     use std::os::unix::fs::PermissionsExt;
-    let upstream = FakeUpstream::start().await;
-    let mut setup = setup(&upstream);
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let audit = dir.path().join("audit.jsonl");
-    setup.extra.push_str(&format!(
-        "[audit]\nfile = {:?}\n",
-        audit.display().to_string()
-    ));
-    let (_config_dir, config) = write_config(&setup);
-    let (gw, addr, stderr) = start(&config, "text");
-    let inside = "127.0.0.2".parse().unwrap();
-    let read = format!("/api/v1/public/{TOKEN}/runs/abc");
-    let r = common::request(inside, addr, "GET", &read, &[], "").await;
-    assert_eq!(r.status, 200, "{}", r.summary());
+    let Audited {
+        gw,
+        addr,
+        stderr,
+        dir,
+        audit,
+        _config_dir,
+        _upstream,
+    } = start_audited().await;
+    let inside = AUDITED_FROM.parse().unwrap();
+    let read = audited_read();
     let first = audit_lines(&audit, 1);
     assert_eq!(first.len(), 1, "{first:?}");
     let mode = std::fs::metadata(&audit).expect("audit file").permissions();
@@ -389,20 +429,17 @@ async fn a_reload_opens_the_audit_file_anew_so_it_can_be_rotated() {
 /// followed, as for any log file, and the file it names is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_pipe_as_the_audit_file_is_refused_without_holding_the_reload() {
-    let upstream = FakeUpstream::start().await;
-    let mut setup = setup(&upstream);
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let audit = dir.path().join("audit.jsonl");
-    setup.extra.push_str(&format!(
-        "[audit]\nfile = {:?}\n",
-        audit.display().to_string()
-    ));
-    let (_config_dir, config) = write_config(&setup);
-    let (gw, addr, stderr) = start(&config, "text");
-    let inside = "127.0.0.2".parse().unwrap();
-    let read = format!("/api/v1/public/{TOKEN}/runs/abc");
-    let r = common::request(inside, addr, "GET", &read, &[], "").await;
-    assert_eq!(r.status, 200, "{}", r.summary());
+    let Audited {
+        gw,
+        addr,
+        stderr,
+        dir,
+        audit,
+        _config_dir,
+        _upstream,
+    } = start_audited().await;
+    let inside = AUDITED_FROM.parse().unwrap();
+    let read = audited_read();
     assert_eq!(audit_lines(&audit, 1).len(), 1);
 
     let rotated = dir.path().join("audit.jsonl.1");
