@@ -393,15 +393,9 @@ async fn start_audited() -> Audited {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_opens_the_audit_file_anew_so_it_can_be_rotated() {
     use std::os::unix::fs::PermissionsExt;
-    let Audited {
-        gw,
-        addr,
-        stderr,
-        dir,
-        audit,
-        _config_dir,
-        _upstream,
-    } = start_audited().await;
+    let audited = start_audited().await;
+    let (gw, addr, stderr) = (audited.gw, audited.addr, audited.stderr);
+    let (dir, audit) = (&audited.dir, &audited.audit);
     let inside = AUDITED_FROM.parse().unwrap();
     let read = audited_read();
     let first = audit_lines(&audit, 1);
@@ -429,15 +423,9 @@ async fn a_reload_opens_the_audit_file_anew_so_it_can_be_rotated() {
 /// followed, as for any log file, and the file it names is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_pipe_as_the_audit_file_is_refused_without_holding_the_reload() {
-    let Audited {
-        gw,
-        addr,
-        stderr,
-        dir,
-        audit,
-        _config_dir,
-        _upstream,
-    } = start_audited().await;
+    let audited = start_audited().await;
+    let (gw, addr, stderr) = (audited.gw, audited.addr, audited.stderr);
+    let (dir, audit) = (&audited.dir, &audited.audit);
     let inside = AUDITED_FROM.parse().unwrap();
     let read = audited_read();
     assert_eq!(audit_lines(&audit, 1).len(), 1);
