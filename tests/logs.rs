@@ -395,7 +395,7 @@ async fn a_reload_opens_the_audit_file_anew_so_it_can_be_rotated() {
     use std::os::unix::fs::PermissionsExt;
     let audited = start_audited().await;
     let (gw, addr, stderr) = (audited.gw, audited.addr, audited.stderr);
-    let (dir, audit) = (&audited.dir, &audited.audit);
+    let (dir, audit) = (&audited.dir, audited.audit.clone());
     let inside = AUDITED_FROM.parse().unwrap();
     let read = audited_read();
     let first = audit_lines(&audit, 1);
@@ -425,7 +425,7 @@ async fn a_reload_opens_the_audit_file_anew_so_it_can_be_rotated() {
 async fn a_named_pipe_as_the_audit_file_is_refused_without_holding_the_reload() {
     let audited = start_audited().await;
     let (gw, addr, stderr) = (audited.gw, audited.addr, audited.stderr);
-    let (dir, audit) = (&audited.dir, &audited.audit);
+    let (dir, audit) = (&audited.dir, audited.audit.clone());
     let inside = AUDITED_FROM.parse().unwrap();
     let read = audited_read();
     assert_eq!(audit_lines(&audit, 1).len(), 1);
