@@ -270,15 +270,10 @@ mod tests {
 
     #[test]
     fn share_and_management_answers_stay_out_of_shared_caches() {
-        for class in [
-            RouteClass::SharePage,
-            RouteClass::PublicApi,
-            RouteClass::PublicTokenless,
-            RouteClass::PublicBulk,
-            RouteClass::FeedbackToken,
-            RouteClass::Custom(0),
-            RouteClass::ShareManage,
-        ] {
+        for class in RouteClass::PUBLIC
+            .into_iter()
+            .chain([RouteClass::ShareManage])
+        {
             let mut h = upstream_headers(&["public, max-age=600", "s-maxage=600"]);
             apply(&settings(true), class, &mut h);
             assert_eq!(cache_lines(&h), ["private, max-age=600"], "{class:?}");
